@@ -1,0 +1,84 @@
+"""Bad input at a public function raises a clear error naming the argument, expected and received."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vae_jax
+
+KEY = jax.random.key(0)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    model = vae_jax.mlp_vae((4, 4, 1), (8,), 2)
+    return model, vae_jax.init(model, KEY)
+
+
+@pytest.fixture(scope="module")
+def discrete():
+    model = vae_jax.mlp_vae((4, 4, 3), (8,), 2, likelihood=vae_jax.DiscretizedLogisticMixture(2))
+    return model, vae_jax.init(model, KEY)
+
+
+def test_wrong_rank_or_shape(mlp):
+    model, params = mlp
+    with pytest.raises(ValueError, match=r"x: expected shape \(4, 4, 1\).*got \(16,\)"):
+        vae_jax.elbo(model, params, jnp.zeros(16), KEY)
+    with pytest.raises(ValueError, match=r"got \(2, 3, 4, 4, 1\)"):
+        vae_jax.elbo(model, params, jnp.zeros((2, 3, 4, 4, 1)), KEY)
+    with pytest.raises(ValueError, match=r"got \(2, 4, 4, 3\)"):
+        vae_jax.iwae_bound(model, params, jnp.zeros((2, 4, 4, 3)), KEY)
+    with pytest.raises(ValueError, match=r"z: expected shape \(2,\)"):
+        vae_jax.decode(model, params, jnp.zeros((3, 5)))
+
+
+def test_wrong_dtype(mlp):
+    model, params = mlp
+    with pytest.raises(ValueError, match="x: expected a float array.*got dtype uint8.*prepare"):
+        vae_jax.elbo(model, params, np.zeros((2, 4, 4, 1), np.uint8), KEY)
+
+
+def test_values_out_of_range(mlp, discrete):
+    model, params = mlp
+    with pytest.raises(ValueError, match=r"x: expected values in \{0, 1\}, got values in \[0, 0.5\]"):
+        vae_jax.elbo(model, params, jnp.full((2, 4, 4, 1), 0.5).at[0].set(0.0), KEY)
+    model, params = discrete
+    with pytest.raises(ValueError, match=r"integer values in 0..255, got values in \[0, 256\]"):
+        vae_jax.log_likelihood(model, params, jnp.full((1, 4, 4, 3), 256).at[0, 0].set(0), KEY, k=2)
+    with pytest.raises(ValueError, match="integer values in 0..255"):
+        vae_jax.elbo(model, params, jnp.full((4, 4, 3), 3.5), KEY)
+    with pytest.raises(ValueError, match="non-finite"):
+        vae_jax.elbo(model, params, jnp.full((4, 4, 3), jnp.nan), KEY)
+    gaussian = vae_jax.linear_gaussian(3, 1)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\], got values in \[-1, 2\]"):
+        vae_jax.elbo(gaussian, vae_jax.init(gaussian, KEY), jnp.array([-1.0, 0.0, 2.0]), KEY)
+
+
+def test_bad_key_and_counts(mlp):
+    model, params = mlp
+    x = jnp.zeros((2, 4, 4, 1))
+    with pytest.raises(ValueError, match="key: expected a PRNG key"):
+        vae_jax.elbo(model, params, x, 0)
+    with pytest.raises(ValueError, match="key: expected a single PRNG key"):
+        vae_jax.elbo(model, params, x, jax.random.split(KEY, 2))
+    with pytest.raises(ValueError, match="k: expected a positive int, got 0"):
+        vae_jax.iwae_bound(model, params, x, KEY, k=0)
+    with pytest.raises(ValueError, match="chunk_size: expected a positive int"):
+        vae_jax.log_likelihood(model, params, x, KEY, k=10, chunk_size=-1)
+    with pytest.raises(ValueError, match="num_samples: expected a positive int"):
+        vae_jax.sample(model, params, KEY, 0)
+    with pytest.raises(ValueError, match="temperature"):
+        vae_jax.sample(model, params, KEY, 2, temperature=-1.0)
+
+
+def test_models_that_do_not_fit_are_refused_at_construction():
+    with pytest.raises(ValueError, match="divisible"):
+        vae_jax.conv_vae((30, 30, 3), (8, 16, 32))
+    with pytest.raises(ValueError, match="activation"):
+        vae_jax.init(
+            vae_jax.mlp_vae((4,), (3,), 2, activation="relux", likelihood=vae_jax.Gaussian(1.0)), KEY
+        )
+    with pytest.raises(ValueError, match="num_components"):
+        vae_jax.DiscretizedLogisticMixture(0)

@@ -1,0 +1,65 @@
+"""vae-jax: Variational Autoencoders as small pure JAX functions.
+
+model = vae_jax.conv_vae()                      # a frozen, hashable description
+params = vae_jax.init(model, key)
+vae_jax.elbo(model, params, x, key)             # nats per example
+"""
+
+from vae_jax.architectures import conv_vae, linear_gaussian, mlp_784_400_20, mlp_784_500_20, mlp_vae
+from vae_jax.evaluation import bits_per_dim, log_likelihood
+from vae_jax.exact import exact_log_marginal, exact_posterior, optimal_encoder_params
+from vae_jax.likelihoods import Bernoulli, DiscretizedLogistic, DiscretizedLogisticMixture, Gaussian
+from vae_jax.model import VAE, LatentTerms
+from vae_jax.objectives import (
+    ElboTerms,
+    decode,
+    elbo,
+    elbo_terms,
+    encode,
+    iwae_bound,
+    log_importance_weights,
+    reconstruct,
+    sample,
+)
+from vae_jax.priors import MixtureOfGaussians, StandardNormal, VampPrior
+
+
+def init(model, key):
+    """A params pytree ``{"encoder", "decoder", "prior"}`` for ``model``, drawn from ``key``."""
+    from vae_jax import checks
+
+    checks.check_key("key", key)
+    return model.init(key)
+
+
+__all__ = [
+    "VAE",
+    "Bernoulli",
+    "DiscretizedLogistic",
+    "DiscretizedLogisticMixture",
+    "ElboTerms",
+    "Gaussian",
+    "LatentTerms",
+    "MixtureOfGaussians",
+    "StandardNormal",
+    "VampPrior",
+    "bits_per_dim",
+    "conv_vae",
+    "decode",
+    "elbo",
+    "elbo_terms",
+    "encode",
+    "exact_log_marginal",
+    "exact_posterior",
+    "init",
+    "iwae_bound",
+    "linear_gaussian",
+    "log_importance_weights",
+    "log_likelihood",
+    "mlp_784_400_20",
+    "mlp_784_500_20",
+    "mlp_vae",
+    "optimal_encoder_params",
+    "reconstruct",
+    "sample",
+]

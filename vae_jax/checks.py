@@ -1,0 +1,92 @@
+"""Boundary checks: bad input fails loudly, naming the argument, the expected and the received.
+
+Shapes and dtypes are checked always (they are static under ``jit``); values are checked
+only when they are concrete, since a traced array has none to look at.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_RANGES = {
+    "binary": "values in {0, 1}",
+    "unit": "values in [0, 1]",
+    "discrete": "integer values in 0..255",
+}
+
+
+def _is_concrete(x):
+    return not isinstance(x, jax.core.Tracer)
+
+
+def batch_rank(name, x, event_shape):
+    """Return True for a batch ``(B, *event_shape)``, False for one example ``event_shape``."""
+    shape = tuple(np.shape(x))
+    event_shape = tuple(event_shape)
+    n = len(event_shape)
+    if len(shape) == n and shape == event_shape:
+        return False
+    if len(shape) == n + 1 and shape[1:] == event_shape:
+        return True
+    raise ValueError(
+        f"{name}: expected shape {event_shape} (one example) or (batch, *{event_shape}), got {shape}"
+    )
+
+
+def check_data(name, x, input_kind, data_shape):
+    """Check images against the likelihood's input kind; return whether ``x`` is a batch."""
+    batched = batch_rank(name, x, data_shape)
+    dtype = jnp.result_type(x)
+    if input_kind == "discrete":
+        if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+            raise ValueError(f"{name}: expected an integer or float array of 8-bit values, got dtype {dtype}")
+    elif not jnp.issubdtype(dtype, jnp.floating):
+        hint = (
+            " (8-bit images: convert with vae_jax.data.transforms.prepare)"
+            if jnp.issubdtype(dtype, jnp.integer)
+            else ""
+        )
+        raise ValueError(
+            f"{name}: expected a float array with {_RANGES[input_kind]}, got dtype {dtype}{hint}"
+        )
+    if _is_concrete(x):
+        _check_values(name, np.asarray(x), input_kind)
+    return batched
+
+
+def _check_values(name, x, input_kind):
+    if x.size == 0:
+        raise ValueError(f"{name}: got an empty array of shape {x.shape}")
+    low, high = float(x.min()), float(x.max())
+    if not np.isfinite(low) or not np.isfinite(high):
+        raise ValueError(f"{name}: expected finite {_RANGES[input_kind]}, got non-finite values")
+    bad = False
+    if input_kind == "binary":
+        bad = not np.all((x == 0) | (x == 1))
+    elif input_kind == "unit":
+        bad = low < 0.0 or high > 1.0
+    elif input_kind == "discrete":
+        bad = low < 0 or high > 255 or not np.all(x == np.round(x))
+    if bad:
+        raise ValueError(f"{name}: expected {_RANGES[input_kind]}, got values in [{low:g}, {high:g}]")
+
+
+def check_key(name, key):
+    """A PRNG key: a typed key array, or the raw uint32 form of shape (2,)."""
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"{name}: expected a single PRNG key, got a key array of shape {key.shape}")
+        return
+    shape, dtype = np.shape(key), jnp.result_type(key)
+    if shape != (2,) or dtype != jnp.uint32:
+        raise ValueError(
+            f"{name}: expected a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), "
+            f"got shape {shape} dtype {dtype}"
+        )
+
+
+def check_positive_int(name, value):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")

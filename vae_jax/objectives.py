@@ -1,0 +1,135 @@
+"""The VAE's objectives as pure functions of ``(model, params, x, key)``.
+
+Every function accepts one example ``x`` of shape ``model.data_shape`` or a batch
+``(B, *data_shape)``. A batch's key is split into one key per example, and one example uses
+its key as given, so ``jax.vmap`` of the single-example call over
+``jax.random.split(key, B)`` equals the batched call. Results are nats per example.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vae_jax import checks
+
+
+class ElboTerms(NamedTuple):
+    """Per-example pieces of the ELBO, each (B,) (or scalars for one example).
+
+    reconstruction: E_q[log p(x|z)] (one-sample estimate); kl: sum of ``kl_groups``.
+    """
+
+    reconstruction: jax.Array
+    kl: jax.Array
+    kl_groups: tuple[jax.Array, ...]
+
+
+def _batch_and_keys(model, x, key, name="x"):
+    checks.check_key("key", key)
+    batched = checks.check_data(name, x, model.likelihood.input_kind, model.data_shape)
+    x = jnp.asarray(x)
+    if not batched:
+        return x[None], key[None], False
+    return x, jax.random.split(key, x.shape[0]), True
+
+
+def _unbatch(tree, batched):
+    return tree if batched else jax.tree_util.tree_map(lambda a: a[0], tree)
+
+
+def _sum_over_data(model, log_probs):
+    return jnp.sum(log_probs, axis=tuple(range(log_probs.ndim - len(model.data_shape), log_probs.ndim)))
+
+
+def encode(model, params, x):
+    """Posterior parameters ``(mean, log_var)`` of q(z|x) (the top group for hierarchies)."""
+    batched = checks.check_data("x", x, model.likelihood.input_kind, model.data_shape)
+    xb = jnp.asarray(x) if batched else jnp.asarray(x)[None]
+    return _unbatch(model.posterior(params, xb), batched)
+
+
+def decode(model, params, z):
+    """The likelihood's parameters at z: shape ``(*data_shape, params_per_subpixel)`` per z."""
+    batched = checks.batch_rank("z", z, model.latent_shape)
+    zb = jnp.asarray(z) if batched else jnp.asarray(z)[None]
+    return _unbatch(model.decoder_output(params, zb), batched)
+
+
+def elbo_terms(model, params, x, key) -> ElboTerms:
+    """One-sample reconstruction term and the (analytic where possible) KL, per example."""
+    xb, keys, batched = _batch_and_keys(model, x, key)
+    terms = model.infer(params, xb, keys)
+    reconstruction = _sum_over_data(model, model.likelihood.log_prob(xb, terms.decoder_out))
+    kl = sum(terms.kl_groups)
+    return _unbatch(ElboTerms(reconstruction, kl, terms.kl_groups), batched)
+
+
+def elbo(model, params, x, key, *, beta=1.0, free_bits=0.0):
+    """ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z)), nats per example.
+
+    Monte Carlo over one draw z ~ q(z|x) for the first term; the KL is analytic for a
+    Gaussian posterior and standard-normal prior, else the one-sample estimate
+    log q(z|x) - log p(z). Options turn the bound into a training objective:
+    ``beta`` weights the KL (beta-VAE, Higgins et al. 2017) and ``free_bits`` = lambda
+    replaces each latent group's KL_g by max(lambda, KL_g) (Kingma et al. 2016), per
+    example. With the defaults it is the ELBO itself, a lower bound on log p(x).
+    """
+    terms = elbo_terms(model, params, x, key)
+    kls = terms.kl_groups
+    if free_bits:
+        kls = tuple(jnp.maximum(kl, free_bits) for kl in kls)
+    return terms.reconstruction - beta * sum(kls)
+
+
+def _log_weights(model, params, xb, keys):
+    """log w = log p(x|z) + log p(z) - log q(z|x) at one draw z ~ q(z|x) per example."""
+    terms = model.infer(params, xb, keys)
+    log_px_given_z = _sum_over_data(model, model.likelihood.log_prob(xb, terms.decoder_out))
+    return log_px_given_z + terms.log_p - terms.log_q
+
+
+def log_importance_weights(model, params, x, key, k):
+    """(B, k) log-weights log p(x, z_i) - log q(z_i|x), z_i ~ q(z|x) i.i.d., vmapped over i."""
+    checks.check_positive_int("k", k)
+    xb, keys, batched = _batch_and_keys(model, x, key)
+    sample_keys = jax.vmap(partial(jax.random.split, num=k))(keys)
+    log_w = jax.vmap(lambda ks: _log_weights(model, params, xb, ks), in_axes=1, out_axes=1)(sample_keys)
+    return _unbatch(log_w, batched)
+
+
+def iwae_bound(model, params, x, key, k=50):
+    """L_k(x) = E[log (1/k) sum_i p(x, z_i) / q(z_i|x)] (Burda et al. 2015), nats per example.
+
+    L_1 is the ELBO (with the KL estimated by sampling); L_k rises with k towards log p(x).
+    All k samples are held at once: for large k use ``vae_jax.log_likelihood``, which
+    streams them in chunks.
+    """
+    log_w = log_importance_weights(model, params, x, key, k)
+    return jax.nn.logsumexp(log_w, axis=-1) - math.log(k)
+
+
+def sample(model, params, key, num_samples, *, temperature=1.0, return_mean=False):
+    """Draw ``num_samples`` images: z ~ p(z) (noise scaled by ``temperature``), x ~ p(x|z).
+
+    With ``return_mean`` the likelihood's mean (in [0, 1]) replaces the draw x.
+    """
+    checks.check_key("key", key)
+    checks.check_positive_int("num_samples", num_samples)
+    if not temperature >= 0:
+        raise ValueError(f"temperature: expected a non-negative float, got {temperature!r}")
+    latent_key, pixel_key = jax.random.split(key)
+    out = model.generate(params, jax.random.split(latent_key, num_samples), temperature)
+    if return_mean:
+        return model.likelihood.mean(out)
+    return model.likelihood.sample(out, pixel_key)
+
+
+def reconstruct(model, params, x, key):
+    """The likelihood's mean (in [0, 1]) at one draw z ~ q(z|x): what the model saw in x."""
+    xb, keys, batched = _batch_and_keys(model, x, key)
+    return _unbatch(model.likelihood.mean(model.infer(params, xb, keys).decoder_out), batched)

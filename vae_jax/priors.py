@@ -1,0 +1,93 @@
+"""Priors p(z): the standard normal, a learned mixture of Gaussians, and the VampPrior.
+
+Every prior here is a mixture of diagonal Gaussians (the standard normal is the mixture of
+one fixed component), so one log-density and one sampler serve all of them; the priors only
+differ in where the components come from:
+
+- ``StandardNormal``: N(0, I), no parameters; the KL to a Gaussian posterior is analytic.
+- ``MixtureOfGaussians``: sum_k pi_k N(mu_k, diag sigma_k^2), all learned.
+- ``VampPrior``: (1/K) sum_k q(z | u_k), the encoder's posterior at K learned pseudo-inputs
+  u_k (Tomczak & Welling 2018), so its components are computed by the model's encoder.
+
+Priors are frozen dataclasses (static under ``jit``); their parameters live in the model's
+params pytree under ``"prior"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vae_jax import distributions as dist
+
+
+class MixtureComponents(NamedTuple):
+    """A mixture of diagonal Gaussians: logits (K,), means and log-variances (K,) + latent."""
+
+    logit_weights: jax.Array
+    means: jax.Array
+    log_vars: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class StandardNormal:
+    analytic_kl = True
+
+    def init(self, key, latent_shape, data_shape):
+        del key, latent_shape, data_shape
+        return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class MixtureOfGaussians:
+    """A learned K-component mixture; means start spread out, so components differ at init."""
+
+    num_components: int = 10
+    init_scale: float = 1.0
+    analytic_kl = False
+
+    def init(self, key, latent_shape, data_shape):
+        del data_shape
+        shape = (self.num_components, *latent_shape)
+        return {
+            "logit_weights": jnp.zeros((self.num_components,)),
+            "means": self.init_scale * jax.random.normal(key, shape),
+            "log_vars": jnp.zeros(shape),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class VampPrior:
+    """(1/K) sum_k q(z | u_k) with K learned pseudo-inputs u_k of the data's shape."""
+
+    num_components: int = 50
+    analytic_kl = False
+
+    def init(self, key, latent_shape, data_shape):
+        del latent_shape
+        # Pseudo-inputs start near mid-grey with small noise: inside the data's range, distinct.
+        noise = 0.05 * jax.random.normal(key, (self.num_components, *data_shape))
+        return {"pseudo_inputs": 0.5 + noise}
+
+
+Prior = StandardNormal | MixtureOfGaussians | VampPrior
+
+
+def standard_normal_components(latent_shape):
+    return MixtureComponents(jnp.zeros((1,)), jnp.zeros((1, *latent_shape)), jnp.zeros((1, *latent_shape)))
+
+
+def mixture_log_prob(components: MixtureComponents, z):
+    """log p(z) = log sum_k pi_k N(z; mu_k, diag sigma_k^2), summed over the latent's axes."""
+    return dist.mixture_of_diag_gaussians_log_prob(z, *components)
+
+
+def mixture_sample(components: MixtureComponents, key, temperature=1.0):
+    """k ~ Categorical(pi), z = mu_k + temperature * sigma_k * eps."""
+    component_key, noise_key = jax.random.split(key)
+    k = jax.random.categorical(component_key, components.logit_weights)
+    eps = jax.random.normal(noise_key, components.means.shape[1:])
+    return components.means[k] + temperature * jnp.exp(0.5 * components.log_vars[k]) * eps
