@@ -20,6 +20,7 @@ from vae_jax.objectives import (
     log_importance_weights,
     reconstruct,
     sample,
+    weighted_elbo,
 )
 from vae_jax.priors import MixtureOfGaussians, StandardNormal, VampPrior
 
@@ -62,4 +63,5 @@ __all__ = [
     "optimal_encoder_params",
     "reconstruct",
     "sample",
+    "weighted_elbo",
 ]

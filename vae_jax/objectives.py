@@ -79,7 +79,11 @@ def elbo(model, params, x, key, *, beta=1.0, free_bits=0.0):
     replaces each latent group's KL_g by max(lambda, KL_g) (Kingma et al. 2016), per
     example. With the defaults it is the ELBO itself, a lower bound on log p(x).
     """
-    terms = elbo_terms(model, params, x, key)
+    return weighted_elbo(elbo_terms(model, params, x, key), beta=beta, free_bits=free_bits)
+
+
+def weighted_elbo(terms: ElboTerms, *, beta=1.0, free_bits=0.0):
+    """reconstruction - beta * sum_g max(free_bits, KL_g): the training form of the ELBO."""
     kls = terms.kl_groups
     if free_bits:
         kls = tuple(jnp.maximum(kl, free_bits) for kl in kls)

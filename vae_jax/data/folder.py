@@ -1,0 +1,87 @@
+"""A folder of the user's own images (any sizes) as a ``CropSource``.
+
+Files: ``.png .jpg .jpeg .bmp .webp .gif`` (any case), found recursively and sorted by path;
+a GIF gives its first frame; colour modes are converted by Pillow to RGB (alpha dropped) or, with
+``channels=1``, to 8-bit gray. An image with a side shorter than ``size`` is first enlarged
+(bicubic, aspect ratio kept) until its shorter side is ``size``; larger images are used at their
+own resolution, so training sees random ``size`` crops of them, as with the embedded photos.
+
+The test split is fixed by the sorted order: about one file in ten, spread evenly through the
+list (at least one when there are two files or more); each test image is its centre crop. The
+rest train. All images are decoded into memory when the source is opened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vae_jax.data.channels import check_channels
+from vae_jax.data.crops import CropSource, center_crop
+from vae_jax.data.errors import DataSourceError
+from vae_jax.data.source import check_count
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
+TEST_FRACTION = 0.1
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    """Image files under ``folder``, recursively, sorted by path."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def held_out_file_indices(num_files: int) -> np.ndarray:
+    """Indices of the test files: ``round(10%)`` (>= 1 once there are 2 files), evenly spread.
+
+    Spread rather than the last few, so a folder sorted by class (``cats/``, ``dogs/``) still
+    tests on every class.
+    """
+    if num_files < 2:
+        return np.zeros(0, dtype=np.int64)
+    num_test = max(1, round(TEST_FRACTION * num_files))
+    return ((np.arange(num_test) + 0.5) * num_files / num_test).astype(np.int64)
+
+
+def read_image(path: Path, size: int, channels: int | None) -> np.ndarray:
+    """One file as uint8 ``(H, W, C)`` with ``min(H, W) >= size`` (enlarged if it was smaller)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise DataSourceError(f"{path}: cannot read image ({error})") from None
+    width, height = image.size
+    if min(width, height) < size:
+        scale = size / min(width, height)
+        new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
+        image = image.resize(new_size, Image.Resampling.BICUBIC)
+    pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def folder_source(path: str | Path, crop_size: int = 32, channels: int | None = None) -> CropSource:
+    """The images under ``path`` as a ``CropSource`` of ``crop_size`` crops (RGB, or gray if channels=1)."""
+    crop_size = check_count("crop_size", crop_size, 1)
+    check_channels(channels)
+    folder = Path(path)
+    if not folder.exists():
+        raise DataSourceError(f"folder: {folder} does not exist")
+    if not folder.is_dir():
+        raise DataSourceError(f"folder: {folder} is not a directory")
+    files = list_image_files(folder)
+    if not files:
+        raise DataSourceError(f"folder: no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+
+    is_test = np.zeros(len(files), dtype=bool)
+    is_test[held_out_file_indices(len(files))] = True
+    images = [read_image(file, crop_size, channels) for file in files]
+    test = [center_crop(image, crop_size) for image, test in zip(images, is_test) if test]
+    depth = images[0].shape[2]
+    return CropSource(
+        name=f"folder:{folder}",
+        train_images=[image for image, test in zip(images, is_test) if not test],
+        test_images=np.stack(test) if test else np.zeros((0, crop_size, crop_size, depth), dtype=np.uint8),
+        crop_size=crop_size,
+    )

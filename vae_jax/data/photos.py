@@ -1,0 +1,70 @@
+"""The embedded default: natural colour photographs that installed packages ship, so a demo
+trains offline with no download.
+
+Training draws random ``crop_size`` crops (mirrored at random) from scikit-image's astronaut,
+coffee, rocket, both views of stereo_motorcycle, and scikit-learn's china and flower. The test
+set is the non-overlapping tiles of scikit-image's chelsea (the cat), row-major: a photo the
+model never trains on. At 32 x 32 that is 1,942 training tiles (the size of one epoch) and
+9 x 14 = 126 test tiles.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from vae_jax.data.channels import convert_channels
+from vae_jax.data.crops import CropSource, tiles
+from vae_jax.data.errors import DataSourceError
+from vae_jax.data.source import check_count
+
+TRAIN_PHOTOS = (
+    "astronaut",
+    "coffee",
+    "rocket",
+    "stereo_motorcycle_left",
+    "stereo_motorcycle_right",
+    "china",
+    "flower",
+)
+TEST_PHOTO = "chelsea"
+
+
+@functools.lru_cache(maxsize=1)
+def load_photos() -> dict[str, np.ndarray]:
+    """Every photo by name, uint8 ``(H, W, 3)``, read-only (they are cached and shared)."""
+    # Imported here: scikit-learn and scikit-image take a while to import and only this needs them.
+    from skimage import data as skimage_data
+    from sklearn.datasets import load_sample_images
+
+    left, right, _disparity = skimage_data.stereo_motorcycle()
+    china, flower = load_sample_images().images
+    photos = {
+        "astronaut": skimage_data.astronaut(),
+        "coffee": skimage_data.coffee(),
+        "chelsea": skimage_data.chelsea(),
+        "rocket": skimage_data.rocket(),
+        "stereo_motorcycle_left": left,
+        "stereo_motorcycle_right": right,
+        "china": china,
+        "flower": flower,
+    }
+    for photo in photos.values():
+        photo.flags.writeable = False
+    return photos
+
+
+def photos_source(crop_size: int = 32, channels: int | None = None) -> CropSource:
+    """The embedded photos as a ``CropSource`` of ``crop_size`` crops (colour, or gray if channels=1)."""
+    crop_size = check_count("crop_size", crop_size, 1)
+    photos = {name: convert_channels(photo, channels) for name, photo in load_photos().items()}
+    smallest = min(min(photo.shape[:2]) for photo in photos.values())
+    if crop_size > smallest:
+        raise DataSourceError(f"crop_size: the photos need crop_size <= {smallest} pixels, got {crop_size}")
+    return CropSource(
+        name="photos",
+        train_images=[photos[name] for name in TRAIN_PHOTOS],
+        test_images=tiles(photos[TEST_PHOTO], crop_size),
+        crop_size=crop_size,
+    )

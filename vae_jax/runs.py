@@ -1,0 +1,278 @@
+"""A training run on disk: start or resume it, train, evaluate, and load it back.
+
+A run directory holds ``config.json``, ``checkpoints/``, ``metrics.jsonl``, PNG grids of samples
+and reconstructions, ``curves.png`` and ``evaluation.json``. This module is the I/O edge
+around the pure step in ``training``; it is the only one that writes into a run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from vae_jax import checkpoints, evaluation, objectives, outputs, training
+from vae_jax import config as config_lib
+from vae_jax.config import Config
+from vae_jax.data import load_source
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used as asked (exists, missing, inconsistent)."""
+
+
+@dataclasses.dataclass
+class Run:
+    directory: Path
+    config: Config
+    model: object
+    source: object
+    state: training.TrainState
+
+    @property
+    def params(self):
+        """The EMA parameters: what evaluation and the apps use."""
+        return self.state.ema_params
+
+
+def open_source(config: Config, spec: str | None = None):
+    return load_source(
+        spec or config.data,
+        crop_size=config.crop_size,
+        channels=config.channels or None,
+        data_dir=config.data_dir or None,
+        manual_dir=config.manual_dir or None,
+        download=config.download,
+    )
+
+
+def load_run(run_dir, step: int | None = None) -> Run:
+    """Rebuild a run's model and restore its checkpoint (latest, or ``step``)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise RunError(f"{run_dir} is not a run directory: {config_path} is missing")
+    config = config_lib.from_json_file(config_path)
+    shape = tuple(json.loads((run_dir / "data_shape.json").read_text()))
+    model = config_lib.build_model(config, shape)
+    template = training.init_state(model, config, jax.random.key(config.seed))
+    state = checkpoints.restore(checkpoints.manager(run_dir), template, step)
+    return Run(run_dir, config, model, None, state)
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def _append_metrics(run_dir: Path, record: dict) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as log:
+        log.write(json.dumps(record) + "\n")
+
+
+def prepare_run_directory(run_dir: Path, config: Config, resume: bool) -> Config:
+    """Create a fresh run directory, or check one to resume; never overwrite an existing run."""
+    if resume:
+        if not (run_dir / "config.json").is_file():
+            raise RunError(f"cannot resume: {run_dir}/config.json does not exist")
+        saved = config_lib.from_json_file(run_dir / "config.json")
+        changed = {
+            k: (getattr(saved, k), getattr(config, k))
+            for k in config_lib.FIELD_TYPES
+            if getattr(saved, k) != getattr(config, k) and k != "steps"
+        }
+        if changed:
+            raise RunError(
+                f"cannot resume {run_dir} with a different config: {changed} (only steps may change)"
+            )
+        return config
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(
+            f"{run_dir} already exists and is not empty: pass --resume, or choose another --run-dir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(config_lib.to_json(config) + "\n")
+    return config
+
+
+def evaluate_elbo(model, config: Config, params, images: np.ndarray, key, batch_size: int) -> dict:
+    """Mean test ELBO, KL (total and per group) and bits/dim over ``images`` (uint8)."""
+    evaluate = training.make_eval_fn(model, config)
+    totals = None
+    for start in range(0, len(images), batch_size):
+        terms = evaluate(params, images[start : start + batch_size], jax.random.fold_in(key, start))
+        sums = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64).sum(), terms)
+        totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)
+    n = len(images)
+    elbo = (totals.reconstruction - totals.kl) / n
+    dims = math.prod(model.data_shape)
+    dequantized = config.likelihood_input == "dequantized"
+    return {
+        "elbo": float(elbo),
+        "reconstruction": float(totals.reconstruction / n),
+        "kl": float(totals.kl / n),
+        "kl_groups": [float(g / n) for g in totals.kl_groups],
+        "bits_per_dim": float(evaluation.bits_per_dim(elbo, dims, dequantized=dequantized)),
+        "num_images": n,
+    }
+
+
+def evaluate_log_likelihood(
+    model, config: Config, params, images: np.ndarray, key, k: int, batch_size: int
+) -> dict:
+    """Importance-sampled test NLL (k samples) in nats and bits/dim, batch by batch."""
+    from vae_jax.data.transforms import prepare
+
+    @jax.jit
+    def batch_log_likelihood(batch, batch_key):
+        data_key, sample_key = jax.random.split(batch_key)
+        x = prepare(batch, config.likelihood_input, data_key)
+        return evaluation.log_likelihood(model, params, x, sample_key, k=k, chunk_size=min(k, 256))
+
+    total = 0.0
+    for start in range(0, len(images), batch_size):
+        total += float(
+            np.sum(batch_log_likelihood(images[start : start + batch_size], jax.random.fold_in(key, start)))
+        )
+    mean = total / len(images)
+    dims = math.prod(model.data_shape)
+    bpd = evaluation.bits_per_dim(mean, dims, dequantized=config.likelihood_input == "dequantized")
+    return {"k": k, "nll_nats": -mean, "bits_per_dim": float(bpd), "num_images": len(images)}
+
+
+def write_pictures(run_dir: Path, model, config: Config, params, test_images: np.ndarray, key, tags) -> None:
+    """Grids of prior samples (likelihood means) and of test images above their reconstructions."""
+    sample_key, recon_key, data_key = jax.random.split(key, 3)
+    count = config.grid_size**2
+    means = objectives.sample(model, params, sample_key, count, return_mean=True)
+    sample_grid = outputs.image_grid(outputs.to_uint8_images(means, "unit"))
+    originals = test_images[: min(16, len(test_images))]
+    from vae_jax.data.transforms import prepare
+
+    x = prepare(originals, config.likelihood_input, data_key)
+    reconstructions = objectives.reconstruct(model, params, x, recon_key)
+    pairs = outputs.pairs_grid(originals, outputs.to_uint8_images(reconstructions, "unit"))
+    for tag in tags:
+        outputs.save_png(run_dir / f"samples_{tag}.png", sample_grid, 3)
+        outputs.save_png(run_dir / f"reconstructions_{tag}.png", pairs, 3)
+
+
+def train(config: Config, run_dir, *, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Train (or resume) a run; checkpoints periodically, at the end and on Ctrl-C."""
+    run_dir = Path(run_dir)
+    source = open_source(config)  # fail on a bad dataset before touching the run directory
+    model = config_lib.build_model(config, source.image_shape)
+    config = prepare_run_directory(run_dir, config, resume)
+    _write_json(run_dir / "data_shape.json", list(source.image_shape))
+    manager = checkpoints.manager(run_dir)
+    state = training.init_state(model, config, jax.random.key(config.seed))
+    if resume and manager.latest_step() is not None:
+        state = checkpoints.restore(manager, state)
+    start = int(state.step)
+    log(
+        f"vae-jax: {config.model} VAE on {source.name} {source.image_shape}, steps {start}->{config.steps}, "
+        f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), run dir {run_dir}"
+    )
+    train_steps = training.make_train_steps(model, config)
+    test_images = source.test_images()
+    eval_key = jax.random.key(config.seed + 1)
+    bar = _progress_bar(progress, start, config.steps)
+    window = {"steps": 0, "time": 0.0, "sums": {}}
+    summary = {"start_step": start}
+    interrupted = False
+    began = time.perf_counter()
+    try:
+        step = start
+        while step < config.steps:
+            n = min(config.steps_per_dispatch, config.steps - step)
+            batches = source.train_batches(step, n, config.batch_size, config.seed)
+            tick = time.perf_counter()
+            state, metrics = train_steps(state, batches)
+            metrics = jax.device_get(metrics)
+            elapsed = time.perf_counter() - tick
+            if step == start:
+                summary["first_dispatch_seconds"] = elapsed  # includes compilation
+            else:
+                window["steps"] += n
+                window["time"] += elapsed
+            for name, values in metrics.items():
+                window["sums"][name] = window["sums"].get(name, 0.0) + float(np.sum(values))
+            window["count"] = window.get("count", 0) + n
+            step += n
+            if bar is not None:
+                bar.update(n)
+            if _crossed(step, n, config.log_every) or step == config.steps:
+                record = _train_record(step, window, config, int(state.skipped))
+                _append_metrics(run_dir, record)
+                if bar is not None:
+                    bar.set_postfix(
+                        loss=f"{record['loss']:.1f}",
+                        bpd=f"{record['bits_per_dim']:.3f}",
+                        img_s=f"{record.get('images_per_s', 0):.0f}",
+                    )
+                window = {"steps": 0, "time": 0.0, "sums": {}}
+            if _crossed(step, n, config.checkpoint_every):
+                checkpoints.save(manager, state)
+            if _crossed(step, n, config.eval_every) and step < config.steps:
+                _evaluate_and_draw(run_dir, model, config, state, test_images, eval_key, step)
+    except KeyboardInterrupt:
+        interrupted = True
+        log(f"\ninterrupted at step {int(state.step)}: saving a checkpoint")
+    finally:
+        if bar is not None:
+            bar.close()
+    checkpoints.save(manager, state)
+    summary["wall_seconds"] = time.perf_counter() - began
+    if interrupted:
+        summary["interrupted_at"] = int(state.step)
+        return summary
+    final = _evaluate_and_draw(run_dir, model, config, state, test_images, eval_key, int(state.step))
+    summary.update(final_step=int(state.step), test=final, skipped_updates=int(state.skipped))
+    train_records = [r for r in outputs.read_metrics(run_dir / "metrics.jsonl") if r.get("split") == "train"]
+    rates = [r["steps_per_s"] for r in train_records if "steps_per_s" in r]
+    if rates:
+        summary["steps_per_s"] = float(np.median(rates))
+    _write_json(run_dir / "summary.json", summary)
+    log(
+        f"done: test bits/dim {final['bits_per_dim']:.4f} (ELBO, EMA params, {final['num_images']} images), "
+        f"{summary['wall_seconds']:.0f} s wall, {summary.get('steps_per_s', float('nan')):.1f} steps/s"
+    )
+    return summary
+
+
+def _progress_bar(enabled, start, total):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def _crossed(step, n, every):
+    return every > 0 and step // every > (step - n) // every
+
+
+def _train_record(step, window, config, skipped_total):
+    count = max(window.get("count", 0), 1)
+    record = {"split": "train", "step": step, "time": time.time()}
+    for name, total in window["sums"].items():
+        record[name] = total / count if name != "skipped" else int(total)
+    record["skipped_total"] = skipped_total
+    if window["time"] > 0:
+        record["steps_per_s"] = window["steps"] / window["time"]
+        record["images_per_s"] = record["steps_per_s"] * config.batch_size
+    return record
+
+
+def _evaluate_and_draw(run_dir, model, config, state, test_images, key, step):
+    result = evaluate_elbo(model, config, state.ema_params, test_images, key, config.eval_batch_size)
+    _append_metrics(run_dir, {"split": "test", "step": step, **result})
+    tags = (f"{step:06d}", "latest")
+    write_pictures(run_dir, model, config, state.ema_params, test_images, jax.random.fold_in(key, step), tags)
+    outputs.plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+    return result
