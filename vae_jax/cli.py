@@ -51,7 +51,13 @@ def cmd_train(args) -> int:
     else:
         config = config_lib.preset(args.preset, overrides)
     run_dir = Path(args.run_dir or f"runs/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    summary = runs.train(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    if args.coordinator:
+        from vae_jax import parallel
+
+        parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    summary = runs.train(
+        config, run_dir, resume=args.resume, progress=not args.no_progress, devices=args.devices
+    )
     if "interrupted_at" in summary:
         return 130
     print(json.dumps({"run_dir": str(run_dir), **summary}, indent=2))
@@ -99,24 +105,171 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _write_report(path: Path, report: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return path
+
+
+def _out_dir(args, run, name) -> Path:
+    return Path(args.out_dir) if args.out_dir else run.directory / name
+
+
+def _input_image(args, run):
+    """The image a command works on: a file, or by default the run's held-out photograph."""
+    from vae_jax import outputs, runs
+
+    channels = run.model.data_shape[-1]
+    if args.image:
+        return outputs.load_image(args.image, channels)
+    if run.config.data == "photos":
+        import skimage.data
+
+        return skimage.data.chelsea()  # the photo whose tiles are the held-out test set
+    return runs.open_source(run.config).test_images()[0]
+
+
 def cmd_sample(args) -> int:
     import jax
 
-    from vae_jax import objectives, outputs, runs
+    from vae_jax import runs
+    from vae_jax.apps import generation
 
     run = runs.load_run(_run_dir(args))
-    images = objectives.sample(
+    out_dir = _out_dir(args, run, "samples")
+    temperatures = [float(t) for t in args.temperature.split(",")]
+    report = generation.run_generation(
         run.model,
         run.params,
         jax.random.key(args.seed),
-        args.num,
-        temperature=args.temperature,
-        return_mean=not args.draw,
+        str(out_dir),
+        num_samples=args.num,
+        temperatures=temperatures,
     )
-    kind = "unit" if not args.draw else run.model.likelihood.input_kind
-    out = Path(args.output or run.directory / f"samples_t{args.temperature:g}_seed{args.seed}.png")
-    outputs.save_png(out, outputs.image_grid(outputs.to_uint8_images(images, kind)), args.scale)
-    print(f"wrote {args.num} samples (temperature {args.temperature:g}, seed {args.seed}) to {out}")
+    report["seed"] = args.seed
+    _write_report(out_dir / "sample.json", report)
+    print(
+        f"wrote {len(report['files'])} sample grids (temperatures {temperatures}, seed {args.seed}) to {out_dir}"
+    )
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    import jax
+    import numpy as np
+
+    from vae_jax import outputs, runs
+    from vae_jax.apps import generation
+
+    run = runs.load_run(_run_dir(args))
+    if args.images:
+        images = np.stack([outputs.load_image(path, run.model.data_shape[-1]) for path in args.images])
+    else:
+        images = runs.open_source(run.config).test_images()[: args.pairs + 1]
+    if images.shape[1:] != tuple(run.model.data_shape):
+        raise UsageError(f"images are {images.shape[1:]}, the model takes {run.model.data_shape}")
+    out_dir = _out_dir(args, run, "interpolate")
+    report = generation.run_generation(
+        run.model, run.params, jax.random.key(args.seed), str(out_dir), images_uint8=images,
+        num_samples=16, temperatures=(1.0,), num_steps=args.steps,
+    )  # fmt: skip
+    _write_report(out_dir / "interpolate.json", report)
+    print(f"wrote {', '.join(Path(f).name for f in report['files'])} to {out_dir}")
+    return 0
+
+
+def cmd_probe(args) -> int:
+    import jax
+
+    from vae_jax import runs
+    from vae_jax.apps import representation
+
+    run = runs.load_run(_run_dir(args))
+    source = runs.open_source(run.config, args.data)
+    train_x, train_y = source.train_images_and_labels()
+    test_x, test_y = source.test_images(), source.test_labels()
+    if train_y is None or test_y is None:
+        raise UsageError(
+            f"{source.name} has no labels: probe needs labelled data, e.g. --data idx:DIR or tfds:NAME"
+        )
+    limit = args.train_limit or len(train_x)
+    out_dir = _out_dir(args, run, "probe")
+    report = representation.run_representation(
+        run.model, run.params, train_x[:limit], train_y[:limit], test_x, test_y, jax.random.key(args.seed),
+        str(out_dir), probe_steps=args.probe_steps,
+    )  # fmt: skip
+    _write_report(out_dir / "probe.json", report)
+    for space in ("latent", "pixels"):
+        numbers = report[space]
+        print(
+            f"{space:>7}: linear probe {numbers['linear_probe']['test_accuracy']:.4f}, kNN {numbers['knn_accuracy']:.4f}"
+        )
+    print(f" chance: {report['chance']:.4f}   ({limit} training images)   written to {out_dir}")
+    return 0
+
+
+def _restore(args, tasks, name) -> int:
+    import jax
+
+    from vae_jax import runs
+    from vae_jax.apps import restoration
+
+    run = runs.load_run(_run_dir(args))
+    image = _input_image(args, run)
+    out_dir = _out_dir(args, run, name)
+    report = restoration.run_restoration(
+        run.model, run.params, image, jax.random.key(args.seed), str(out_dir), tasks=tasks,
+        noise_sigma=args.sigma, steps=args.steps, iterations=args.iterations,
+    )  # fmt: skip
+    _write_report(out_dir / f"{name}.json", report)
+    for task in tasks:
+        scores = ", ".join(
+            f"{method} {s['psnr']:.2f} dB/{s['ssim']:.3f}" for method, s in report[task].items()
+        )
+        print(f"{task}: {scores}")
+    print(f"written to {out_dir}")
+    return 0
+
+
+def cmd_denoise(args) -> int:
+    return _restore(args, ("denoise",), "denoise")
+
+
+def cmd_inpaint(args) -> int:
+    return _restore(args, ("inpaint_centre", "inpaint_random"), "inpaint")
+
+
+def cmd_compress(args) -> int:
+    import jax
+
+    from vae_jax import runs
+    from vae_jax.apps import compression
+
+    run = runs.load_run(_run_dir(args))
+    image = _input_image(args, run)
+    output = Path(args.output or (Path(args.image).with_suffix(".vae") if args.image else "chelsea.vae"))
+    report = compression.run_compression(run.model, run.params, image, jax.random.key(args.seed), output)
+    _write_report(output.with_name(output.name + ".json"), report)
+    print(
+        f"{output}: {report['file_bytes']} bytes, {report['bits_per_dim']:.4f} bits/dim "
+        f"(-ELBO {report['neg_elbo_bits_per_dim']:.4f}, PNG {report['png_bits_per_dim']:.4f}, "
+        f"WebP-lossless {report['webp_bits_per_dim']:.4f}); round trip exact: {report['round_trip_exact']}"
+    )
+    return 0
+
+
+def cmd_decompress(args) -> int:
+    from vae_jax import outputs, runs
+    from vae_jax.apps import compression
+
+    run = runs.load_run(_run_dir(args))
+    path = Path(args.file)
+    if not path.is_file():
+        raise FileNotFoundError(f"compressed file {path} does not exist")
+    image = compression.decompress_image(run.model, run.params, path.read_bytes())
+    output = Path(args.output or path.with_suffix(".png"))
+    outputs.save_png(output, image)
+    print(f"{output}: {image.shape[1]}x{image.shape[0]}x{image.shape[2]} decoded from {path}")
     return 0
 
 
@@ -143,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", help="TFDS data directory")
     train.add_argument("--manual-dir", help="TFDS manual-download directory")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--devices", type=int, default=1, help="data-parallel over N devices (0: all)")
+    train.add_argument("--coordinator", help="multi-host: coordinator HOST:PORT for jax.distributed")
+    train.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    train.add_argument("--process-id", type=int, help="multi-host: this process's index")
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test ELBO, IWAE-k NLL and bits/dim of a run")
@@ -157,29 +314,84 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="JSON report path (default RUN_DIR/evaluation.json)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    sample = commands.add_parser("sample", help="a PNG grid of samples from a run's model")
+    sample = commands.add_parser("sample", help="PNG grids of samples at one or more temperatures")
     _add_run_argument(sample)
     sample.add_argument("--num", type=int, default=64)
-    sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("--temperature", default="1.0", help="comma-separated, e.g. 0.5,0.8,1.0")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument(
-        "--draw", action="store_true", help="draw pixels from p(x|z) instead of showing its mean"
-    )
-    sample.add_argument("--scale", type=int, default=3, help="pixel upscaling of the PNG")
-    sample.add_argument("-o", "--output", help="PNG path")
+    sample.add_argument("--out-dir", help="default RUN_DIR/samples")
     sample.set_defaults(handler=cmd_sample)
+
+    interpolate = commands.add_parser("interpolate", help="latent interpolation strips between real images")
+    _add_run_argument(interpolate)
+    interpolate.add_argument(
+        "--images", nargs="+", help="image files of the model's size (default: test images)"
+    )
+    interpolate.add_argument(
+        "--pairs", type=int, default=4, help="consecutive test-image pairs when --images is not given"
+    )
+    interpolate.add_argument("--steps", type=int, default=8)
+    interpolate.add_argument("--seed", type=int, default=0)
+    interpolate.add_argument("--out-dir", help="default RUN_DIR/interpolate")
+    interpolate.set_defaults(handler=cmd_interpolate)
+
+    probe = commands.add_parser(
+        "probe", help="linear-probe and kNN accuracy of posterior means vs raw pixels"
+    )
+    _add_run_argument(probe)
+    probe.add_argument("--data", help="labelled source (default: the run's own)")
+    probe.add_argument("--train-limit", type=int, default=10000, help="training images used (0: all)")
+    probe.add_argument("--probe-steps", type=int, default=500)
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--out-dir", help="default RUN_DIR/probe")
+    probe.set_defaults(handler=cmd_probe)
+
+    for name, handler, help_text in (
+        ("denoise", cmd_denoise, "denoise an image (Gaussian noise of --sigma), scored against baselines"),
+        (
+            "inpaint",
+            cmd_inpaint,
+            "inpaint a centre square and random pixels of an image, scored against baselines",
+        ),
+    ):
+        restore = commands.add_parser(name, help=help_text)
+        restore.add_argument("image", nargs="?", help="image file (default: the run's held-out photograph)")
+        restore.add_argument("--run", dest="run_flag", required=True, help="the run directory")
+        restore.add_argument(
+            "--sigma", type=float, default=0.1, help="noise standard deviation on [0, 1] pixels"
+        )
+        restore.add_argument("--steps", type=int, default=200, help="latent optimisation steps")
+        restore.add_argument("--iterations", type=int, default=50, help="iterative resampling rounds")
+        restore.add_argument("--seed", type=int, default=0)
+        restore.add_argument("--out-dir", help=f"default RUN_DIR/{name}")
+        restore.set_defaults(handler=handler, run_dir=None)
+
+    compress = commands.add_parser("compress", help="lossless bits-back ANS compression of an image")
+    compress.add_argument("image", nargs="?", help="image file (default: the held-out photograph)")
+    compress.add_argument("-o", "--output", help="compressed file (default IMAGE.vae)")
+    compress.add_argument("--run", dest="run_flag", required=True, help="the run directory")
+    compress.add_argument("--seed", type=int, default=0)
+    compress.set_defaults(handler=cmd_compress, run_dir=None)
+
+    decompress = commands.add_parser("decompress", help="decode a .vae file back to the exact PNG")
+    decompress.add_argument("file")
+    decompress.add_argument("-o", "--output", help="PNG path (default FILE.png)")
+    decompress.add_argument("--run", dest="run_flag", required=True, help="the run directory")
+    decompress.set_defaults(handler=cmd_decompress, run_dir=None)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from vae_jax.apps.compression import CompressionError
     from vae_jax.checkpoints import CheckpointError
     from vae_jax.data import DataSourceError
     from vae_jax.runs import RunError
 
     try:
         return args.handler(args)
-    except (UsageError, RunError, CheckpointError, DataSourceError, ValueError, FileNotFoundError) as error:
+    except (UsageError, RunError, CheckpointError, CompressionError, DataSourceError, ValueError, TypeError,
+            FileNotFoundError) as error:  # fmt: skip
         print(f"vae-jax {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -91,3 +91,19 @@ def plot_curves(metrics_path: Path, png_path: Path) -> Path:
     figure.savefig(png_path, dpi=100)
     plt.close(figure)
     return Path(png_path)
+
+
+def load_image(path, channels: int) -> np.ndarray:
+    """A whole image file as uint8 (H, W, channels): RGB for 3 channels, luma for 1."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB" if channels == 3 else "L")
+            pixels = np.asarray(image, np.uint8)
+    except OSError as error:
+        raise ValueError(f"{path} is not a readable image: {error}") from error
+    return pixels if pixels.ndim == 3 else pixels[..., None]

@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from vae_jax import checkpoints, evaluation, objectives, outputs, training
+from vae_jax import checkpoints, evaluation, objectives, outputs, parallel, training
 from vae_jax import config as config_lib
 from vae_jax.config import Config
 from vae_jax.data import load_source
@@ -162,8 +162,14 @@ def write_pictures(run_dir: Path, model, config: Config, params, test_images: np
         outputs.save_png(run_dir / f"reconstructions_{tag}.png", pairs, 3)
 
 
-def train(config: Config, run_dir, *, resume: bool = False, progress: bool = True, log=print) -> dict:
-    """Train (or resume) a run; checkpoints periodically, at the end and on Ctrl-C."""
+def train(
+    config: Config, run_dir, *, resume: bool = False, progress: bool = True, log=print, devices: int = 1
+) -> dict:
+    """Train (or resume) a run; checkpoints periodically, at the end and on Ctrl-C.
+
+    ``devices`` > 1 (0: all) trains data-parallel over a mesh of that many devices: the same
+    global batch, split by rows, with replicated parameters (see ``vae_jax.parallel``).
+    """
     run_dir = Path(run_dir)
     source = open_source(config)  # fail on a bad dataset before touching the run directory
     model = config_lib.build_model(config, source.image_shape)
@@ -174,9 +180,13 @@ def train(config: Config, run_dir, *, resume: bool = False, progress: bool = Tru
     if resume and manager.latest_step() is not None:
         state = checkpoints.restore(manager, state)
     start = int(state.step)
+    mesh = parallel.make_mesh(devices) if devices != 1 else None
+    if mesh is not None:
+        state = parallel.replicate(state, mesh)
     log(
         f"vae-jax: {config.model} VAE on {source.name} {source.image_shape}, steps {start}->{config.steps}, "
-        f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), run dir {run_dir}"
+        f"backend {jax.default_backend()} ({jax.devices()[0].device_kind} x{mesh.size if mesh else 1}), "
+        f"run dir {run_dir}"
     )
     train_steps = training.make_train_steps(model, config)
     test_images = source.test_images()
@@ -191,6 +201,8 @@ def train(config: Config, run_dir, *, resume: bool = False, progress: bool = Tru
         while step < config.steps:
             n = min(config.steps_per_dispatch, config.steps - step)
             batches = source.train_batches(step, n, config.batch_size, config.seed)
+            if mesh is not None:
+                batches = parallel.shard_batches(batches, mesh)
             tick = time.perf_counter()
             state, metrics = train_steps(state, batches)
             metrics = jax.device_get(metrics)

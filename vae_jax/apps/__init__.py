@@ -1,0 +1,17 @@
+"""What the VAE is for, as functions of a trained ``(model, params)``.
+
+- ``generation``: samples at several temperatures, latent interpolations (linear, slerp),
+  resampling a hierarchical model's finer groups;
+- ``representation``: posterior means as features; linear probe and kNN against raw pixels;
+- ``restoration``: denoising (posterior mean, latent MAP) and inpainting (iterative resampling,
+  latent optimisation) of whole images, scored by PSNR/SSIM next to simple baselines;
+- ``compression``: lossless bits-back ANS coding of 8-bit images into real files;
+- ``tiling``, ``images``: whole images through fixed-size models; PNG grids.
+
+Each module has a ``run_*`` function for the command line: it writes its files and returns a
+dict of numbers. The cores are pure; files are written only by ``run_*`` and ``images``.
+"""
+
+from vae_jax.apps import compression, generation, images, representation, restoration, tiling
+
+__all__ = ["compression", "generation", "images", "representation", "restoration", "tiling"]
