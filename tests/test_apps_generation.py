@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import vae_jax
-from vae_jax.apps import generation, images
+from vae_jax import outputs
+from vae_jax.apps import generation
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +123,11 @@ def test_run_generation_writes_pngs(tiny, tmp_path):
 
 
 def test_grid_layout():
-    batch = np.zeros((5, 2, 3, 3), np.uint8)
-    out = images.grid(batch, cols=2, pad=1)
+    batch = np.arange(5 * 2 * 3 * 3, dtype=np.uint8).reshape(5, 2, 3, 3)
+    out = outputs.image_grid(batch, columns=2, padding=1)
     assert out.shape == (3 * 2 + 4, 2 * 3 + 3, 3)
+    np.testing.assert_array_equal(out[1:3, 1:4], batch[0])
+    np.testing.assert_array_equal(out[4:6, 5:8], batch[3])  # row 1, column 1
 
 
 def test_resample_finer_on_a_hierarchical_model():

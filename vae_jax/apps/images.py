@@ -1,10 +1,11 @@
-"""Images at the edge: [0, 1] floats <-> uint8, grids of images, PNG files (Pillow)."""
+"""Images at the edge: [0, 1] floats <-> uint8 <-> a likelihood's input kind; PNG grids through
+``vae_jax.outputs``."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from vae_jax import outputs
 
 
 def to_uint8(images01):
@@ -20,44 +21,10 @@ def to_unit(images_uint8):
     return (np.arange(256, dtype=np.float32) / np.float32(255))[images]
 
 
-def grid(images, cols=None, pad=1, pad_value=255):
-    """Tile a batch ``(N, H, W, C)`` of uint8 images into one ``(rows, cols)`` grid image.
-
-    ``cols`` defaults to ``ceil(sqrt(N))``; empty cells and ``pad``-pixel gutters get ``pad_value``.
-    """
-    images = np.asarray(images)
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise ValueError(f"images: expected uint8 (N, H, W, C), got {images.dtype} {images.shape}")
-    n, height, width, channels = images.shape
-    cols = cols or int(np.ceil(np.sqrt(n)))
-    rows = -(-n // cols)
-    out = np.full(
-        (rows * height + (rows + 1) * pad, cols * width + (cols + 1) * pad, channels), pad_value, np.uint8
-    )
-    for i, image in enumerate(images):
-        r, c = divmod(i, cols)
-        top, left = pad + r * (height + pad), pad + c * (width + pad)
-        out[top : top + height, left : left + width] = image
-    return out
-
-
-def save_png(path, image_uint8):
-    """Write an ``(H, W, C)`` (C = 1 or 3) or ``(H, W)`` uint8 image as PNG; return ``path``."""
-    from PIL import Image
-
-    image = np.asarray(image_uint8)
-    if image.dtype != np.uint8:
-        raise ValueError(f"image_uint8: expected dtype uint8, got {image.dtype}")
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(image).save(path)
-    return path
-
-
 def save_grid(path, images01, cols=None, pad=1):
     """Write a batch of [0, 1] images as one PNG grid; return ``path``."""
-    return save_png(path, grid(to_uint8(images01), cols=cols, pad=pad))
+    outputs.save_png(path, outputs.image_grid(to_uint8(images01), columns=cols, padding=pad))
+    return path
 
 
 def to_model_input(images01, input_kind):
