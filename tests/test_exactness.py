@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 import vae_jax
+from vae_jax.networks.activations import soft_clamp, soft_clamp_inverse
 
 DATA_DIM, LATENT_DIM, OBS_VAR = 6, 3, 0.2
 
@@ -86,7 +87,10 @@ def _approximate_posterior_params(model, params):
     gain = w @ covariance / OBS_VAR
     return {
         "mean": {"kernel": gain, "bias": -b @ gain},
-        "log_var": {"kernel": jnp.zeros_like(gain), "bias": jnp.log(jnp.diag(covariance)) + 0.3},
+        "log_var": {
+            "kernel": jnp.zeros_like(gain),
+            "bias": soft_clamp_inverse(jnp.log(jnp.diag(covariance)) + 0.3),
+        },
     }
 
 
@@ -105,7 +109,8 @@ def test_log_likelihood_with_large_k_converges_to_the_marginal():
 def test_bounds_are_ordered_and_below_the_marginal():
     model, params = _model_and_params(seed=4)
     params["encoder"] = _approximate_posterior_params(model, params)
-    params["encoder"]["log_var"]["bias"] = params["encoder"]["log_var"]["bias"] - 1.5  # overconfident q
+    log_var = soft_clamp(params["encoder"]["log_var"]["bias"])
+    params["encoder"]["log_var"]["bias"] = soft_clamp_inverse(log_var - 1.5)  # overconfident q
     x = _data(seed=5)
     exact = float(jnp.mean(vae_jax.exact_log_marginal(model, params, x)))
     keys = jax.random.split(jax.random.key(7), 200)

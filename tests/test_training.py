@@ -198,3 +198,18 @@ def test_checkpoint_from_another_model_or_corrupt_is_refused(tmp_path):
             path.write_bytes(b"\0" * path.stat().st_size)
     with pytest.raises(checkpoints.CheckpointError):
         runs.load_run(run_dir)
+
+
+def test_gradient_norms_far_above_their_running_mean_are_skipped():
+    config = tiny_config(skip_grad_norm_factor=10.0)
+    model, state, batch = _state_and_batch(config)
+    optimizer = training.make_optimizer(config)
+    calm = state._replace(step=jnp.int32(100), grad_norm_ema=jnp.float32(1e12))
+    accepted, metrics = training.train_step(model, config, optimizer, calm, batch)
+    assert int(accepted.skipped) == 0
+    norm = float(metrics["grad_norm"])
+    assert float(accepted.grad_norm_ema) == pytest.approx(0.98 * 1e12 + 0.02 * norm, rel=1e-6)
+    spike = state._replace(step=jnp.int32(100), grad_norm_ema=jnp.float32(norm / 20))
+    skipped, _ = training.train_step(model, config, optimizer, spike, batch)
+    assert int(skipped.skipped) == 1 and _leaves_equal(skipped.params, spike.params)
+    assert float(skipped.grad_norm_ema) == pytest.approx(norm / 20)  # outliers do not move the average

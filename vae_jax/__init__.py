@@ -6,8 +6,10 @@ vae_jax.elbo(model, params, x, key)             # nats per example
 """
 
 from vae_jax.architectures import conv_vae, linear_gaussian, mlp_784_400_20, mlp_784_500_20, mlp_vae
+from vae_jax.diagnostics import active_units, bits_per_dim_split, kl_per_group
 from vae_jax.evaluation import bits_per_dim, log_likelihood
 from vae_jax.exact import exact_log_marginal, exact_posterior, optimal_encoder_params
+from vae_jax.hierarchical import HierarchicalVAE, hierarchical_vae
 from vae_jax.likelihoods import Bernoulli, DiscretizedLogistic, DiscretizedLogisticMixture, Gaussian
 from vae_jax.model import VAE, LatentTerms
 from vae_jax.objectives import (
@@ -40,11 +42,14 @@ __all__ = [
     "DiscretizedLogisticMixture",
     "ElboTerms",
     "Gaussian",
+    "HierarchicalVAE",
     "LatentTerms",
     "MixtureOfGaussians",
     "StandardNormal",
     "VampPrior",
+    "active_units",
     "bits_per_dim",
+    "bits_per_dim_split",
     "conv_vae",
     "decode",
     "elbo",
@@ -52,8 +57,10 @@ __all__ = [
     "encode",
     "exact_log_marginal",
     "exact_posterior",
+    "hierarchical_vae",
     "init",
     "iwae_bound",
+    "kl_per_group",
     "linear_gaussian",
     "log_importance_weights",
     "log_likelihood",

@@ -40,13 +40,14 @@ class Config:
     compute_dtype: str = "float32"  # "bfloat16" on accelerators
     # Optimisation
     batch_size: int = 32
-    steps: int = 1500
+    steps: int = 1200
     learning_rate: float = 2e-3
     warmup_steps: int = 100
     end_learning_rate_ratio: float = 0.05
     weight_decay: float = 0.0
     grad_clip: float = 200.0
-    skip_grad_norm: float = 0.0  # 0: never skip; else skip updates whose gradient norm exceeds it
+    skip_grad_norm: float = 0.0  # 0: off; else skip updates whose gradient norm exceeds it
+    skip_grad_norm_factor: float = 10.0  # 0: off; else skip norms above this multiple of their running mean
     kl_warmup_steps: int = 0
     free_bits: float = 0.0
     ema_decay: float = 0.999
@@ -54,8 +55,8 @@ class Config:
     seed: int = 0
     # Outputs
     log_every: int = 50
-    eval_every: int = 500
-    checkpoint_every: int = 500
+    eval_every: int = 400
+    checkpoint_every: int = 400
     eval_batch_size: int = 256
     grid_size: int = 8
 
@@ -88,16 +89,15 @@ PRESETS: dict[str, dict] = {
     # The hierarchical model that trains in about an hour on 2 CPU cores.
     "photos-hvae": dict(
         model="hvae",
-        widths=(48, 96, 128),
-        groups_per_stage=(2, 2, 2),
+        widths=(32, 64, 96),
+        groups_per_stage=(0, 2, 2),
         latent_channels=8,
         blocks_per_stage=1,
         batch_size=32,
-        steps=12000,
-        learning_rate=2e-3,
-        kl_warmup_steps=1000,
-        skip_grad_norm=3000.0,
-        eval_every=2000,
+        steps=6000,
+        learning_rate=1e-3,
+        kl_warmup_steps=500,
+        eval_every=1000,
         checkpoint_every=1000,
     ),
     # Kingma & Welling's binarized-MNIST MLP (784-400-20, Bernoulli, dynamic binarization).
@@ -140,7 +140,6 @@ PRESETS: dict[str, dict] = {
         batch_size=128,
         steps=200000,
         kl_warmup_steps=10000,
-        skip_grad_norm=400.0,
         eval_every=10000,
         checkpoint_every=5000,
     ),
@@ -150,7 +149,7 @@ PRESETS: dict[str, dict] = {
 def preset(name: str, overrides: dict | None = None) -> Config:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-    return dataclasses.replace(Config(), **PRESETS[name], **(overrides or {}))
+    return dataclasses.replace(Config(), **{**PRESETS[name], **(overrides or {})})
 
 
 def _parse_value(key, text, annotation):

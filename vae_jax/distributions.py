@@ -64,8 +64,15 @@ def _log_sigmoid(u):
 
 
 def _log_one_minus_exp(a):
-    """log(1 - exp(a)) for a < 0, accurate on both sides of -log 2 (Maechler 2012)."""
-    return jnp.where(a > -math.log(2.0), jnp.log(-jnp.expm1(a)), jnp.log1p(-jnp.exp(a)))
+    """log(1 - exp(a)) for a < 0, accurate on both sides of -log 2 (Maechler 2012).
+
+    Each branch sees only inputs it is accurate for (the other gets a harmless -1), so the
+    branch ``where`` discards cannot put a NaN into the gradient.
+    """
+    near_zero = a > -math.log(2.0)
+    near = jnp.where(near_zero, a, -1.0)
+    far = jnp.where(near_zero, -1.0, a)
+    return jnp.where(near_zero, jnp.log(-jnp.expm1(near)), jnp.log1p(-jnp.exp(far)))
 
 
 def discretized_logistic_log_prob(x, mean, log_scale):

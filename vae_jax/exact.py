@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import checks
+from vae_jax.networks.activations import LOG_VAR_BOUND, soft_clamp_inverse
 
 
 def _decoder_weights(model, params):
@@ -58,7 +59,13 @@ def optimal_encoder_params(model, params):
         raise ValueError("W^T W is not diagonal: the exact posterior is not a diagonal Gaussian")
     covariance = jnp.linalg.inv(jnp.eye(w.shape[1]) + w.T @ w / obs_var)
     gain = w @ covariance / obs_var  # mean = (x - b) @ gain
+    log_var = jnp.log(jnp.diag(covariance))
+    if float(jnp.max(jnp.abs(log_var))) >= LOG_VAR_BOUND:
+        raise ValueError(
+            f"posterior log-variances {log_var} lie outside the encoder's range +-{LOG_VAR_BOUND}"
+        )
     return {
         "mean": {"kernel": gain, "bias": -b @ gain},
-        "log_var": {"kernel": jnp.zeros_like(gain), "bias": jnp.log(jnp.diag(covariance))},
+        # The encoder soft-clamps its log-variance output; invert that so q is exact.
+        "log_var": {"kernel": jnp.zeros_like(gain), "bias": soft_clamp_inverse(log_var)},
     }

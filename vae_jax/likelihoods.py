@@ -22,8 +22,13 @@ from vae_jax import distributions as dist
 
 # PixelCNN++ bounds the logistic log-scale from below: a narrower bin-width-relative scale
 # only sharpens a distribution that already puts ~all its mass in one bin, and the bound
-# keeps gradients finite early in training.
+# keeps gradients finite early in training. The upper bound (a scale of e^5 ~ 150 times the
+# whole [-1, 1] range, i.e. already flat) stops unused mixture components drifting to scales
+# where every bin's probability underflows.
 MIN_LOGISTIC_LOG_SCALE = -7.0
+MAX_LOGISTIC_LOG_SCALE = 5.0
+# A learned Gaussian variance between e^-12 and e^6, far beyond what 8-bit data in [0, 1] needs.
+GAUSSIAN_LOG_VAR_RANGE = (-12.0, 6.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +70,7 @@ class Gaussian:
     def log_var(self, out):
         if self.obs_var is not None:
             return jnp.full(out.shape[:-1], math.log(self.obs_var), out.dtype)
-        return out[..., 1]
+        return jnp.clip(out[..., 1], *GAUSSIAN_LOG_VAR_RANGE)
 
     def log_prob(self, x, out):
         return dist.diag_gaussian_log_prob(x, out[..., 0], self.log_var(out))
@@ -85,7 +90,7 @@ class DiscretizedLogistic:
     params_per_subpixel = 2
 
     def _split(self, out):
-        return out[..., 0], jnp.maximum(out[..., 1], MIN_LOGISTIC_LOG_SCALE)
+        return out[..., 0], jnp.clip(out[..., 1], MIN_LOGISTIC_LOG_SCALE, MAX_LOGISTIC_LOG_SCALE)
 
     def log_prob(self, x, out):
         mean, log_scale = self._split(out)
@@ -119,7 +124,7 @@ class DiscretizedLogisticMixture:
 
     def _split(self, out):
         logits, means, log_scales = jnp.split(out, 3, axis=-1)
-        return logits, means, jnp.maximum(log_scales, MIN_LOGISTIC_LOG_SCALE)
+        return logits, means, jnp.clip(log_scales, MIN_LOGISTIC_LOG_SCALE, MAX_LOGISTIC_LOG_SCALE)
 
     def log_prob(self, x, out):
         return dist.discretized_logistic_mixture_log_prob(x, *self._split(out))

@@ -85,14 +85,8 @@ class VAE:
         return self.decoder.apply({"params": params["decoder"]}, z)
 
     def prior_components(self, params) -> priors_lib.MixtureComponents:
-        if isinstance(self.prior, StandardNormal):
-            return priors_lib.standard_normal_components(self.latent_shape)
-        if isinstance(self.prior, priors_lib.VampPrior):
-            pseudo = params["prior"]["pseudo_inputs"]
-            means, log_vars = self.encoder.apply({"params": params["encoder"]}, pseudo)
-            k = self.prior.num_components
-            return priors_lib.MixtureComponents(jnp.zeros((k,)), means, log_vars)
-        return priors_lib.MixtureComponents(**params["prior"])
+        posterior_of = lambda u: self.encoder.apply({"params": params["encoder"]}, u)
+        return priors_lib.components(self.prior, params["prior"], self.latent_shape, posterior_of)
 
     def prior_log_prob(self, params, z):
         """log p(z) for a batch z, shape (B,)."""

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax import distributions as dist
+from vae_jax.networks.activations import soft_clamp
 
 
 class MixtureComponents(NamedTuple):
@@ -91,3 +92,18 @@ def mixture_sample(components: MixtureComponents, key, temperature=1.0):
     k = jax.random.categorical(component_key, components.logit_weights)
     eps = jax.random.normal(noise_key, components.means.shape[1:])
     return components.means[k] + temperature * jnp.exp(0.5 * components.log_vars[k]) * eps
+
+
+def components(prior: Prior, prior_params, latent_shape, posterior_of) -> MixtureComponents:
+    """p(z) as a mixture of diagonal Gaussians. ``posterior_of(u)`` gives q(z|u)'s (mean, log_var)
+    for a batch of encoder inputs u: the VampPrior's components are the posterior at its
+    pseudo-inputs. Learned log-variances pass through the encoders' soft clamp, so a learned
+    component can never collapse to a point or blow up."""
+    if isinstance(prior, StandardNormal):
+        return standard_normal_components(latent_shape)
+    if isinstance(prior, VampPrior):
+        means, log_vars = posterior_of(prior_params["pseudo_inputs"])
+        return MixtureComponents(jnp.zeros((prior.num_components,)), means, log_vars)
+    return MixtureComponents(
+        prior_params["logit_weights"], prior_params["means"], soft_clamp(prior_params["log_vars"])
+    )

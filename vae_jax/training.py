@@ -5,7 +5,8 @@ The step is a pure function of (state, batch): the step's randomness comes from
 exactly what the uninterrupted run computed from ``s`` on.
 
 Per step (``loss = -mean_x weighted_elbo(x)``, see ``objectives.weighted_elbo``):
-  g = grad(loss); if loss and |g| are finite and |g| <= skip_grad_norm:
+  g = grad(loss); if loss and |g| are finite, |g| <= skip_grad_norm and
+  |g| <= skip_grad_norm_factor * (running mean of accepted |g|):
       params <- params + AdamW(clip(g)), ema <- d * ema + (1 - d) * params
   else: nothing changes but the step and the count of skipped updates.
 """
@@ -22,6 +23,8 @@ from vae_jax import evaluation, objectives
 from vae_jax.config import Config
 from vae_jax.data.transforms import prepare
 
+GRAD_NORM_WARMUP_STEPS = 20
+
 
 class TrainState(NamedTuple):
     step: jax.Array  # int32 scalar: updates attempted so far
@@ -30,6 +33,7 @@ class TrainState(NamedTuple):
     ema_params: Any
     key: jax.Array  # raw uint32 key data, so checkpoints hold plain arrays
     skipped: jax.Array  # int32 scalar: updates skipped as non-finite or outliers
+    grad_norm_ema: jax.Array  # float32 scalar: running mean of accepted gradient norms
 
 
 def learning_rate_schedule(config: Config):
@@ -74,6 +78,7 @@ def init_state(model, config: Config, key) -> TrainState:
         ema_params=jax.tree_util.tree_map(jnp.copy, params),  # its own buffers: the step donates both
         key=jax.random.key_data(train_key),
         skipped=jnp.int32(0),
+        grad_norm_ema=jnp.float32(0.0),
     )
 
 
@@ -110,6 +115,11 @@ def train_step(model, config: Config, optimizer, state: TrainState, batch):
     accept = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     if config.skip_grad_norm > 0:
         accept &= grad_norm <= config.skip_grad_norm
+    if config.skip_grad_norm_factor > 0:
+        # Outliers relative to the recent norms; the first steps only build the average.
+        settled = state.step >= GRAD_NORM_WARMUP_STEPS
+        accept &= ~settled | (grad_norm <= config.skip_grad_norm_factor * state.grad_norm_ema)
+    norm_ema = jnp.where(state.step == 0, grad_norm, 0.98 * state.grad_norm_ema + 0.02 * grad_norm)
     updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     new_ema = optax.incremental_update(new_params, state.ema_params, 1.0 - ema_decay(config, state.step))
@@ -121,6 +131,7 @@ def train_step(model, config: Config, optimizer, state: TrainState, batch):
         ema_params=keep(new_ema, state.ema_params),
         key=state.key,
         skipped=state.skipped + (~accept).astype(jnp.int32),
+        grad_norm_ema=jnp.where(accept, norm_ema, state.grad_norm_ema),
     )
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, beta=beta, skipped=(~accept).astype(jnp.int32))
     return new_state, metrics

@@ -6,6 +6,16 @@ parameters ``(B, *data_shape, params_per_subpixel)``.
 """
 
 from vae_jax.networks.conv import ConvDecoder, ConvEncoder, ResBlock
+from vae_jax.networks.ladder import BottomUp, TopDown, TopDownGroup
 from vae_jax.networks.mlp import MLPDecoder, MLPEncoder
 
-__all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "ResBlock"]
+__all__ = [
+    "BottomUp",
+    "ConvDecoder",
+    "ConvEncoder",
+    "MLPDecoder",
+    "MLPEncoder",
+    "ResBlock",
+    "TopDown",
+    "TopDownGroup",
+]

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax.networks.activations import accumulation_dtype, activation
+from vae_jax.networks.activations import accumulation_dtype, activation, soft_clamp
 
 
 class ResBlock(nn.Module):
@@ -55,7 +55,9 @@ class ConvEncoder(nn.Module):
         h = activation(self.activation)(h)
         mean = nn.Conv(self.latent_channels, (1, 1), dtype=self.dtype, name="mean")(h)
         log_var = nn.Conv(self.latent_channels, (1, 1), dtype=self.dtype, name="log_var")(h)
-        return mean.astype(accumulation_dtype(self.dtype)), log_var.astype(accumulation_dtype(self.dtype))
+        return mean.astype(accumulation_dtype(self.dtype)), soft_clamp(
+            log_var.astype(accumulation_dtype(self.dtype))
+        )
 
 
 class ConvDecoder(nn.Module):

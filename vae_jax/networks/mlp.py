@@ -8,7 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vae_jax.networks.activations import accumulation_dtype, activation
+from vae_jax.networks.activations import accumulation_dtype, activation, soft_clamp
 
 
 class MLPEncoder(nn.Module):
@@ -27,7 +27,9 @@ class MLPEncoder(nn.Module):
             h = act(nn.Dense(width, dtype=self.dtype, name=f"hidden_{i}")(h))
         mean = nn.Dense(self.latent_dim, dtype=self.dtype, name="mean")(h)
         log_var = nn.Dense(self.latent_dim, dtype=self.dtype, name="log_var")(h)
-        return mean.astype(accumulation_dtype(self.dtype)), log_var.astype(accumulation_dtype(self.dtype))
+        return mean.astype(accumulation_dtype(self.dtype)), soft_clamp(
+            log_var.astype(accumulation_dtype(self.dtype))
+        )
 
 
 class MLPDecoder(nn.Module):

@@ -1,0 +1,278 @@
+"""The hierarchical VAE: per-group KLs, the one-group reduction, transformations, bounds,
+training, and generation from the priors or from part of a posterior path."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import vae_jax
+from vae_jax.hierarchical import HierarchicalVAE, hierarchical_vae
+
+# Three groups: z_1, z_2 at 4x4, z_3 at 8x8, over binary pixels. No extra residual blocks per
+# stage and the cheapest likelihood, to keep compilation (most of these tests' time) short;
+# the one-group model below has both the blocks and the 8-bit likelihood.
+LIKELIHOOD = vae_jax.Bernoulli()
+MODEL = hierarchical_vae((8, 8, 3), (8, 8), (1, 2), 4, 0, LIKELIHOOD)
+PIXELS = vae_jax.DiscretizedLogisticMixture(2)
+
+# Compiled once for the module and reused: compilation, jitted or op by op, is most of the time.
+INFER = jax.jit(MODEL.infer)
+IWAE = jax.jit(lambda p, x, k: vae_jax.iwae_bound(MODEL, p, x, k, k=10))
+
+
+def _elbo(params, x, key):
+    """The ELBO from the jitted ``infer``, as ``vae_jax.elbo`` computes it (checked below)."""
+    terms = INFER(params, x, jax.random.split(key, x.shape[0]))
+    reconstruction = jnp.sum(LIKELIHOOD.log_prob(x, terms.decoder_out), axis=(1, 2, 3))
+    return reconstruction - sum(terms.kl_groups)
+
+
+def _perturb(params, seed, scale=0.05):
+    """Random offsets on every parameter: the zero-initialised prior heads and residual
+    branches then do something, so the tests see non-trivial priors p(z_g | z_<g)."""
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_unflatten(
+        tree, [a + scale * jnp.asarray(rng.normal(size=a.shape), a.dtype) for a in leaves]
+    )
+
+
+def _images(n, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, 256, (n, 8, 8, 3)), jnp.int32)
+
+
+@pytest.fixture(scope="module")
+def initial():
+    return vae_jax.init(MODEL, jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def params(initial):
+    return _perturb(initial, 1)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return jnp.asarray(np.random.default_rng(0).integers(0, 2, (4, 8, 8, 3)), jnp.float32)
+
+
+def test_description_is_hashable_and_names_its_groups():
+    assert isinstance(MODEL, HierarchicalVAE) and MODEL.num_groups == 3
+    assert MODEL.group_shapes == ((4, 4, 4), (4, 4, 4), (8, 8, 4)) and MODEL.latent_shape == (4, 4, 4)
+    assert MODEL == hierarchical_vae((8, 8, 3), (8, 8), (1, 2), 4, 0, LIKELIHOOD)
+    assert hash(MODEL) == hash(hierarchical_vae((8, 8, 3), (8, 8), (1, 2), 4, 0, LIKELIHOOD))
+    assert MODEL != hierarchical_vae((8, 8, 3), (8, 8), (2, 2), 4, 0, LIKELIHOOD)
+
+
+def test_builder_rejects_inconsistent_descriptions():
+    with pytest.raises(ValueError, match="coarsest stage"):
+        hierarchical_vae((8, 8, 3), (8, 16), (2, 0))
+    with pytest.raises(ValueError, match="one count per stage"):
+        hierarchical_vae((8, 8, 3), (8, 16), (1, 1, 1))
+    with pytest.raises(ValueError, match="divisible"):
+        hierarchical_vae((6, 6, 3), (8, 16, 32), 1)
+
+
+def test_kls_are_small_at_initialisation(initial, x):
+    terms = INFER(initial, x, jax.random.split(jax.random.key(1), 4))
+    # Prior heads start at N(0, I) and posterior heads near it: q ~ p, KL well under a nat.
+    assert float(jnp.max(sum(terms.kl_groups))) < 1.0
+    assert all(float(jnp.min(kl)) >= 0.0 for kl in terms.kl_groups)
+
+
+def test_per_group_kls_sum_to_the_total_and_the_elbo(params, x):
+    key = jax.random.key(2)
+    terms = vae_jax.elbo_terms(MODEL, params, x, key)
+    assert len(terms.kl_groups) == MODEL.num_groups
+    assert all(kl.shape == (4,) and kl.dtype == jnp.float32 for kl in terms.kl_groups)
+    assert all(float(jnp.min(kl)) >= 0.0 for kl in terms.kl_groups)  # analytic, so never negative
+    np.testing.assert_allclose(terms.kl, sum(terms.kl_groups), rtol=1e-6)
+    np.testing.assert_allclose(
+        vae_jax.elbo(MODEL, params, x, key), terms.reconstruction - terms.kl, rtol=1e-6
+    )
+    np.testing.assert_allclose(_elbo(params, x, key), terms.reconstruction - terms.kl, rtol=1e-5, atol=1e-3)
+    # Free bits floor each group's KL separately.
+    floor = float(max(jnp.max(kl) for kl in terms.kl_groups)) + 1.0
+    np.testing.assert_allclose(
+        vae_jax.elbo(MODEL, params, x, key, free_bits=floor),
+        terms.reconstruction - MODEL.num_groups * floor,
+        rtol=1e-5,
+    )
+
+
+def test_analytic_group_kls_agree_with_log_q_minus_log_p(params, x):
+    """E_q[log q(z|x) - log p(z)] = E_q[sum_g KL_g(z_<g)]: both are estimates of the same KL
+    (the second analytic in z_g given the path), so their paired difference has mean zero."""
+
+    def difference(key):
+        terms = INFER(params, x, jax.random.split(key, x.shape[0]))
+        return np.asarray(terms.log_q - terms.log_p - sum(terms.kl_groups))
+
+    d = np.stack([difference(k) for k in jax.random.split(jax.random.key(3), 200)])
+    standard_error = d.std(axis=0) / np.sqrt(d.shape[0])
+    assert np.all(np.abs(d.mean(axis=0)) < 4 * standard_error + 1e-4)
+
+
+def test_one_group_elbo_is_the_single_layer_elbo():
+    """With one group and p(z) = N(0, I) the ladder is a one-layer VAE:
+    ELBO = log p(x | z) - KL(q(z|x) || N(0, I)), z = mean + std * eps, eps from fold_in(key_e, 0),
+    recomputed here from the model's own encoder (``posterior``) and decoder (``decoder_output``)."""
+    model = hierarchical_vae((8, 8, 3), (8, 8), (0, 1), 4, 1, PIXELS)  # with residual blocks per stage
+    assert model.num_groups == 1
+    params = _perturb(vae_jax.init(model, jax.random.key(0)), 4)
+    x, key = _images(3, seed=5), jax.random.key(6)
+    keys = jax.random.split(key, 3)
+    mean, log_var = model.posterior(params, x)
+    eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), model.latent_shape))(keys)
+    z = mean + jnp.exp(0.5 * log_var) * eps
+    reconstruction = jnp.sum(PIXELS.log_prob(x, model.decoder_output(params, z)), axis=(1, 2, 3))
+    kl = 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(log_var) - log_var - 1.0, axis=(1, 2, 3))
+    terms = vae_jax.elbo_terms(model, params, x, key)
+    np.testing.assert_allclose(terms.kl_groups[0], kl, rtol=1e-5)
+    np.testing.assert_allclose(terms.reconstruction, reconstruction, rtol=1e-5)
+    np.testing.assert_allclose(vae_jax.elbo(model, params, x, key), reconstruction - kl, rtol=1e-5)
+    latent = model.infer(params, x, keys)
+    normal_log_prob = lambda v, m, lv: (
+        -0.5 * jnp.sum(jnp.log(2 * jnp.pi) + lv + (v - m) ** 2 / jnp.exp(lv), (1, 2, 3))
+    )
+    np.testing.assert_allclose(latent.log_q, normal_log_prob(z, mean, log_var), rtol=1e-5)
+    np.testing.assert_allclose(latent.log_p, normal_log_prob(z, 0.0, 0.0), rtol=1e-5)
+
+
+def test_jit_equals_no_jit(params, x):
+    keys = jax.random.split(jax.random.key(7), 4)
+    for name, a, b in zip(vae_jax.LatentTerms._fields, INFER(params, x, keys), MODEL.infer(params, x, keys)):
+        for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+def test_vmap_over_single_examples_equals_the_batched_call(params, x):
+    """Group g of example e draws from fold_in(keys[e], g), whatever the batch around it."""
+    keys = jax.random.split(jax.random.key(8), 4)
+    batched = INFER(params, x, keys)
+    assert batched.decoder_out.shape == (4, 8, 8, 3, 1) and batched.log_q.shape == (4,)
+    one = lambda xi, ki: jax.tree_util.tree_map(lambda a: a[0], MODEL.infer(params, xi[None], ki[None]))
+    single = jax.jit(jax.vmap(one))(x, keys)
+    for name, a, b in zip(vae_jax.LatentTerms._fields, single, batched):
+        for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-4, err_msg=name)
+    # Generation draws per example too: reversing the batch reverses the result.
+    np.testing.assert_allclose(
+        MODEL.generate_from(params, x[::-1], keys[::-1], 1, 0.8),
+        MODEL.generate_from(params, x, keys, 1, 0.8)[::-1],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        MODEL.generate(params, keys[::-1], 0.8), MODEL.generate(params, keys, 0.8)[::-1], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_same_key_is_bit_identical_and_different_keys_differ(params, x):
+    for name, f in {"elbo": _elbo, "iwae": IWAE}.items():
+        a, b, c = (np.asarray(f(params, x, jax.random.key(s))) for s in (5, 5, 6))
+        assert np.array_equal(a, b) and not np.array_equal(a, c), name
+    s1, s2, s3 = (vae_jax.sample(MODEL, params, jax.random.key(s), 2) for s in (3, 3, 4))
+    assert s1.shape == (2, 8, 8, 3)
+    assert np.array_equal(s1, s2) and not np.array_equal(s1, s3)
+
+
+def test_elbo_is_below_the_iwae_bound_on_average(params, x):
+    keys = jax.random.split(jax.random.key(9), 8)
+    elbo = np.mean([_elbo(params, x, k) for k in keys], axis=0)
+    iwae = np.mean([IWAE(params, x, k) for k in keys], axis=0)
+    assert np.all(elbo < iwae), (elbo, iwae)
+
+
+def test_adam_steps_reduce_the_loss(initial, x):
+    optimizer = optax.adam(1e-3)
+    key = jax.random.key(10)  # a fixed key makes the loss a deterministic function of params
+    loss = lambda p: -jnp.mean(vae_jax.elbo(MODEL, p, x, key))
+
+    @jax.jit
+    def step(p, state):
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, state = optimizer.update(grads, state, p)
+        return optax.apply_updates(p, updates), state, value
+
+    p, state = initial, optimizer.init(initial)
+    values = []
+    for _ in range(15):
+        p, state, value = step(p, state)
+        values.append(float(value))
+    assert np.all(np.isfinite(values))
+    assert values[-1] < values[0] - 1.0, values
+
+
+def test_generation_shapes_and_temperature_zero(params, x):
+    keys = jax.random.split(jax.random.key(11), 4)
+    out_shape = (4, 8, 8, 3, LIKELIHOOD.params_per_subpixel)
+    assert MODEL.generate(params, keys, 1.0).shape == out_shape
+    for k in range(MODEL.num_groups + 1):
+        assert MODEL.generate_from(params, x, keys, k, 0.5).shape == out_shape
+    # At temperature 0 every group sits at its prior mean: z_1 = 0, then p(z_g | z_<g)'s mean.
+    cold = MODEL.generate(params, keys, 0.0)
+    np.testing.assert_allclose(
+        cold, MODEL.decoder_output(params, jnp.zeros((4, *MODEL.latent_shape))), atol=1e-6
+    )
+    np.testing.assert_allclose(cold[0], cold[1], atol=1e-6)
+
+
+def test_keeping_every_group_is_the_reconstruction_path(params, x):
+    key = jax.random.key(12)
+    keys = jax.random.split(key, 4)
+    inferred = INFER(params, x, keys).decoder_out
+    for temperature in (0.0, 1.0):
+        kept = MODEL.generate_from(params, x, keys, MODEL.num_groups, temperature)
+        np.testing.assert_allclose(kept, inferred, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        vae_jax.reconstruct(MODEL, params, x, key),
+        LIKELIHOOD.mean(MODEL.generate_from(params, x, keys, MODEL.num_groups, 0.0)),
+        atol=1e-6,
+    )
+    # Other prior keys change nothing when no group is drawn from a prior.
+    other = jax.random.split(jax.random.key(13), 4)
+    np.testing.assert_allclose(
+        MODEL.generate_from(params, x, keys, MODEL.num_groups, 1.0, prior_keys=other), inferred, atol=1e-6
+    )
+
+
+def test_partial_resampling_between_generation_and_reconstruction(params, x):
+    keys = jax.random.split(jax.random.key(14), 4)
+    other = jax.random.split(jax.random.key(15), 4)
+    np.testing.assert_allclose(
+        MODEL.generate_from(params, x, keys, 0, 0.7, prior_keys=other),
+        MODEL.generate(params, other, 0.7),
+        atol=1e-6,
+    )
+    # Keeping z_1 from x and resampling the finer groups: the prior keys now matter.
+    a = MODEL.generate_from(params, x, keys, 1, 1.0)
+    b = MODEL.generate_from(params, x, keys, 1, 1.0, prior_keys=other)
+    assert not np.allclose(a, b)
+    with pytest.raises(ValueError, match="keep_groups"):
+        MODEL.generate_from(params, x, keys, MODEL.num_groups + 1)
+    with pytest.raises(ValueError, match="one key per example"):
+        MODEL.generate_from(params, x, keys[:2], 1)
+
+
+def test_encode_and_decode_use_the_top_group(params, x):
+    mean, log_var = vae_jax.encode(MODEL, params, x)
+    assert mean.shape == log_var.shape == (4, *MODEL.latent_shape)
+    single_mean, _ = vae_jax.encode(MODEL, params, x[0])
+    np.testing.assert_allclose(single_mean, mean[0], rtol=1e-5, atol=1e-6)
+    assert vae_jax.decode(MODEL, params, mean).shape == (4, 8, 8, 3, LIKELIHOOD.params_per_subpixel)
+
+
+def test_bfloat16_compute_keeps_likelihood_and_kl_in_float32(params, x):
+    model = hierarchical_vae((8, 8, 3), (8, 8), (1, 2), 4, 0, LIKELIHOOD, dtype=jnp.bfloat16)
+    keys = jax.random.split(jax.random.key(16), 4)
+    terms = jax.jit(model.infer)(params, x, keys)  # float32 params serve both compute dtypes
+    reference = INFER(params, x, keys)
+    assert terms.decoder_out.dtype == terms.log_q.dtype == terms.log_p.dtype == jnp.float32
+    assert all(kl.dtype == jnp.float32 for kl in terms.kl_groups)
+    assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree_util.tree_leaves(terms))
+    reconstruction = lambda t: jnp.sum(LIKELIHOOD.log_prob(x, t.decoder_out), axis=(1, 2, 3))
+    np.testing.assert_allclose(reconstruction(terms), reconstruction(reference), rtol=0.02)
+    np.testing.assert_allclose(sum(terms.kl_groups), sum(reference.kl_groups), rtol=0.1, atol=0.05)

@@ -1,0 +1,128 @@
+"""Diagnostics: how many latent units a model uses, and where its bits go.
+
+- ``active_units``: Burda et al. (2015, sec. 5.2): unit u is active if
+  A_u = Cov_x(E_{q(z|x)}[z_u]) > 0.01, the spread over the data of the posterior means.
+- ``kl_per_group``: each latent group's mean KL, in nats, bits/dim and share of the total.
+- ``bits_per_dim_split``: -ELBO in bits/dim, split into reconstruction and KL (per group).
+
+All work on any model of the protocol in ``vae_jax.model`` (``VAE``, ``HierarchicalVAE``);
+for a hierarchy, ``active_units`` looks at the top group (the one ``encode`` returns).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vae_jax import checks
+from vae_jax.evaluation import bits_per_dim
+from vae_jax.objectives import elbo_terms
+
+
+class ActiveUnits(NamedTuple):
+    """count: number of active units; activity: A_u per unit (``latent_shape``); active: A_u > threshold."""
+
+    count: int
+    activity: np.ndarray
+    active: np.ndarray
+
+
+class KLPerGroup(NamedTuple):
+    """Per group, in top-down order, the batch mean of KL_g: in nats, in bits/dim
+    (KL_g / (D ln 2)), and as a fraction of the total KL."""
+
+    nats: jax.Array
+    bits_per_dim: jax.Array
+    fraction: jax.Array
+
+
+@partial(jax.jit, static_argnums=0)
+def _posterior_means(model, params, x):
+    return model.posterior(params, x)[0]
+
+
+def _as_batches(model, data):
+    """One array of examples (N, *data_shape), or an iterable of such batches."""
+    if hasattr(data, "shape") and len(np.shape(data)) == len(model.data_shape) + 1:
+        return [data]
+    if hasattr(data, "shape"):
+        raise ValueError(
+            f"x_batches_or_x: expected a batch (N, *{tuple(model.data_shape)}) or an iterable of batches, "
+            f"got an array of shape {np.shape(data)}"
+        )
+    return data
+
+
+def posterior_mean_activity(model, params, x_batches_or_x):
+    """A_u = Var_x(E_q[z_u]) over all examples (population variance, 1/N), streamed.
+
+    Batches are merged with Chan et al.'s (1979) pairwise update of (count, mean, M2) in
+    float64, so the result does not depend on how the data is split and does not lose
+    precision to the cancellation of E[m^2] - E[m]^2.
+    """
+    count, mean, m2 = 0, 0.0, 0.0
+    for batch in _as_batches(model, x_batches_or_x):
+        checks.check_data("x_batches_or_x", batch, model.likelihood.input_kind, model.data_shape)
+        means = np.asarray(_posterior_means(model, params, jnp.asarray(batch)), np.float64)
+        batch_count, batch_mean = means.shape[0], means.mean(axis=0)
+        batch_m2 = np.sum(np.square(means - batch_mean), axis=0)
+        delta, total = batch_mean - mean, count + batch_count
+        mean = mean + delta * batch_count / total
+        m2 = m2 + batch_m2 + np.square(delta) * count * batch_count / total
+        count = total
+    if count < 2:
+        raise ValueError(f"x_batches_or_x: expected at least 2 examples to measure a variance, got {count}")
+    return m2 / count
+
+
+def active_units(model, params, x_batches_or_x, threshold=0.01) -> ActiveUnits:
+    """Units u with A_u = Cov_x(E_{q(z|x)}[z_u]) > ``threshold`` (Burda et al. 2015).
+
+    An inactive unit's posterior mean is the same for every x: it carries no information
+    about x (its KL is typically ~0, the posterior having collapsed onto the prior).
+    """
+    activity = posterior_mean_activity(model, params, x_batches_or_x)
+    active = activity > threshold
+    return ActiveUnits(int(active.sum()), activity, active)
+
+
+def kl_per_group(model, params, x, key) -> KLPerGroup:
+    """Mean over the batch of each group's KL_g (one draw of the path z ~ q for hierarchies)."""
+    terms = elbo_terms(model, params, x, key)
+    nats = jnp.stack([jnp.mean(kl) for kl in terms.kl_groups])
+    total = jnp.sum(nats)
+    fraction = jnp.where(total != 0, nats / jnp.where(total != 0, total, 1.0), jnp.nan)
+    return KLPerGroup(nats, bits_per_dim(-nats, math.prod(model.data_shape)), fraction)
+
+
+def bits_per_dim_split(model, params, x, key, *, dequantized=False):
+    """Batch means of -ELBO in bits/dim and its two parts, from one draw z ~ q per example:
+
+      total_bpd = reconstruction_bpd + kl_bpd,
+      reconstruction_bpd = -E_q[log p(x|z)] / (D ln 2)  (+ 8 if ``dequantized``: D ln 256 nats),
+      kl_bpd = KL / (D ln 2) = sum_g kl_bpd_groups[g].
+
+    ``dequantized=True`` is for a continuous density on uniformly dequantized 8-bit data in
+    [0, 1] (a ``"unit"`` likelihood); the term is added by ``evaluation.bits_per_dim``.
+    """
+    if dequantized and model.likelihood.input_kind != "unit":
+        raise ValueError(
+            f"dequantized: only a continuous ('unit') likelihood sees dequantized data; "
+            f"this model's likelihood takes {model.likelihood.input_kind!r} input"
+        )
+    terms = elbo_terms(model, params, x, key)
+    num_dims = math.prod(model.data_shape)
+    kl_bpd_groups = tuple(jnp.mean(bits_per_dim(-kl, num_dims)) for kl in terms.kl_groups)
+    return {
+        "reconstruction_bpd": jnp.mean(bits_per_dim(terms.reconstruction, num_dims, dequantized=dequantized)),
+        "kl_bpd": jnp.mean(bits_per_dim(-terms.kl, num_dims)),
+        "total_bpd": jnp.mean(
+            bits_per_dim(terms.reconstruction - terms.kl, num_dims, dequantized=dequantized)
+        ),
+        "kl_bpd_groups": kl_bpd_groups,
+    }
