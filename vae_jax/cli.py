@@ -202,7 +202,7 @@ def cmd_probe(args) -> int:
     for space in ("latent", "pixels"):
         numbers = report[space]
         print(
-            f"{space:>7}: linear probe {numbers['linear_probe']['test_accuracy']:.4f}, kNN {numbers['knn_accuracy']:.4f}"
+            f"{space:>7}: linear probe {numbers['probe']['test_accuracy']:.4f}, kNN {numbers['knn_accuracy']:.4f}"
         )
     print(f" chance: {report['chance']:.4f}   ({limit} training images)   written to {out_dir}")
     return 0
