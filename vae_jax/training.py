@@ -13,6 +13,7 @@ Per step (``loss = -mean_x weighted_elbo(x)``, see ``objectives.weighted_elbo``)
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -161,8 +162,10 @@ def make_train_steps(model, config: Config):
     return jax.jit(run, donate_argnums=0)
 
 
+@functools.lru_cache(maxsize=8)
 def make_eval_fn(model, config: Config):
-    """A jitted ``(params, batch_uint8, key) -> per-example ELBO terms`` for test sets."""
+    """A jitted ``(params, batch_uint8, key) -> per-example ELBO terms`` for test sets, made once
+    per (model, config) so periodic evaluations reuse one compilation."""
 
     def evaluate(params, batch, key):
         data_key, elbo_key = jax.random.split(key)
