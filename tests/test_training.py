@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -155,8 +156,9 @@ def test_cli_train_evaluate_sample_end_to_end(tmp_path, capsys):
     report = json.loads((run_dir / "evaluation.json").read_text())
     assert report["iwae"]["k"] == 4 and report["elbo"]["num_images"] == 8
     assert report["iwae"]["nll_nats"] <= -report["elbo"]["elbo"] + 50  # IWAE-k NLL is near or below -ELBO
-    assert _cli("sample", "--run", run_dir, "--num", 4, "-o", tmp_path / "s.png") == 0
-    assert (tmp_path / "s.png").is_file()
+    assert _cli("sample", "--run", run_dir, "--num", 4, "--out-dir", tmp_path / "samples") == 0
+    sample_report = json.loads((tmp_path / "samples" / "sample.json").read_text())
+    assert sample_report["files"] and all(Path(f).is_file() for f in sample_report["files"])
     # An existing run is never overwritten.
     before = sorted(p.name for p in run_dir.iterdir())
     assert _cli("train", "--run-dir", run_dir, "--steps", 10, "--no-progress") == 2

@@ -1,0 +1,137 @@
+"""The benchmark harness: it runs, its JSON has the promised shape, and its FLOP counter agrees
+with the exact count. Never a wall-clock assertion: the machine is shared."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from benchmarks import cli, flops, suites, timing
+from vae_jax import architectures, objectives
+
+ENVIRONMENT_KEYS = {
+    "backend",
+    "device_kind",
+    "device_count",
+    "jax",
+    "jaxlib",
+    "cpu_count",
+    "git_commit",
+    "load_average",
+}
+
+
+def _run(tmp_path, *args):
+    out = tmp_path / "rows.json"
+    assert cli.main(["--quick", "--no-write", "--max-wait", "0", "--json", str(out), *args]) == 0
+    return json.loads(out.read_text())
+
+
+def _check_rows(results):
+    assert results["schema"] == "vae-jax-benchmarks/1"
+    assert ENVIRONMENT_KEYS <= set(results["environment"])
+    assert results["environment"]["backend"] == jax.default_backend()
+    assert results["ceilings"]["fp32"]["flop_per_s"] > 0
+    assert results["rows"]
+    for row in results["rows"]:
+        assert "skipped" not in row, row
+        assert set(suites.ROW_KEYS) <= set(row), set(suites.ROW_KEYS) - set(row)
+        assert row["images_per_s"] > 0
+        assert row["backend"] == jax.default_backend()
+        assert row["seconds_per_call"] > 0 and row["repeats"] >= 1
+        assert row["command"].startswith("python -m benchmarks --only")
+
+
+def test_train_step_row_and_its_flops(tmp_path):
+    results = _run(tmp_path, "--only", "train_step", "--model", "mlp-784-400-20", "--batch-size", "16")
+    _check_rows(results)
+    (row,) = results["rows"]
+    assert row["benchmark"] == "train_step" and row["batch_size"] == 16
+    assert row["images_per_call"] == 16 * row["params"]["steps_per_dispatch"]
+    # XLA's count adds the optimizer, the likelihood and the random bits to the matmuls.
+    assert row["params"]["xla_over_analytic"] >= 1.0
+
+
+def test_function_rows(tmp_path):
+    results = _run(
+        tmp_path,
+        "--only",
+        "encode",
+        "--only",
+        "elbo",
+        "--only",
+        "iwae",
+        "--k",
+        "50",
+        "--model",
+        "mlp-784-400-20",
+        "--batch-size",
+        "8",
+    )
+    _check_rows(results)
+    assert [r["benchmark"] for r in results["rows"]] == ["encode", "elbo", "iwae_bound"]
+    assert results["rows"][2]["params"]["k"] == 50
+
+
+def test_log_likelihood_row(tmp_path):
+    results = _run(tmp_path, "--only", "log_likelihood", "--model", "mlp-784-400-20", "--ll-images", "8")
+    _check_rows(results)
+    (row,) = results["rows"]
+    assert row["params"]["k"] == 5000 and row["params"]["images"] == 8
+    assert row["params"]["times_floor"] > 0
+
+
+@pytest.mark.slow
+def test_quick_suite_writes_json_markdown_and_png(tmp_path):
+    assert (
+        cli.main(
+            [
+                "--quick",
+                "--max-wait",
+                "0",
+                "--out",
+                str(tmp_path),
+                "--only",
+                "scaling_batch",
+                "--only",
+                "peers",
+                "--model",
+                "mlp-784-400-20",
+            ]
+        )
+        == 0
+    )
+    results = json.loads((tmp_path / "results.json").read_text())
+    _check_rows(results)
+    assert (tmp_path / "results.md").read_text().startswith("# vae-jax benchmarks")
+    assert (tmp_path / "results_scaling.png").stat().st_size > 0
+
+
+def test_xla_flop_count_matches_the_exact_mlp_count():
+    """The counter every FLOP/s figure rests on: XLA's count for the gradient of the ELBO of a
+    small MLP VAE (256-128-8, batch 32) is the exact matmul count plus a few % of elementwise work."""
+    data_dim, hidden, latent, batch = 256, 128, 8, 32
+    model = architectures.mlp_vae((16, 16, 1), (hidden,), latent)
+    params = model.init(jax.random.key(0))
+    x = jnp.zeros((batch, 16, 16, 1))
+    loss = lambda p: -jnp.mean(objectives.elbo(model, p, x, jax.random.key(1)))
+    counted = timing.xla_flops(jax.jit(jax.grad(loss)).lower(params).compile())
+    exact = flops.mlp_train_step_flops(batch, data_dim, hidden, latent)
+    assert exact == 2 * batch * (3 * (256 * 128 + 128 * 16 + 8 * 128 + 128 * 256) - 256 * 128)
+    assert counted == pytest.approx(exact, rel=0.04)
+    assert counted >= exact
+
+
+def test_xla_flops_of_a_matmul_and_the_ceiling():
+    a = jnp.ones((64, 64))
+    assert timing.xla_flops(jax.jit(jnp.matmul).lower(a, a).compile()) == 2 * 64**3
+    ceiling = timing.matmul_ceiling(jnp.float32, 128, seconds=0.05)
+    assert ceiling["flop_per_s"] > 0 and ceiling["dtype"] == "float32"
+
+
+def test_environment_is_recorded():
+    env = timing.environment()
+    assert ENVIRONMENT_KEYS <= set(env)
+    assert env["device_count"] == len(jax.devices())
+    assert env["git_commit"] is None or len(env["git_commit"]) >= 7
