@@ -42,8 +42,19 @@ def _unbatch(tree, batched):
     return tree if batched else jax.tree_util.tree_map(lambda a: a[0], tree)
 
 
-def _sum_over_data(model, log_probs):
-    return jnp.sum(log_probs, axis=tuple(range(log_probs.ndim - len(model.data_shape), log_probs.ndim)))
+def _data_log_prob(model, x, decoder_out):
+    """log p(x|z) = sum_d log p(x_d | z): the likelihood on the data flattened to D sub-pixels.
+
+    Every likelihood here factorizes over sub-pixels, so flattening changes no value; it
+    keeps the elementwise math on one long contiguous axis. On the (28, 28, 1) layout, whose
+    minor axis has size 1, XLA:CPU does not vectorize it: the k=5000 log-likelihood of the
+    784-400-20 MLP spent two thirds of its time there (61 vs 19 ms a chunk of 8 x 500).
+    """
+    event = len(model.data_shape)
+    x_flat = jnp.reshape(x, (*x.shape[: x.ndim - event], -1))
+    lead = decoder_out.shape[: decoder_out.ndim - event - 1]
+    out_flat = jnp.reshape(decoder_out, (*lead, x_flat.shape[-1], decoder_out.shape[-1]))
+    return jnp.sum(model.likelihood.log_prob(x_flat, out_flat), axis=-1)
 
 
 def encode(model, params, x):
@@ -64,7 +75,7 @@ def elbo_terms(model, params, x, key) -> ElboTerms:
     """One-sample reconstruction term and the (analytic where possible) KL, per example."""
     xb, keys, batched = _batch_and_keys(model, x, key)
     terms = model.infer(params, xb, keys)
-    reconstruction = _sum_over_data(model, model.likelihood.log_prob(xb, terms.decoder_out))
+    reconstruction = _data_log_prob(model, xb, terms.decoder_out)
     kl = sum(terms.kl_groups)
     return _unbatch(ElboTerms(reconstruction, kl, terms.kl_groups), batched)
 
@@ -93,7 +104,7 @@ def weighted_elbo(terms: ElboTerms, *, beta=1.0, free_bits=0.0):
 def _log_weights(model, params, xb, keys):
     """log w = log p(x|z) + log p(z) - log q(z|x) at one draw z ~ q(z|x) per example."""
     terms = model.infer(params, xb, keys)
-    log_px_given_z = _sum_over_data(model, model.likelihood.log_prob(xb, terms.decoder_out))
+    log_px_given_z = _data_log_prob(model, xb, terms.decoder_out)
     return log_px_given_z + terms.log_p - terms.log_q
 
 
