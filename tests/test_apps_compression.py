@@ -119,15 +119,17 @@ def test_initial_words_deterministic():
     assert not np.array_equal(a, compression.initial_words(6, 37))
 
 
-@pytest.mark.parametrize("which", ["mlp", "conv_mixture"])
-def test_rate_is_close_to_negative_elbo(which, request):
+@pytest.mark.parametrize(("which", "size"), [("mlp", 64), ("conv_mixture", 64), ("mlp", 60)])
+def test_rate_is_close_to_negative_elbo(which, size, request):
     model, params = request.getfixturevalue(which)
-    image = skimage.data.chelsea()[100:164, 200:264]  # 64 tiles
+    # 64: whole tiles. 60: the border tiles are 4/8 padding, which must not be coded (were it
+    # coded, the rate would exceed the ELBO of the image pixels by ~14%).
+    image = skimage.data.chelsea()[100 : 100 + size, 200 : 200 + size]
     report = compression.compression_report(model, params, image, jax.random.key(0), elbo_samples=16)
     assert report["round_trip_exact"]
     # Untrained tiny models: both rates are ~9 bits/dim; measured within ~1% of each other.
-    assert report["net_bits_per_coded_dim"] == pytest.approx(report["neg_elbo_bits_per_dim"], rel=0.03)
-    assert report["bits_per_dim"] > report["net_bits_per_coded_dim"]  # header + initial bits
+    assert report["net_bits_per_dim"] == pytest.approx(report["neg_elbo_bits_per_dim"], rel=0.03)
+    assert report["bits_per_dim"] > report["net_bits_per_dim"]  # header + initial bits
     assert report["initial_bits_overhead"] >= 0
     assert 0 < report["png_bits_per_dim"] and 0 < report["webp_bits_per_dim"]
 
