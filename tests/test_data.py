@@ -6,7 +6,6 @@ import gzip
 import importlib.util
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -400,11 +399,10 @@ def test_tfds_lazy_reading_matches_in_memory(mock_tfds):
     np.testing.assert_array_equal(lazy.train_images_and_labels()[1], eager.train_images_and_labels()[1])
 
 
-def test_tfds_missing_dataset_fails_fast_and_says_how(tmp_path):
-    start = time.perf_counter()
+def test_tfds_missing_dataset_fails_without_downloading_and_says_how(tmp_path):
     with pytest.raises(DatasetNotFoundError) as error:
         load_source("tfds:mnist", data_dir=tmp_path)
-    assert time.perf_counter() - start < 10
+    assert not (tmp_path / "downloads").exists()  # download=False: nothing was fetched
     message = str(error.value)
     for hint in ("download=True", "--download", "--manual-dir", "vae-jax[tfds-build]", str(tmp_path)):
         assert hint in message
