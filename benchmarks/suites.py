@@ -411,11 +411,16 @@ def time_log_likelihood(
     first = _device_put(images[:batch])
     compiled = timing.compile_ahead(jitted, params, first, jax.random.key(0))
     _check_memory(settings, compiled, f"log_likelihood at batch {batch}, chunk {chunk}")
-    # One chunk's program has no loop, so XLA's count of it is exact; times the chunks run.
+    # One chunk of one group of images has no loop, so XLA's count of it is exact; times the
+    # groups, chunks and batches run.
+    groups = -(-batch // max(1, evaluation.SAMPLES_PER_CHUNK // chunk))
+    group = -(-batch // groups)
     one_chunk = jax.jit(log_likelihood_fn(model, config, chunk, chunk)).lower(
-        params, first, jax.random.key(0)
+        params, first[:group], jax.random.key(0)
     )
     chunk_flops = timing.xla_flops_lowered(one_chunk)
+    if chunk_flops:
+        chunk_flops *= groups
     num_chunks = -(-k // chunk)
     batches = [_device_put(images[i : i + batch]) for i in range(0, count, batch)]
     keys = [jax.random.fold_in(jax.random.key(7), i) for i in range(len(batches))]
@@ -484,7 +489,8 @@ def bench_log_likelihood_chunks(settings, name):
     config, _model = build(name)
     if config.model != "mlp":
         raise Skip("chunk sweep is for the MLP models")
-    # (images per call, chunk): (256, 256) is what runs.evaluate_log_likelihood does today.
+    # (images per call, chunk): the library groups a call's images so a chunk holds about
+    # evaluation.SAMPLES_PER_CHUNK samples; these rows show what batch and chunk then cost.
     grid = (
         [(10, 100), (10, 500)]
         if settings.quick

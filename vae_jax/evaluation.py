@@ -10,14 +10,21 @@ import jax.numpy as jnp
 from vae_jax import checks
 from vae_jax.objectives import _batch_and_keys, _log_weights, _unbatch
 
+# Samples one chunk evaluates at once, over all the examples it holds. 8 examples x 500 samples
+# measured fastest for the 784-400-20 MLP (benchmarks, log_likelihood_chunks): its logits then
+# stay in cache; 256 x 256 ran 3x slower.
+SAMPLES_PER_CHUNK = 4096
+
 
 def log_likelihood(model, params, x, key, k=5000, chunk_size=500):
     """log p(x) ~= log (1/k) sum_{i=1..k} p(x, z_i) / q(z_i|x), z_i ~ q(z|x), nats per example.
 
     The estimator of Burda et al. (2015), the standard for reporting test NLL (k = 5000).
     Samples are drawn ``chunk_size`` at a time inside a ``lax.scan`` and folded into a
-    running log-sum-exp, so memory grows with ``chunk_size``, never with ``k``. Chunk ``c``
-    of example ``e`` draws from ``fold_in(key_e, c)``.
+    running log-sum-exp, so memory grows with ``chunk_size``, never with ``k``; a batch is
+    evaluated a group of about ``SAMPLES_PER_CHUNK / chunk_size`` examples at a time, so it
+    does not grow with the batch either. Chunk ``c`` of example ``e`` draws from
+    ``fold_in(key_e, c)``: the result does not depend on the batch it is computed in.
     """
     checks.check_positive_int("k", k)
     checks.check_positive_int("chunk_size", chunk_size)
@@ -25,16 +32,34 @@ def log_likelihood(model, params, x, key, k=5000, chunk_size=500):
     num_chunks = -(-k // chunk_size)
     xb, keys, batched = _batch_and_keys(model, x, key)
 
-    def add_chunk(running_lse, chunk):
-        chunk_keys = jax.vmap(lambda e: jax.random.split(jax.random.fold_in(e, chunk), chunk_size))(keys)
-        log_w = jax.vmap(lambda ks: _log_weights(model, params, xb, ks), in_axes=1, out_axes=1)(chunk_keys)
-        # The last chunk may run past k: its surplus samples get weight zero.
-        in_range = chunk * chunk_size + jnp.arange(chunk_size) < k
-        log_w = jnp.where(in_range, log_w, -jnp.inf)
-        return jnp.logaddexp(running_lse, jax.nn.logsumexp(log_w, axis=-1)), None
+    def group_log_likelihood(group):
+        group_x, group_keys = group
 
-    start = jnp.full((xb.shape[0],), -jnp.inf, jnp.float32)
-    total, _ = jax.lax.scan(add_chunk, start, jnp.arange(num_chunks))
+        def add_chunk(running_lse, chunk):
+            chunk_keys = jax.vmap(lambda e: jax.random.split(jax.random.fold_in(e, chunk), chunk_size))(
+                group_keys
+            )
+            log_w = jax.vmap(lambda ks: _log_weights(model, params, group_x, ks), in_axes=1, out_axes=1)(
+                chunk_keys
+            )
+            # The last chunk may run past k: its surplus samples get weight zero.
+            in_range = chunk * chunk_size + jnp.arange(chunk_size) < k
+            log_w = jnp.where(in_range, log_w, -jnp.inf)
+            return jnp.logaddexp(running_lse, jax.nn.logsumexp(log_w, axis=-1)), None
+
+        start = jnp.full((group_x.shape[0],), -jnp.inf, jnp.float32)
+        return jax.lax.scan(add_chunk, start, jnp.arange(num_chunks))[0]
+
+    batch = xb.shape[0]
+    num_groups = -(-batch // max(1, SAMPLES_PER_CHUNK // chunk_size))
+    group_size = -(-batch // num_groups)  # groups as even as possible: little padding
+    # Pad with copies of the last example up to whole groups; their results are dropped.
+    pad = num_groups * group_size - batch
+    grouped = [
+        jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]).reshape(num_groups, group_size, *a.shape[1:])
+        for a in (xb, keys)
+    ]
+    total = jax.lax.map(group_log_likelihood, tuple(grouped)).reshape(-1)[:batch]
     return _unbatch(total - math.log(k), batched)
 
 

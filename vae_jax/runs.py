@@ -132,7 +132,7 @@ def evaluate_log_likelihood(
     def batch_log_likelihood(batch, batch_key):
         data_key, sample_key = jax.random.split(batch_key)
         x = prepare(batch, config.likelihood_input, data_key)
-        return evaluation.log_likelihood(model, params, x, sample_key, k=k, chunk_size=min(k, 256))
+        return evaluation.log_likelihood(model, params, x, sample_key, k=k)
 
     total = 0.0
     for start in range(0, len(images), batch_size):
