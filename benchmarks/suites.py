@@ -516,30 +516,26 @@ def bench_log_likelihood_chunks(settings, name):
 # ---- scaling curves -------------------------------------------------------------------------
 
 
+def _scaling_point(settings, name, benchmark, axis, value, *, batch, seconds, **overrides):
+    """One point of a scaling curve: the train step of ``name`` built with ``overrides``."""
+    config, model = build(name, batch_size=batch, **overrides)
+    params = {"axis": axis, "value": value}
+    return time_train_steps(
+        settings, name, config, model, batch_size=batch, benchmark=benchmark, params=params, seconds=seconds
+    )
+
+
 def bench_scaling_batch(settings, name):
     """Train-step throughput against batch size (the MLP 784-400-20 at its config)."""
-    sizes = (
-        [settings.batch_size]
-        if settings.batch_size
-        else ((1, 16, 128) if settings.quick else (1, 16, 64, 256, 1024, 4096))
-    )
-    rows = []
-    for batch in sizes:
-        config, model = build(name, batch_size=batch)
-        seconds = min(settings.seconds, 0.5)
-        rows.append(
-            time_train_steps(
-                settings,
-                name,
-                config,
-                model,
-                batch_size=batch,
-                benchmark="scaling_batch",
-                params={"axis": "batch_size", "value": batch},
-                seconds=seconds,
-            )
-        )
-    return rows
+    if settings.batch_size:
+        sizes = [settings.batch_size]
+    else:
+        sizes = (1, 16, 128) if settings.quick else (1, 16, 64, 256, 1024, 4096)
+    seconds = min(settings.seconds, 0.5)
+    return [
+        _scaling_point(settings, name, "scaling_batch", "batch_size", batch, batch=batch, seconds=seconds)
+        for batch in sizes
+    ]
 
 
 def bench_scaling_latent(settings, name):
@@ -547,23 +543,20 @@ def bench_scaling_latent(settings, name):
     if config.model != "mlp":
         raise Skip("latent scaling is run on the MLP")
     latents = (2, 20) if settings.quick else (2, 20, 64, 256)
-    rows = []
-    batch = settings.batch_size or config.batch_size
-    for latent in latents:
-        config, model = build(name, latent_dim=latent, batch_size=batch)
-        rows.append(
-            time_train_steps(
-                settings,
-                name,
-                config,
-                model,
-                batch_size=batch,
-                benchmark="scaling_latent",
-                params={"axis": "latent_dim", "value": latent},
-                seconds=min(settings.seconds, 1.0),
-            )
+    batch, seconds = settings.batch_size or config.batch_size, min(settings.seconds, 1.0)
+    return [
+        _scaling_point(
+            settings,
+            name,
+            "scaling_latent",
+            "latent_dim",
+            latent,
+            batch=batch,
+            seconds=seconds,
+            latent_dim=latent,
         )
-    return rows
+        for latent in latents
+    ]
 
 
 IMAGE_SIZE_MODELS = {
