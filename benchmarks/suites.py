@@ -380,12 +380,6 @@ def log_likelihood_fn(model, config, k, chunk_size):
     return batch_log_likelihood
 
 
-def _library_default_chunk_size():
-    import inspect
-
-    return inspect.signature(evaluation.log_likelihood).parameters["chunk_size"].default
-
-
 def _ll_images_for(settings, name, config):
     if name == "mlp-784-400-20":
         return settings.ll_images
@@ -399,13 +393,12 @@ def time_log_likelihood(
 ):
     config, model = build(name)
     k = k or (settings.ll_k if (config.model == "mlp" or not settings.quick) else 100)
-    chunk = chunk_size or settings.ll_chunk_size or _library_default_chunk_size()
-    chunk = min(chunk, k)
     count = images_count or _ll_images_for(settings, name, config)
     batch = min(batch_size or (settings.ll_batch_size if config.model == "mlp" else 2), count)
     count -= count % batch
     images, source = test_images(count, model.data_shape)
     params = _device_put(model.init(jax.random.key(0)))
+    chunk, num_chunks = evaluation.chunking(model, params, k, chunk_size or settings.ll_chunk_size)
     fn = log_likelihood_fn(model, config, k, chunk)
     jitted = jax.jit(fn)
     first = _device_put(images[:batch])
@@ -413,7 +406,7 @@ def time_log_likelihood(
     _check_memory(settings, compiled, f"log_likelihood at batch {batch}, chunk {chunk}")
     # One chunk of one group of images has no loop, so XLA's count of it is exact; times the
     # groups, chunks and batches run.
-    groups = -(-batch // max(1, evaluation.SAMPLES_PER_CHUNK // chunk))
+    groups = -(-batch // max(1, evaluation.samples_per_chunk(model, params) // chunk))
     group = -(-batch // groups)
     one_chunk = jax.jit(log_likelihood_fn(model, config, chunk, chunk)).lower(
         params, first[:group], jax.random.key(0)
@@ -421,7 +414,6 @@ def time_log_likelihood(
     chunk_flops = timing.xla_flops_lowered(one_chunk)
     if chunk_flops:
         chunk_flops *= groups
-    num_chunks = -(-k // chunk)
     batches = [_device_put(images[i : i + batch]) for i in range(0, count, batch)]
     keys = [jax.random.fold_in(jax.random.key(7), i) for i in range(len(batches))]
     # No warm-up call: each batch is a long call of an ahead-of-time compiled program.
@@ -489,12 +481,22 @@ def bench_log_likelihood_chunks(settings, name):
     config, _model = build(name)
     if config.model != "mlp":
         raise Skip("chunk sweep is for the MLP models")
-    # (images per call, chunk): the library groups a call's images so a chunk holds about
-    # evaluation.SAMPLES_PER_CHUNK samples; these rows show what batch and chunk then cost.
+    # (images per call, chunk; None: the library's default): the library groups a call's images so a chunk holds about
+    # evaluation.samples_per_chunk samples; these rows show what batch and chunk then cost.
     grid = (
-        [(10, 100), (10, 500)]
+        [(10, None), (10, 500)]
         if settings.quick
-        else [(256, 256), (100, 500), (16, 500), (8, 500), (4, 500), (16, 64), (64, 16)]
+        else [
+            (256, None),
+            (8, None),
+            (256, 256),
+            (100, 500),
+            (16, 500),
+            (8, 500),
+            (4, 500),
+            (16, 64),
+            (64, 16),
+        ]
     )
     images = 20 if settings.quick else 40
     rows = []

@@ -136,3 +136,25 @@ def test_chunked_log_likelihood_handles_a_ragged_last_chunk():
         x, keys
     )
     np.testing.assert_allclose(one_chunk, single, rtol=1e-6)
+
+
+def test_default_chunking_is_even_and_batch_independent():
+    """chunk_size=None takes ``evaluation.chunking``'s even split; the batch is evaluated in
+    groups, and every example's value is the one it gets alone (same draws)."""
+    from vae_jax import evaluation
+
+    model, params = _model_and_params(seed=8)
+    params["encoder"] = _approximate_posterior_params(model, params)
+    x = _data(n=5, seed=9)
+    chunk_size, num_chunks = evaluation.chunking(model, params, k=5000)
+    assert chunk_size * num_chunks >= 5000 > chunk_size * (num_chunks - 1)
+    assert chunk_size <= evaluation.samples_per_chunk(model, params)
+    key = jax.random.key(1)
+    default = vae_jax.log_likelihood(model, params, x, key, k=5000)
+    explicit = vae_jax.log_likelihood(model, params, x, key, k=5000, chunk_size=chunk_size)
+    np.testing.assert_array_equal(default, explicit)
+    alone = [
+        vae_jax.log_likelihood(model, params, x[i], k, k=5000) for i, k in enumerate(jax.random.split(key, 5))
+    ]
+    np.testing.assert_allclose(default, np.stack(alone), rtol=1e-6)  # same draws; matmul shapes differ
+    np.testing.assert_allclose(default, vae_jax.exact_log_marginal(model, params, x), atol=0.05)
