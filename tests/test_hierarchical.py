@@ -4,8 +4,8 @@ training, and generation from the priors or from part of a posterior path."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from loss_curves import adam_losses
 
 import vae_jax
 from vae_jax.hierarchical import HierarchicalVAE, hierarchical_vae
@@ -187,21 +187,7 @@ def test_elbo_is_below_the_iwae_bound_on_average(params, x):
 
 
 def test_adam_steps_reduce_the_loss(initial, x):
-    optimizer = optax.adam(1e-3)
-    key = jax.random.key(10)  # a fixed key makes the loss a deterministic function of params
-    loss = lambda p: -jnp.mean(vae_jax.elbo(MODEL, p, x, key))
-
-    @jax.jit
-    def step(p, state):
-        value, grads = jax.value_and_grad(loss)(p)
-        updates, state = optimizer.update(grads, state, p)
-        return optax.apply_updates(p, updates), state, value
-
-    p, state = initial, optimizer.init(initial)
-    values = []
-    for _ in range(15):
-        p, state, value = step(p, state)
-        values.append(float(value))
+    values = adam_losses(MODEL, initial, x, jax.random.key(10), steps=15)
     assert np.all(np.isfinite(values))
     assert values[-1] < values[0] - 1.0, values
 

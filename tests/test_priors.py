@@ -4,8 +4,8 @@ components, the one-sample Monte Carlo KL against the analytic KL, and training 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from loss_curves import adam_losses
 from scipy import special, stats
 
 import vae_jax
@@ -171,18 +171,6 @@ def test_adam_steps_reduce_the_loss_with_each_prior(prior):
     model = _mlp(prior)
     params = vae_jax.init(model, jax.random.key(0))
     x, key = _unit_images(8, seed=8), jax.random.key(9)
-    optimizer = optax.adam(1e-3)
-    loss = lambda p: -jnp.mean(vae_jax.elbo(model, p, x, key))
-
-    @jax.jit
-    def step(p, state):
-        value, grads = jax.value_and_grad(loss)(p)
-        updates, state = optimizer.update(grads, state, p)
-        return optax.apply_updates(p, updates), state, value
-
-    state, values = optimizer.init(params), []
-    for _ in range(20):
-        params, state, value = step(params, state)
-        values.append(float(value))
+    values = adam_losses(model, params, x, key, steps=20)
     assert np.all(np.isfinite(values))
     assert values[-1] < values[0] - 0.5, values

@@ -34,9 +34,13 @@ def chunking(model, params, k, chunk_size=None):
     """``(chunk_size, num_chunks)`` that ``log_likelihood`` uses for ``k`` samples: the given
     chunk size, or else the fewest chunks of at most ``samples_per_chunk`` samples, evened out
     so the last one wastes little."""
+    return _chunking(k, chunk_size, samples_per_chunk(model, params))
+
+
+def _chunking(k, chunk_size, budget):
     checks.check_positive_int("k", k)
     if chunk_size is None:
-        num_chunks = -(-k // samples_per_chunk(model, params))
+        num_chunks = -(-k // budget)
         chunk_size = -(-k // num_chunks)
     checks.check_positive_int("chunk_size", chunk_size)
     chunk_size = min(chunk_size, k)
@@ -56,8 +60,8 @@ def log_likelihood(model, params, x, key, k=5000, chunk_size=None):
     Chunk ``c`` of example ``e`` draws from ``fold_in(key_e, c)``: for a given chunk size the
     result does not depend on the batch it is computed in.
     """
-    chunk_size, num_chunks = chunking(model, params, k, chunk_size)
-    budget = samples_per_chunk(model, params)
+    budget = samples_per_chunk(model, params)  # traces the decoder: once per call
+    chunk_size, num_chunks = _chunking(k, chunk_size, budget)
     xb, keys, batched = _batch_and_keys(model, x, key)
 
     def group_log_likelihood(group):
