@@ -66,6 +66,25 @@ def load_run(run_dir, step: int | None = None) -> Run:
     return Run(run_dir, config, model, None, state)
 
 
+def initial_state(model, config: Config, source) -> training.TrainState:
+    """Step 0 of a run: ``model.init`` from the seed, and for ``output_bias="data_mean"`` the
+    decoder's output bias at the logit of the training images' mean (Burda et al.'s code)."""
+    state = training.init_state(model, config, jax.random.key(config.seed))
+    if config.output_bias == "zero":
+        return state
+    if config.output_bias != "data_mean" or config.model != "stochastic_mlp":
+        raise ValueError(
+            f"output_bias: expected zero, or data_mean with model=stochastic_mlp, got {config.output_bias!r} "
+            f"with model={config.model!r}"
+        )
+    from vae_jax.stochastic_mlp import with_observation_bias
+
+    images, _ = source.train_images_and_labels()
+    means = np.mean(np.asarray(images, np.float64), axis=0) / 255.0
+    params = with_observation_bias(model, state.params, means)
+    return training.init_state(model, config, jax.random.key(config.seed), params=params)
+
+
 def _write_json(path: Path, value) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n")
 
@@ -163,9 +182,12 @@ def write_pictures(run_dir: Path, model, config: Config, params, test_images: np
 
 
 def train(
-    config: Config, run_dir, *, resume: bool = False, progress: bool = True, log=print, devices: int = 1
+    config: Config, run_dir, *, resume: bool = False, progress: bool = True, log=print, devices: int = 1,
+    on_start=None,
 ) -> dict:
     """Train (or resume) a run; checkpoints periodically, at the end and on Ctrl-C.
+
+    ``on_start()``, if given, is called once the run directory is ready, before the first step.
 
     ``devices`` > 1 (0: all) trains data-parallel over a mesh of that many devices: the same
     global batch, split by rows, with replicated parameters (see ``vae_jax.parallel``).
@@ -175,8 +197,10 @@ def train(
     model = config_lib.build_model(config, source.image_shape)
     config = prepare_run_directory(run_dir, config, resume)
     _write_json(run_dir / "data_shape.json", list(source.image_shape))
+    if on_start is not None:
+        on_start()
     manager = checkpoints.manager(run_dir)
-    state = training.init_state(model, config, jax.random.key(config.seed))
+    state = initial_state(model, config, source)
     if resume and manager.latest_step() is not None:
         state = checkpoints.restore(manager, state)
     start = int(state.step)

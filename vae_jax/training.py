@@ -37,8 +37,26 @@ class TrainState(NamedTuple):
     grad_norm_ema: jax.Array  # float32 scalar: running mean of accepted gradient norms
 
 
+# Burda et al. (2015, sec. 5): 3^i epochs at learning rate 0.001 * 10^(-i/7), i = 0..7 (3280 epochs).
+BURDA_STAGES = 8
+
+
+def burda_schedule(peak_value, total_steps):
+    """Stage i of ``BURDA_STAGES`` runs at ``peak_value * 10**(-i/7)`` for 3^i / 3280 of the steps."""
+    lengths = [3**i for i in range(BURDA_STAGES)]
+    ends = [round(total_steps * sum(lengths[: i + 1]) / sum(lengths)) for i in range(BURDA_STAGES - 1)]
+    values = jnp.asarray([peak_value * 10.0 ** (-i / 7.0) for i in range(BURDA_STAGES)], jnp.float32)
+    boundaries = jnp.asarray(ends, jnp.int32)
+    return lambda count: values[jnp.searchsorted(boundaries, count, side="right")]
+
+
 def learning_rate_schedule(config: Config):
-    """Linear warm-up to ``learning_rate``, then cosine decay to ``end_learning_rate_ratio`` of it."""
+    """``cosine``: linear warm-up to ``learning_rate``, then cosine decay to
+    ``end_learning_rate_ratio`` of it; ``burda``: the IWAE paper's eight stages (``burda_schedule``)."""
+    if config.lr_schedule == "burda":
+        return burda_schedule(config.learning_rate, config.steps)
+    if config.lr_schedule != "cosine":
+        raise ValueError(f"lr_schedule: expected cosine or burda, got {config.lr_schedule!r}")
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=config.learning_rate,
@@ -49,10 +67,16 @@ def learning_rate_schedule(config: Config):
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    return optax.chain(
-        optax.clip_by_global_norm(config.grad_clip),
-        optax.adamw(learning_rate_schedule(config), weight_decay=config.weight_decay),
-    )
+    """Adam(W) with the configured betas and epsilon; global-norm clipping unless grad_clip is 0."""
+    adam = dict(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+    schedule = learning_rate_schedule(config)
+    if config.weight_decay:
+        optimizer = optax.adamw(schedule, weight_decay=config.weight_decay, **adam)
+    else:
+        optimizer = optax.adam(schedule, **adam)
+    if config.grad_clip > 0:
+        optimizer = optax.chain(optax.clip_by_global_norm(config.grad_clip), optimizer)
+    return optimizer
 
 
 def kl_weight(config: Config, step):
@@ -69,9 +93,10 @@ def ema_decay(config: Config, step):
     return jnp.minimum(config.ema_decay, (1.0 + t) / (10.0 + t))
 
 
-def init_state(model, config: Config, key) -> TrainState:
+def init_state(model, config: Config, key, params=None) -> TrainState:
+    """The state at step 0: ``params`` if given (drawn from the key's first half otherwise)."""
     init_key, train_key = jax.random.split(key)
-    params = model.init(init_key)
+    params = model.init(init_key) if params is None else params
     return TrainState(
         step=jnp.int32(0),
         params=params,
@@ -84,18 +109,31 @@ def init_state(model, config: Config, key) -> TrainState:
 
 
 def batch_loss(model, config: Config, params, batch, key, beta):
-    """-mean weighted ELBO of a uint8 batch, with the diagnostics the metrics log wants."""
+    """The training loss of a uint8 batch, with the diagnostics the metrics log wants.
+
+    ``objective="elbo"``: -mean over the batch of the weighted ELBO, averaged over ``k`` draws;
+    ``objective="iwae"``: -mean of the k-sample bound L_k (Burda et al. 2015), whose gradient
+    flows through the reparameterized samples with weights softmax(log w).
+    """
     data_key, elbo_key = jax.random.split(key)
     x = prepare(batch, config.likelihood_input, data_key)
-    terms = objectives.elbo_terms(model, params, x, elbo_key)
-    loss = -jnp.mean(objectives.weighted_elbo(terms, beta=beta, free_bits=config.free_bits))
-    elbo = terms.reconstruction - terms.kl
-    metrics = {
-        "elbo": jnp.mean(elbo),
-        "kl": jnp.mean(terms.kl),
-        "reconstruction": jnp.mean(terms.reconstruction),
-        "bits_per_dim": jnp.mean(bits_per_dim_of(model, config, elbo)),
-    }
+    if config.objective == "iwae":
+        log_w = objectives.log_importance_weights(model, params, x, elbo_key, config.k)
+        bound = jax.nn.logsumexp(log_w, axis=-1) - jnp.log(float(config.k))
+        elbo = jnp.mean(log_w, axis=-1)
+        metrics = {"elbo": jnp.mean(elbo), "iwae_bound": jnp.mean(bound)}
+        loss = -jnp.mean(bound)
+    else:
+        if config.k == 1:
+            terms = jax.tree_util.tree_map(lambda a: a[None], objectives.elbo_terms(model, params, x, elbo_key))
+        else:
+            keys = jax.random.split(elbo_key, config.k)
+            terms = jax.vmap(lambda k: objectives.elbo_terms(model, params, x, k))(keys)
+        weighted = objectives.weighted_elbo(terms, beta=beta, free_bits=config.free_bits)
+        elbo = jnp.mean(terms.reconstruction - terms.kl, axis=0)
+        metrics = {"elbo": jnp.mean(elbo), "kl": jnp.mean(terms.kl), "reconstruction": jnp.mean(terms.reconstruction)}
+        loss = -jnp.mean(weighted)
+    metrics["bits_per_dim"] = jnp.mean(bits_per_dim_of(model, config, elbo))
     return loss, metrics
 
 
@@ -125,6 +163,8 @@ def train_step(model, config: Config, optimizer, state: TrainState, batch):
     def update(_):
         updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
+        if config.ema_decay == 0:
+            return new_params, new_opt_state, new_params
         new_ema = optax.incremental_update(new_params, state.ema_params, 1.0 - ema_decay(config, state.step))
         return new_params, new_opt_state, new_ema
 

@@ -1,0 +1,256 @@
+"""Reproductions of published tables, one resumable command per row.
+
+    python -m benchmarks.reproduce iwae-mnist --row vae-1layer-k1 --data idx:DIR
+    python -m benchmarks.reproduce iwae-mnist --row iwae-1layer-k5 --data idx:DIR --estimate
+    python -m benchmarks.reproduce iwae-mnist --report
+
+``iwae-mnist`` is Table 1 of Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders"
+(ICLR 2016): test log-likelihood on dynamically binarized MNIST, estimated with k = 5000
+importance samples on all 10,000 test images, and the number of active units (Cov_x(E_q[u]) >
+1e-2) per stochastic layer. A row trains its preset (``iwae-mnist-1layer`` or ``-2layer``: the
+paper's architecture, Adam, batch 20 and 3280-epoch schedule) with the row's objective into
+``OUT/ROW`` (rerun the command to resume after an interruption), then evaluates it and writes
+``OUT/ROW/reproduction.json``; ``--report`` gathers the rows into ``OUT/iwae-mnist.md``.
+``--estimate`` times a few thousand steps of the row and prints the full schedule's wall time on
+this machine instead of training. ``--steps N`` runs a shortened schedule of the same shape (the
+result then says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+# Everything a long run may need is imported up front, so a run started before the package's
+# files change on disk keeps using one consistent version of them.
+import vae_jax.data.idx  # noqa: F401
+import vae_jax.data.tfds_source  # noqa: F401
+import vae_jax.stochastic_mlp  # noqa: F401
+from vae_jax import config as config_lib
+from vae_jax import runs, training
+from vae_jax.data import prepare
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    preset: str
+    objective: str
+    k: int
+    paper_nll: float  # nats, Burda et al. (2016) Table 1, MNIST
+    paper_active_units: str  # as the paper prints them ("19"); "" where not transcribed here
+
+
+IWAE_MNIST_ROWS = {
+    "vae-1layer-k1": Row("iwae-mnist-1layer", "elbo", 1, 86.76, "19"),
+    "vae-1layer-k5": Row("iwae-mnist-1layer", "elbo", 5, 86.47, "20"),
+    "vae-1layer-k50": Row("iwae-mnist-1layer", "elbo", 50, 86.35, "20"),
+    "iwae-1layer-k5": Row("iwae-mnist-1layer", "iwae", 5, 85.54, "22"),
+    "iwae-1layer-k50": Row("iwae-mnist-1layer", "iwae", 50, 84.78, "25"),
+    "vae-2layer-k1": Row("iwae-mnist-2layer", "elbo", 1, 85.33, ""),
+    "vae-2layer-k5": Row("iwae-mnist-2layer", "elbo", 5, 85.01, ""),
+    "vae-2layer-k50": Row("iwae-mnist-2layer", "elbo", 50, 84.78, ""),
+    "iwae-2layer-k5": Row("iwae-mnist-2layer", "iwae", 5, 83.89, ""),
+    "iwae-2layer-k50": Row("iwae-mnist-2layer", "iwae", 50, 82.90, ""),
+}
+# IWAE with k = 1 is the VAE with k = 1 (the same objective); the paper prints the same numbers.
+FULL_SCHEDULE_EPOCHS = 3280
+ACTIVE_UNIT_THRESHOLD = 1e-2
+
+
+def row_config(name: str, data: str, steps: int | None = None) -> config_lib.Config:
+    if name not in IWAE_MNIST_ROWS:
+        raise SystemExit(f"--row: unknown {name!r}; expected one of {', '.join(IWAE_MNIST_ROWS)}")
+    row = IWAE_MNIST_ROWS[name]
+    overrides = {"objective": row.objective, "k": row.k, "data": data}
+    if steps is not None:
+        overrides["steps"] = steps
+    return config_lib.preset(row.preset, overrides)
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+    }
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def layer_activity(model, params, images, key, batch_size=1000):
+    """Per stochastic layer (z_1 first), A_u = Var_x(E_q[u]) over ``images`` (uint8, binarized
+    once with ``key``), along one sampled path as in the paper's code."""
+    path_of = jax.jit(model.posterior_path)
+    means = [[] for _ in model.latent_sizes]
+    for start in range(0, len(images), batch_size):
+        batch_key = jax.random.fold_in(key, start)
+        data_key, path_key = jax.random.split(batch_key)
+        x = prepare(images[start : start + batch_size], "dynamic_binary", data_key)
+        keys = jax.random.split(path_key, x.shape[0])
+        for layer, (mean, _) in enumerate(path_of(params, x, keys)):
+            means[layer].append(np.asarray(mean, np.float64))
+    return [np.var(np.concatenate(m), axis=0) for m in means]
+
+
+def evaluate_row(run_dir: Path, k: int, batch_size: int) -> dict:
+    run = runs.load_run(run_dir)
+    source = runs.open_source(run.config)
+    images = source.test_images()
+    key = jax.random.key(run.config.seed + 2)
+    started = time.perf_counter()
+    nll = runs.evaluate_log_likelihood(run.model, run.config, run.params, images, key, k, batch_size)
+    elbo = runs.evaluate_elbo(run.model, run.config, run.params, images, jax.random.fold_in(key, 1), batch_size)
+    activity = layer_activity(run.model, run.params, images, jax.random.fold_in(key, 2))
+    return {
+        "test_nll_nats": nll["nll_nats"],
+        "test_elbo_nats": -elbo["elbo"],
+        "nll_samples": k,
+        "num_test_images": len(images),
+        "active_units": [int(np.sum(a > ACTIVE_UNIT_THRESHOLD)) for a in activity],
+        "evaluation_seconds": time.perf_counter() - started,
+        "step": int(run.state.step),
+    }
+
+
+def estimate(config, name: str, dispatches: int = 4) -> dict:
+    """Time ``dispatches`` dispatches of the row's train step and extrapolate to its schedule."""
+    source = runs.open_source(config)
+    model = config_lib.build_model(config, source.image_shape)
+    state = runs.initial_state(model, config, source)
+    train_steps = training.make_train_steps(model, config)
+    n = config.steps_per_dispatch
+    seconds = []
+    for i in range(dispatches + 1):
+        batches = source.train_batches(i * n, n, config.batch_size, config.seed)
+        tick = time.perf_counter()
+        state, metrics = train_steps(state, batches)
+        jax.block_until_ready(metrics)
+        if i:  # the first dispatch compiles
+            seconds.append((time.perf_counter() - tick) / n)
+    per_step = float(np.median(seconds))
+    return {
+        "row": name,
+        "seconds_per_step": per_step,
+        "steps": config.steps,
+        "expected_training_hours": per_step * config.steps / 3600,
+        "machine": machine(),
+        "commit": commit(),
+    }
+
+
+def report(out_dir: Path) -> str:
+    lines = [
+        "| row | paper NLL | this project NLL (k=5000) | -ELBO | paper active units | active units | epochs | wall (train + eval) | commit |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    machines = set()
+    for name, row in IWAE_MNIST_ROWS.items():
+        path = out_dir / name / "reproduction.json"
+        if not path.is_file():
+            lines.append(f"| {name} | {row.paper_nll:.2f} | not run | | {row.paper_active_units or '-'} | | | | |")
+            continue
+        result = json.loads(path.read_text())
+        machines.add(result["machine"]["processor"] + ", " + result["machine"]["device"])
+        hours = (result["training_seconds"] + result["evaluation_seconds"]) / 3600
+        lines.append(
+            f"| {name} | {row.paper_nll:.2f} | {result['test_nll_nats']:.2f} | {result['test_elbo_nats']:.2f} "
+            f"| {row.paper_active_units or '-'} | {'+'.join(map(str, result['active_units']))} "
+            f"| {result['epochs']:.0f} of {FULL_SCHEDULE_EPOCHS} | {hours:.1f} h | {result['commit']} |"
+        )
+    lines.append("")
+    lines.append(f"Machine: {'; '.join(sorted(machines)) or '-'}.")
+    text = "\n".join(lines) + "\n"
+    (out_dir / "iwae-mnist.md").write_text(text)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=__doc__.split("\n\n")[0])
+    parser.add_argument("table", choices=["iwae-mnist"])
+    parser.add_argument("--row", help=f"one of {', '.join(IWAE_MNIST_ROWS)}")
+    parser.add_argument("--data", default="tfds:mnist", help="idx:DIR (the MNIST idx files) or tfds:mnist")
+    parser.add_argument("--out-dir", default="runs/reproduce", help="where the rows' runs and results go")
+    parser.add_argument("--steps", type=int, help="a shortened schedule (default: the paper's 3280 epochs)")
+    parser.add_argument("--k", type=int, default=5000, help="importance samples of the test NLL")
+    parser.add_argument("--eval-batch-size", type=int, default=100)
+    parser.add_argument("--estimate", action="store_true", help="time the row's step; do not train")
+    parser.add_argument("--report", action="store_true", help="write OUT/iwae-mnist.md from the rows run")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    out_dir = Path(args.out_dir)
+    if args.report:
+        print(report(out_dir))
+        return 0
+    if not args.row:
+        parser.error("--row is required (or --report)")
+    config = row_config(args.row, args.data, args.steps)
+    if args.estimate:
+        print(json.dumps(estimate(config, args.row), indent=2))
+        return 0
+    run_dir = out_dir / args.row
+    resume = (run_dir / "config.json").is_file()
+    summary = runs.train(
+        config, run_dir, resume=resume, progress=not args.no_progress, on_start=lambda: _record_session(run_dir)
+    )
+    if "interrupted_at" in summary:
+        return 130
+    source_size = runs.open_source(config).num_train
+    result = {
+        "table": "Burda et al. (2016), Table 1, MNIST",
+        "row": args.row,
+        **dataclasses.asdict(IWAE_MNIST_ROWS[args.row]),
+        "epochs": config.steps * config.batch_size / source_size,
+        "training_seconds": _training_seconds(run_dir),
+        **evaluate_row(run_dir, args.k, args.eval_batch_size),
+        "machine": machine(),
+        "commit": commit(),
+        "command": "python -m benchmarks.reproduce " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    result["training_sessions"] = json.loads((run_dir / "sessions.json").read_text())
+    (run_dir / "reproduction.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _record_session(run_dir: Path) -> None:
+    """Append this session's commit, machine and start time to ``run_dir/sessions.json``."""
+    path = run_dir / "sessions.json"
+    sessions = json.loads(path.read_text()) if path.is_file() else []
+    started = {"commit": commit(), "machine": machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    path.write_text(json.dumps([*sessions, started], indent=2) + "\n")
+
+
+def _training_seconds(run_dir: Path) -> float:
+    """Training wall time over every session of a resumed run (from its metrics log)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rates = [(r["step"], r["steps_per_s"]) for r in records if r.get("split") == "train" and "steps_per_s" in r]
+    if not rates:
+        return math.nan
+    steps = [step for step, _ in rates]
+    spans = np.diff([0, *steps])
+    return float(sum(span / rate for span, (_, rate) in zip(spans, rates)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

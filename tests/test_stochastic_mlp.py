@@ -1,0 +1,106 @@
+"""Burda et al.'s stacked stochastic layers, the IWAE training objective and the paper's schedule."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vae_jax
+from vae_jax import config as config_lib
+from vae_jax import objectives, training
+from vae_jax.stochastic_mlp import stochastic_mlp_vae, with_observation_bias
+
+KEY = jax.random.key(0)
+ONE_LAYER = stochastic_mlp_vae((4, 4, 1), (3,), (8,), 2)
+TWO_LAYERS = stochastic_mlp_vae((4, 4, 1), (5, 3), (8, 6), 2)
+
+
+def _binary(n, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, 2, (n, 4, 4, 1)), jnp.float32)
+
+
+def _config(**overrides):
+    return dataclasses.replace(config_lib.Config(), **{"likelihood": "bernoulli", **overrides})
+
+
+@pytest.mark.parametrize("model", [ONE_LAYER, TWO_LAYERS], ids=["one", "two"])
+def test_iwae_loss_is_minus_the_bound_and_k1_is_the_sampled_elbo(model):
+    params = vae_jax.init(model, KEY)
+    batch = np.random.default_rng(1).integers(0, 256, (6, 4, 4, 1)).astype(np.uint8)
+    key = jax.random.key(3)
+    data_key, bound_key = jax.random.split(key)
+    x = training.prepare(batch, "dynamic_binary", data_key)
+    for k in (1, 5):
+        loss, metrics = training.batch_loss(model, _config(objective="iwae", k=k), params, batch, key, 1.0)
+        expected = -jnp.mean(vae_jax.iwae_bound(model, params, x, bound_key, k=k))
+        np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    # k = 1: log w = log p(x|z) + log p(z) - log q(z|x) at one draw, the ELBO's sampled estimate.
+    log_w = vae_jax.log_importance_weights(model, params, x, bound_key, 1)[:, 0]
+    # The bound draws sample i of example e from split(split(key, B)[e], k)[i].
+    keys = jax.vmap(lambda k: jax.random.split(k, 1)[0])(jax.random.split(bound_key, 6))
+    terms = model.infer(params, x, keys)
+    sampled_elbo = objectives._data_log_prob(model, x, terms.decoder_out) + terms.log_p - terms.log_q
+    np.testing.assert_allclose(log_w, sampled_elbo, rtol=1e-6)
+    loss, _ = training.batch_loss(model, _config(objective="iwae", k=1), params, batch, key, 1.0)
+    np.testing.assert_allclose(loss, -jnp.mean(sampled_elbo), rtol=1e-6)
+
+
+def test_two_layer_log_weights_add_up_layer_by_layer():
+    """log w = log p(x|z_1) + log p(z_1|z_2) + log p(z_2) - log q(z_1|x) - log q(z_2|z_1), each
+    term recomputed here from the networks' Gaussians."""
+    model, x = TWO_LAYERS, _binary(3)
+    params = vae_jax.init(model, KEY)
+    keys = jax.random.split(jax.random.key(5), 3)
+    terms = model.infer(params, x, keys)
+    (m1, v1), (m2, v2) = model.posterior_path(params, x, keys)
+    eps1 = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), (5,)))(keys)
+    eps2 = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), (3,)))(keys)
+    z1, z2 = m1 + jnp.exp(v1 / 2) * eps1, m2 + jnp.exp(v2 / 2) * eps2
+
+    def log_normal(z, mean, log_var):
+        return jnp.sum(-0.5 * (jnp.log(2 * jnp.pi) + log_var + (z - mean) ** 2 / jnp.exp(log_var)), -1)
+
+    p_mean, p_log_var = model._p(params, 0, z2)
+    log_q = log_normal(z1, m1, v1) + log_normal(z2, m2, v2)
+    log_p = log_normal(z1, p_mean, p_log_var) + log_normal(z2, 0.0, 0.0)
+    np.testing.assert_allclose(terms.log_q, log_q, rtol=1e-5)
+    np.testing.assert_allclose(terms.log_p, log_p, rtol=1e-5)
+    # KL groups, top first: z_2's analytic KL given z_1, then z_1's sampled log q - log p.
+    np.testing.assert_allclose(terms.kl_groups[1], log_normal(z1, m1, v1) - log_normal(z1, p_mean, p_log_var), rtol=1e-5)
+
+
+def test_burda_schedule_stages():
+    """3^i / 3280 of the steps at 1e-3 * 10^(-i/7): on 3280 steps, stage i is exactly 3^i steps."""
+    schedule = training.burda_schedule(1e-3, 3280)
+    values = np.asarray(jax.vmap(schedule)(jnp.arange(3280)))
+    boundaries = np.cumsum([3**i for i in range(8)])
+    for i, end in enumerate(boundaries):
+        start = end - 3**i
+        np.testing.assert_allclose(values[start:end], 1e-3 * 10 ** (-i / 7), rtol=1e-6)
+
+
+def test_paper_presets_are_the_paper_models():
+    for name, sizes, widths in (("iwae-mnist-1layer", (50,), (200,)), ("iwae-mnist-2layer", (100, 50), (200, 100))):
+        config = config_lib.preset(name)
+        assert (config.batch_size, config.adam_eps, config.adam_b1, config.adam_b2) == (20, 1e-4, 0.9, 0.999)
+        assert config.steps == 3280 * 3000 and config.lr_schedule == "burda"
+        model = config_lib.build_model(config, (28, 28, 1))
+        params = vae_jax.init(model, KEY)
+        assert model.latent_sizes == sizes
+        # Glorot uniform: every kernel inside +-sqrt(6 / (fan_in + fan_out)).
+        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+            if "kernel" in jax.tree_util.keystr(path):
+                bound = np.sqrt(6 / sum(leaf.shape))
+                assert 0.95 * bound < np.abs(leaf).max() <= bound * (1 + 1e-6)
+        assert params["encoder"]["q_1"]["hidden_0"]["kernel"].shape == (784, widths[0])
+        assert params["encoder"]["q_1"]["hidden_1"]["kernel"].shape == (widths[0], widths[0])
+
+
+def test_output_bias_starts_at_the_logit_of_the_pixel_means():
+    params = vae_jax.init(ONE_LAYER, KEY)
+    means = np.linspace(0.0, 1.0, 16)
+    bias = with_observation_bias(ONE_LAYER, params, means)["decoder"]["x"]["out"]["bias"]
+    clipped = np.clip(means, 0.001, 0.999)
+    np.testing.assert_allclose(bias, np.log(clipped / (1 - clipped)), rtol=1e-5)
