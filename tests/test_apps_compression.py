@@ -98,8 +98,56 @@ def test_bad_image_is_refused(mlp):
     model, params = mlp
     with pytest.raises(ValueError, match="uint8"):
         compression.compress_image(model, params, np.zeros((8, 8, 3), np.float32))
-    with pytest.raises(ValueError, match="expected"):
-        compression.compress_image(model, params, np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(ValueError, match="expected an"):
+        compression.compress_image(model, params, np.zeros((8, 8, 3, 1), np.uint8))
+
+
+@pytest.mark.parametrize(("channels", "mode"), [(1, "L"), (2, "LA"), (4, "RGBA"), (2, "I;16"), (7, "")])
+def test_any_channel_count_round_trips_in_planes_and_keeps_its_mode(mlp, channels, mode):
+    """Grey, grey+alpha, RGBA and the two bytes of 16-bit grey, on a colour model: coded in planes
+    of three channels (the last completed by repeating its last channel), decoded exactly."""
+    model, params = mlp
+    image = _random_image((9, 11, channels), seed=channels)
+    blob = compression.compress_image(model, params, image, mode=mode)
+    assert compression.read_header(blob)["mode"] == mode
+    np.testing.assert_array_equal(compression.decompress_image(model, params, blob), image)
+    planes = compression.split_planes(image, 3)
+    assert len(planes) == -(-channels // 3)
+    np.testing.assert_array_equal(compression.join_planes(planes, channels), image)
+
+
+def test_compressing_codes_once_and_verifies_by_decoding_once(mlp, monkeypatch, tmp_path):
+    model, params = mlp
+    image = _random_image((17, 9, 4))
+    calls = {"push_tile": 0, "pop_tile": 0}
+    for name in calls:
+        real = getattr(compression._Coder, name)
+
+        def counted(self, *args, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(self, *args)
+
+        monkeypatch.setattr(compression._Coder, name, counted)
+    ticks = []
+    report = compression.run_compression(
+        model, params, image, jax.random.key(0), tmp_path / "x.vae", progress=ticks.append
+    )
+    tiles = compression.num_tiles(model, image.shape)
+    assert tiles == 3 * 2 * 2 and calls == {"push_tile": tiles, "pop_tile": tiles}
+    assert len(ticks) == 2 * tiles and report["round_trip_exact"]
+
+
+def test_run_compression_never_replaces_a_file_unasked(mlp, tmp_path):
+    model, params = mlp
+    out = tmp_path / "image.vae"
+    out.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="already exists"):
+        compression.run_compression(model, params, _random_image((8, 8, 3)), jax.random.key(0), out)
+    assert out.read_bytes() == b"precious"
+    with pytest.raises(ValueError, match="is a directory"):
+        compression.run_compression(model, params, _random_image((8, 8, 3)), jax.random.key(0), tmp_path)
+    compression.run_compression(model, params, _random_image((8, 8, 3)), jax.random.key(0), out, force=True)
+    assert out.read_bytes()[:8] == compression.MAGIC
 
 
 def test_model_hash_tracks_params(mlp):
@@ -125,7 +173,7 @@ def test_rate_is_close_to_negative_elbo(which, size, request):
     # 64: whole tiles. 60: the border tiles are 4/8 padding, which must not be coded (were it
     # coded, the rate would exceed the ELBO of the image pixels by ~14%).
     image = skimage.data.chelsea()[100 : 100 + size, 200 : 200 + size]
-    report = compression.compression_report(model, params, image, jax.random.key(0), elbo_samples=16)
+    _, report = compression.compression_report(model, params, image, jax.random.key(0), elbo_samples=16)
     assert report["round_trip_exact"]
     # Untrained tiny models: both rates are ~9 bits/dim; measured within ~1% of each other.
     assert report["net_bits_per_dim"] == pytest.approx(report["neg_elbo_bits_per_dim"], rel=0.03)

@@ -122,3 +122,94 @@ def test_probe_on_labelled_idx_data(tmp_path, capsys):
     assert report["pixels"]["probe"]["test_accuracy"] > 0.9  # the raw-pixel probe sees the brightness
     assert (tmp_path / "probe" / "latent_scatter.png").is_file()  # a 2-D latent gets its scatter plot
     assert "linear probe" in capsys.readouterr().out
+
+
+def _sixteen_bit_and_rgba_files(directory):
+    values = (np.arange(20 * 27).reshape(20, 27) * 97 % 65536).astype(np.uint16)
+    Image.fromarray(values).save(directory / "grey16.png")
+    rgba = np.random.default_rng(1).integers(0, 256, (20, 27, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(directory / "rgba.png")
+    Image.fromarray(rgba[..., 0], "L").save(directory / "grey.png")
+    return ("grey16.png", "I;16"), ("rgba.png", "RGBA"), ("grey.png", "L")
+
+
+def test_compress_keeps_every_mode_and_depth_and_never_overwrites(photo_run, tmp_path, capsys):
+    from vae_jax import images
+
+    for name, mode in _sixteen_bit_and_rgba_files(tmp_path):
+        original = tmp_path / name
+        packed = tmp_path / f"{original.stem}.vae"
+        assert cli.main(["compress", str(original), "--run", str(photo_run), "--no-progress"]) == 0
+        assert packed.is_file()
+        capsys.readouterr()
+        # The default output is the source image's own name: refused, the original untouched.
+        before = original.read_bytes()
+        assert cli.main(["decompress", str(packed), "--run", str(photo_run), "--no-progress"]) == 2
+        assert "already exists" in capsys.readouterr().err and original.read_bytes() == before
+        back = tmp_path / f"{original.stem}_back.png"
+        assert cli.main(["decompress", str(packed), "-o", str(back), "--run", str(photo_run), "--no-progress"]) == 0
+        (want, want_mode), (got, got_mode) = images.read_exact(original), images.read_exact(back)
+        assert got_mode == want_mode == mode
+        np.testing.assert_array_equal(got, want)
+        # Compressing again onto the existing .vae needs --force.
+        assert cli.main(["compress", str(original), "--run", str(photo_run), "--no-progress"]) == 2
+        assert "already exists" in capsys.readouterr().err
+    assert cli.main(["compress", str(original), "-o", str(tmp_path), "--run", str(photo_run)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    Image.new("P", (8, 8)).save(tmp_path / "palette.png")
+    assert cli.main(["compress", str(tmp_path / "palette.png"), "--run", str(photo_run)]) == 2
+    assert "cannot be coded exactly" in capsys.readouterr().err
+    assert not (tmp_path / "palette.vae").exists()
+
+
+def test_resume_flags_must_agree_with_the_saved_run(photo_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(photo_run, run)
+    for flags, field in ((["--set", "learning_rate=0.1"], "learning_rate"), (["--batch-size", "4"], "batch_size"),
+                         (["--seed", "7"], "seed"), (["--data", "folder:/tmp"], "data")):  # fmt: skip
+        assert cli.main(["train", "--resume", "--run-dir", str(run), "--no-progress", *flags]) == 2
+        assert f"{field} " in capsys.readouterr().err
+    assert cli.main(["train", "--resume", "--run-dir", str(run), "--steps", "3", "--no-progress"]) == 2
+    assert "already at step 5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["evaluate", "RUN", "--batch-size", "-1"], "--batch-size: expected an integer >= 1, got -1"),
+        (["evaluate", "RUN", "--k", "-5"], "--k: expected an integer >= 0, got -5"),
+        (["evaluate", "RUN", "--limit", "-120"], "--limit: expected an integer >= 0, got -120"),
+        (["train", "--batch-size", "100000", "--run-dir", "NEW"], "--batch-size: batch_size: "),
+        (["train", "--set", "steps_per_dispatch=0", "--run-dir", "NEW"], "--set steps_per_dispatch=...: "),
+        (["train", "--run-dir", "FILE"], "exists and is not a directory"),
+    ],
+)
+def test_bad_flags_are_refused_before_any_work(photo_run, tmp_path, capsys, args, message):
+    (tmp_path / "FILE").write_text("x")
+    args = [
+        {"RUN": str(photo_run), "NEW": str(tmp_path / "new"), "FILE": str(tmp_path / "FILE")}.get(a, a) for a in args
+    ]
+    with pytest.raises(SystemExit) if "evaluate" in args else _nothing():
+        assert cli.main([*args, "--no-progress"] if args[0] == "train" else args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_corrupt_config_is_named(photo_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(photo_run, run)
+    (run / "config.json").write_text("{not json")
+    assert cli.main(["evaluate", str(run)]) == 2
+    assert f"{run / 'config.json'}: not a valid config file" in capsys.readouterr().err
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

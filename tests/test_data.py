@@ -353,6 +353,24 @@ def test_folder_of_one_image_has_an_empty_test_set(tmp_path):
     assert source.num_train == 1 and source.test_images().shape == (0, 32, 32, 3)
 
 
+def test_folder_of_sixteen_bit_images_is_scaled_not_blank_and_alpha_is_reported_once(tmp_path):
+    from PIL import Image
+
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    for i in range(3):
+        Image.fromarray(ramp).save(tmp_path / f"g{i}.png")
+    rgba = np.random.default_rng(0).integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    with pytest.warns(UserWarning, match="1 of 4 images .* alpha channel; it is dropped") as caught:
+        source = load_source(f"folder:{tmp_path}")
+    assert len([w for w in caught if "alpha" in str(w.message)]) == 1
+    pixels = source.train_images_and_labels()[0]
+    assert pixels.min() < 16 and 100 < pixels.mean() < 160  # a ramp, not 255 everywhere
+    np.testing.assert_array_equal(
+        pixels[0, 0, :4, 0], np.round(ramp[0, :4] / 257).astype(np.uint8)
+    )
+
+
 # ----------------------------------------------------------------------------- TFDS
 
 

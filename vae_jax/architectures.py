@@ -80,4 +80,4 @@ def linear_gaussian(data_dim: int, latent_dim: int, obs_var: float = 0.1) -> VAE
     Linear encoder and decoder, so the marginal p(x) = N(b, W W^T + obs_var I) is exact
     (see ``exact_log_marginal``); the model's ``likelihood.obs_var`` holds the variance.
     """
-    return mlp_vae((data_dim,), (), latent_dim, likelihood=Gaussian(obs_var))
+    return mlp_vae((data_dim,), (), latent_dim, likelihood=Gaussian(obs_var, support="real"))

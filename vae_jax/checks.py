@@ -13,6 +13,7 @@ import numpy as np
 _RANGES = {
     "binary": "values in {0, 1}",
     "unit": "values in [0, 1]",
+    "real": "real values",
     "discrete": "integer values in 0..255",
 }
 
@@ -29,6 +30,8 @@ def batch_rank(name, x, event_shape):
     if len(shape) == n and shape == event_shape:
         return False
     if len(shape) == n + 1 and shape[1:] == event_shape:
+        if shape[0] == 0:  # static, so this fails the same way under jit
+            raise ValueError(f"{name}: got an empty batch of shape {shape}; expected at least one example")
         return True
     raise ValueError(
         f"{name}: expected shape {event_shape} (one example) or (batch, *{event_shape}), got {shape}"
@@ -67,6 +70,8 @@ def _check_values(name, x, input_kind):
         bad = not np.all((x == 0) | (x == 1))
     elif input_kind == "unit":
         bad = low < 0.0 or high > 1.0
+    elif input_kind == "real":
+        bad = False
     elif input_kind == "discrete":
         bad = low < 0 or high > 255 or not np.all(x == np.round(x))
     if bad:
@@ -75,16 +80,24 @@ def _check_values(name, x, input_kind):
 
 def check_key(name, key):
     """A PRNG key: a typed key array, or the raw uint32 form of shape (2,)."""
+    expected = "a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed))"
+    if not hasattr(key, "shape") or not hasattr(key, "dtype"):
+        raise ValueError(f"{name}: expected {expected}, got {type(key).__name__} {key!r}")
     if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape != ():
             raise ValueError(f"{name}: expected a single PRNG key, got a key array of shape {key.shape}")
         return
-    shape, dtype = np.shape(key), jnp.result_type(key)
+    shape, dtype = tuple(key.shape), key.dtype
     if shape != (2,) or dtype != jnp.uint32:
-        raise ValueError(
-            f"{name}: expected a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), "
-            f"got shape {shape} dtype {dtype}"
-        )
+        raise ValueError(f"{name}: expected {expected}, got shape {shape} dtype {dtype}")
+
+
+def check_finite_non_negative(name, value):
+    """A finite float >= 0 (a concrete Python or NumPy number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name}: expected a finite non-negative number, got {value!r}")
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}: expected a finite non-negative number, got {value!r}")
 
 
 def check_positive_int(name, value):

@@ -9,7 +9,24 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from vae_jax import config as config_lib
+
+
+def _count(minimum):
+    """An argparse type: an integer >= ``minimum``, with the value in the message otherwise."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def _add_run_argument(parser):
@@ -28,29 +45,45 @@ def _run_dir(args) -> Path:
     return Path(run_dir)
 
 
-def cmd_train(args) -> int:
-    from vae_jax import runs
+# Config fields that have a flag of their own; every other field is set with --set FIELD=VALUE.
+FIELD_FLAGS = {
+    "steps": "--steps", "batch_size": "--batch-size", "seed": "--seed", "data": "--data",
+    "data_dir": "--data-dir", "manual_dir": "--manual-dir", "download": "--download",
+}  # fmt: skip
 
+
+def _flag(field: str) -> str:
+    return FIELD_FLAGS.get(field, f"--set {field}=...")
+
+
+def _train_overrides(args) -> dict:
+    """The config fields this command line sets explicitly (flags and --set)."""
     overrides = config_lib.parse_overrides(args.set or [])
-    for name in ("steps", "data", "seed", "batch_size"):
+    for name in ("steps", "data", "seed", "batch_size", "data_dir", "manual_dir"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.download:
         overrides["download"] = True
-    if args.data_dir:
-        overrides["data_dir"] = args.data_dir
-    if args.manual_dir:
-        overrides["manual_dir"] = args.manual_dir
+    return overrides
+
+
+def cmd_train(args) -> int:
+    from vae_jax import runs
+
+    overrides = _train_overrides(args)
     if args.resume:
-        # A resumed run keeps its saved configuration; only the number of steps may grow.
+        # A resumed run starts from its saved configuration; anything set here must agree with
+        # it (runs.train says which field differs), except steps.
+        if args.preset is not None:
+            raise UsageError("--preset: a resumed run keeps the configuration in its config.json; drop --preset")
         if not args.run_dir or not (Path(args.run_dir) / "config.json").is_file():
             raise UsageError("--resume needs --run-dir pointing at an existing run (with config.json)")
-        config = config_lib.from_json_file(Path(args.run_dir) / "config.json")
-        if "steps" in overrides:
-            config = dataclasses.replace(config, steps=overrides["steps"])
+        saved = config_lib.from_json_file(Path(args.run_dir) / "config.json")
+        config = dataclasses.replace(saved, **overrides)
     else:
-        config = config_lib.preset(args.preset, overrides)
-    run_dir = Path(args.run_dir or f"runs/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+        preset = args.preset or "photos"
+        config = config_lib.preset(preset, overrides)
+    run_dir = Path(args.run_dir or f"runs/{args.preset or 'photos'}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.coordinator:
         from vae_jax import parallel
 
@@ -59,7 +92,7 @@ def cmd_train(args) -> int:
         config, run_dir, resume=args.resume, progress=not args.no_progress, devices=args.devices
     )
     if "interrupted_at" in summary:
-        return 130
+        return 143 if summary.get("signal") == "SIGTERM" else 130
     print(json.dumps({"run_dir": str(run_dir), **summary}, indent=2))
     return 0
 
@@ -78,6 +111,8 @@ def cmd_evaluate(args) -> int:
     images = source.test_images()
     if args.limit:
         images = images[: args.limit]
+    if len(images) == 0:
+        raise UsageError(f"--data: {source.name} has no test images to evaluate")
     key = jax.random.key(args.seed)
     started = time.perf_counter()
     report = {
@@ -123,10 +158,15 @@ def _input_image(args, run):
     if args.image:
         return outputs.load_image(args.image, channels)
     if run.config.data == "photos":
-        import skimage.data
-
-        return skimage.data.chelsea()  # the photo whose tiles are the held-out test set
+        return _default_photo()
     return runs.open_source(run.config).test_images()[0]
+
+
+def _default_photo():
+    """The held-out photograph of the embedded data (its tiles are the photos test set)."""
+    from vae_jax.data.photos import TEST_PHOTO, load_photos
+
+    return np.array(load_photos()[TEST_PHOTO])
 
 
 def cmd_sample(args) -> int:
@@ -239,37 +279,70 @@ def cmd_inpaint(args) -> int:
     return _restore(args, ("inpaint_centre", "inpaint_random"), "inpaint")
 
 
+def _tile_progress(enabled, total, what):
+    if not enabled:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="tile", desc=what, dynamic_ncols=True, file=sys.stderr)
+    return bar, bar.update
+
+
 def cmd_compress(args) -> int:
     import jax
 
-    from vae_jax import runs
+    from vae_jax import images, runs
     from vae_jax.apps import compression
 
-    run = runs.load_run(_run_dir(args))
-    image = _input_image(args, run)
+    if args.image:
+        pixels, mode = images.read_exact(args.image)
+    else:
+        pixels, mode = _default_photo(), "RGB"
     output = Path(args.output or (Path(args.image).with_suffix(".vae") if args.image else "chelsea.vae"))
-    report = compression.run_compression(run.model, run.params, image, jax.random.key(args.seed), output)
+    images.check_writable(output, force=args.force)  # before any work
+    run = runs.load_run(_run_dir(args))
+    total = 2 * compression.num_tiles(run.model, pixels.shape)  # encode, then the verifying decode
+    bar, progress = _tile_progress(not args.no_progress, total, "compress")
+    try:
+        report = compression.run_compression(
+            run.model, run.params, pixels, jax.random.key(args.seed), output, mode=mode, force=args.force,
+            progress=progress,
+        )  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
     _write_report(output.with_name(output.name + ".json"), report)
+    webp = report.get("webp_bits_per_dim")
     print(
-        f"{output}: {report['file_bytes']} bytes, {report['bits_per_dim']:.4f} bits/dim "
-        f"(-ELBO {report['neg_elbo_bits_per_dim']:.4f}, PNG {report['png_bits_per_dim']:.4f}, "
-        f"WebP-lossless {report['webp_bits_per_dim']:.4f}); round trip exact: {report['round_trip_exact']}"
+        f"{output}: {report['file_bytes']} bytes, {report['bits_per_dim']:.4f} bits/dim ({mode}, "
+        f"-ELBO {report['neg_elbo_bits_per_dim']:.4f}, PNG {report['png_bits_per_dim']:.4f}"
+        + (f", WebP-lossless {webp:.4f}" if webp is not None else "")
+        + f"); verified by decoding: exact, {report['encode_seconds']:.1f} s + {report['decode_seconds']:.1f} s"
     )
     return 0
 
 
 def cmd_decompress(args) -> int:
-    from vae_jax import outputs, runs
+    from vae_jax import images, runs
     from vae_jax.apps import compression
 
-    run = runs.load_run(_run_dir(args))
     path = Path(args.file)
     if not path.is_file():
         raise FileNotFoundError(f"compressed file {path} does not exist")
-    image = compression.decompress_image(run.model, run.params, path.read_bytes())
     output = Path(args.output or path.with_suffix(".png"))
-    outputs.save_png(output, image)
-    print(f"{output}: {image.shape[1]}x{image.shape[0]}x{image.shape[2]} decoded from {path}")
+    images.check_writable(output, force=args.force)  # before any work
+    blob = path.read_bytes()
+    fields = compression.read_header(blob)
+    run = runs.load_run(_run_dir(args))
+    shape = (fields["height"], fields["width"], fields["channels"])
+    bar, progress = _tile_progress(not args.no_progress, compression.num_tiles(run.model, shape), "decompress")
+    try:
+        pixels = compression.decompress_image(run.model, run.params, blob, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    images.write_exact(output, pixels, fields["mode"], force=args.force)
+    print(f"{output}: {pixels.shape[1]}x{pixels.shape[0]} {fields['mode']} decoded from {path}")
     return 0
 
 
@@ -282,43 +355,43 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", help="train a model (default: the `photos` preset, ~5 min on 2 CPU cores)"
     )
-    train.add_argument("--preset", default="photos", help=f"one of {', '.join(config_lib.PRESETS)}")
+    train.add_argument("--preset", help=f"one of {', '.join(config_lib.PRESETS)} (default photos)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
     train.add_argument("--run-dir", help="where to write the run (default runs/PRESET-TIMESTAMP)")
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint"
     )
-    train.add_argument("--steps", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--seed", type=int)
+    train.add_argument("--steps", type=_count(0))
+    train.add_argument("--batch-size", type=_count(1))
+    train.add_argument("--seed", type=_count(0))
     train.add_argument("--data", help="photos | tfds:NAME | folder:PATH | idx:PATH")
     train.add_argument("--download", action="store_true", help="let TFDS download and build the dataset")
     train.add_argument("--data-dir", help="TFDS data directory")
     train.add_argument("--manual-dir", help="TFDS manual-download directory")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--devices", type=int, default=1, help="data-parallel over N devices (0: all)")
+    train.add_argument("--devices", type=_count(0), default=1, help="data-parallel over N devices (0: all)")
     train.add_argument("--coordinator", help="multi-host: coordinator HOST:PORT for jax.distributed")
-    train.add_argument("--num-processes", type=int, help="multi-host: number of processes")
-    train.add_argument("--process-id", type=int, help="multi-host: this process's index")
+    train.add_argument("--num-processes", type=_count(1), help="multi-host: number of processes")
+    train.add_argument("--process-id", type=_count(0), help="multi-host: this process's index")
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test ELBO, IWAE-k NLL and bits/dim of a run")
     _add_run_argument(evaluate)
     evaluate.add_argument("--data", help="evaluate on another source's test split, e.g. folder:my_photos")
     evaluate.add_argument(
-        "--k", type=int, default=1000, help="importance samples for the NLL (0: skip; 5000 to report)"
+        "--k", type=_count(0), default=1000, help="importance samples for the NLL (0: skip; 5000 to report)"
     )
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--limit", type=int, default=0, help="evaluate the first N test images only")
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--batch-size", type=_count(1), default=64)
+    evaluate.add_argument("--limit", type=_count(0), default=0, help="evaluate the first N test images only (0: all)")
+    evaluate.add_argument("--seed", type=_count(0), default=0)
     evaluate.add_argument("--output", help="JSON report path (default RUN_DIR/evaluation.json)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     sample = commands.add_parser("sample", help="PNG grids of samples at one or more temperatures")
     _add_run_argument(sample)
-    sample.add_argument("--num", type=int, default=64)
+    sample.add_argument("--num", type=_count(1), default=64)
     sample.add_argument("--temperature", default="1.0", help="comma-separated, e.g. 0.5,0.8,1.0")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=_count(0), default=0)
     sample.add_argument("--out-dir", help="default RUN_DIR/samples")
     sample.set_defaults(handler=cmd_sample)
 
@@ -328,10 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--images", nargs="+", help="image files of the model's size (default: test images)"
     )
     interpolate.add_argument(
-        "--pairs", type=int, default=4, help="consecutive test-image pairs when --images is not given"
+        "--pairs", type=_count(1), default=4, help="consecutive test-image pairs when --images is not given"
     )
-    interpolate.add_argument("--steps", type=int, default=8)
-    interpolate.add_argument("--seed", type=int, default=0)
+    interpolate.add_argument("--steps", type=_count(2), default=8)
+    interpolate.add_argument("--seed", type=_count(0), default=0)
     interpolate.add_argument("--out-dir", help="default RUN_DIR/interpolate")
     interpolate.set_defaults(handler=cmd_interpolate)
 
@@ -340,9 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_argument(probe)
     probe.add_argument("--data", help="labelled source (default: the run's own)")
-    probe.add_argument("--train-limit", type=int, default=10000, help="training images used (0: all)")
-    probe.add_argument("--probe-steps", type=int, default=500)
-    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--train-limit", type=_count(0), default=10000, help="training images used (0: all)")
+    probe.add_argument("--probe-steps", type=_count(1), default=500)
+    probe.add_argument("--seed", type=_count(0), default=0)
     probe.add_argument("--out-dir", help="default RUN_DIR/probe")
     probe.set_defaults(handler=cmd_probe)
 
@@ -360,9 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
         restore.add_argument(
             "--sigma", type=float, default=0.1, help="noise standard deviation on [0, 1] pixels"
         )
-        restore.add_argument("--steps", type=int, default=200, help="latent optimisation steps")
-        restore.add_argument("--iterations", type=int, default=50, help="iterative resampling rounds")
-        restore.add_argument("--seed", type=int, default=0)
+        restore.add_argument("--steps", type=_count(0), default=200, help="latent optimisation steps")
+        restore.add_argument("--iterations", type=_count(0), default=50, help="iterative resampling rounds")
+        restore.add_argument("--seed", type=_count(0), default=0)
         restore.add_argument("--out-dir", help=f"default RUN_DIR/{name}")
         restore.set_defaults(handler=handler, run_dir=None)
 
@@ -370,13 +443,17 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("image", nargs="?", help="image file (default: the held-out photograph)")
     compress.add_argument("-o", "--output", help="compressed file (default IMAGE.vae)")
     compress.add_argument("--run", dest="run_flag", required=True, help="the run directory")
-    compress.add_argument("--seed", type=int, default=0)
+    compress.add_argument("--seed", type=_count(0), default=0)
+    compress.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    compress.add_argument("--no-progress", action="store_true", help="no progress bar")
     compress.set_defaults(handler=cmd_compress, run_dir=None)
 
-    decompress = commands.add_parser("decompress", help="decode a .vae file back to the exact PNG")
+    decompress = commands.add_parser("decompress", help="decode a .vae file back to the exact image (PNG)")
     decompress.add_argument("file")
-    decompress.add_argument("-o", "--output", help="PNG path (default FILE.png)")
+    decompress.add_argument("-o", "--output", help="PNG path (default FILE with .png; never replaced without --force)")
     decompress.add_argument("--run", dest="run_flag", required=True, help="the run directory")
+    decompress.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    decompress.add_argument("--no-progress", action="store_true", help="no progress bar")
     decompress.set_defaults(handler=cmd_decompress, run_dir=None)
     return parser
 
@@ -390,8 +467,11 @@ def main(argv=None) -> int:
 
     try:
         return args.handler(args)
+    except config_lib.ConfigError as error:
+        print(f"vae-jax {args.command}: error: {_flag(error.field)}: {error}", file=sys.stderr)
+        return 2
     except (UsageError, RunError, CheckpointError, CompressionError, DataSourceError, ValueError, TypeError,
-            FileNotFoundError) as error:  # fmt: skip
+            FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError) as error:  # fmt: skip
         print(f"vae-jax {args.command}: error: {error}", file=sys.stderr)
         return 2
 

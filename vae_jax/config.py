@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
 import typing
 from pathlib import Path
 
@@ -18,21 +20,21 @@ class Config:
     # Data
     data: str = "photos"
     crop_size: int = 32
-    channels: int = 0  # 0: as the source gives them
+    channels: int | None = None  # None: as the source gives them
     binarize: str = "dynamic"  # for a Bernoulli likelihood: "dynamic" or "static"
-    data_dir: str = ""
-    manual_dir: str = ""
+    data_dir: str | None = None
+    manual_dir: str | None = None
     download: bool = False
     # Model
     model: str = "conv"  # "mlp" | "conv" | "hvae" | "stochastic_mlp"
     likelihood: str = "dlm"  # "bernoulli" | "gaussian" | "logistic" | "dlm"
     mixture_components: int = 5
-    obs_var: float = 0.0  # Gaussian likelihood: 0 learns a per-pixel variance
+    obs_var: float | None = None  # Gaussian likelihood: None learns a per-pixel variance
     prior: str = "standard"  # "standard" | "mog" | "vamp"
     prior_components: int = 10
     hidden: tuple[int, ...] = (400,)
     latent_dim: int = 20
-    activation: str = ""  # "" picks the family's default (relu for MLPs, silu for convolutions)
+    activation: str | None = None  # None: the family's default (relu for MLPs, tanh for stochastic_mlp, silu for convolutions)
     widths: tuple[int, ...] = (32, 64, 128)
     blocks_per_stage: int = 1
     latent_channels: int = 8
@@ -194,7 +196,99 @@ def preset(name: str, overrides: dict | None = None) -> Config:
     return dataclasses.replace(Config(), **{**PRESETS[name], **(overrides or {})})
 
 
+class ConfigError(ValueError):
+    """A configuration field whose value cannot work; ``field`` names it (the CLI maps it to a flag)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+CHOICES = {
+    "model": ("mlp", "conv", "hvae", "stochastic_mlp"),
+    "likelihood": ("bernoulli", "gaussian", "logistic", "dlm"),
+    "prior": ("standard", "mog", "vamp"),
+    "binarize": ("dynamic", "static"),
+    "objective": ("elbo", "iwae"),
+    "lr_schedule": ("cosine", "burda"),
+    "compute_dtype": ("float32", "bfloat16"),
+    "output_bias": ("zero", "data_mean"),
+}
+_POSITIVE_INTS = (
+    "crop_size", "mixture_components", "prior_components", "latent_dim", "latent_channels", "depth",
+    "batch_size", "k", "steps_per_dispatch", "eval_batch_size", "grid_size",
+)  # fmt: skip
+_NON_NEGATIVE_INTS = (
+    "steps", "warmup_steps", "kl_warmup_steps", "blocks_per_stage", "seed", "log_every", "eval_every",
+    "checkpoint_every",
+)  # fmt: skip
+_NON_NEGATIVE_FLOATS = (
+    "weight_decay", "grad_clip", "skip_grad_norm", "skip_grad_norm_factor", "free_bits", "end_learning_rate_ratio",
+)  # fmt: skip
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate(config: Config) -> Config:
+    """``config`` if every field can work, else a ``ConfigError`` naming the first that cannot.
+
+    Checks types, ranges and names field by field, and what fields need of each other; what
+    depends on the data (batch size against the training set) is checked where the data is opened.
+    """
+    for field, choices in CHOICES.items():
+        if getattr(config, field) not in choices:
+            raise ConfigError(field, f"expected one of {', '.join(choices)}, got {getattr(config, field)!r}")
+    for field in _POSITIVE_INTS:
+        if not (_is_int(getattr(config, field)) and getattr(config, field) >= 1):
+            raise ConfigError(field, f"expected an integer >= 1, got {getattr(config, field)!r}")
+    for field in _NON_NEGATIVE_INTS:
+        if not (_is_int(getattr(config, field)) and getattr(config, field) >= 0):
+            raise ConfigError(field, f"expected an integer >= 0, got {getattr(config, field)!r}")
+    for field in _NON_NEGATIVE_FLOATS:
+        if not (_is_number(getattr(config, field)) and getattr(config, field) >= 0):
+            raise ConfigError(field, f"expected a finite number >= 0, got {getattr(config, field)!r}")
+    if not (_is_number(config.learning_rate) and config.learning_rate > 0):
+        raise ConfigError("learning_rate", f"expected a finite number > 0, got {config.learning_rate!r}")
+    if not (_is_number(config.adam_eps) and config.adam_eps > 0):
+        raise ConfigError("adam_eps", f"expected a finite number > 0, got {config.adam_eps!r}")
+    for field in ("adam_b1", "adam_b2", "ema_decay"):
+        if not (_is_number(getattr(config, field)) and 0 <= getattr(config, field) < 1):
+            raise ConfigError(field, f"expected a number in [0, 1), got {getattr(config, field)!r}")
+    if config.obs_var is not None and not (_is_number(config.obs_var) and config.obs_var > 0):
+        raise ConfigError("obs_var", f"expected None (learned) or a finite number > 0, got {config.obs_var!r}")
+    if config.channels not in (None, 1, 3):
+        raise ConfigError("channels", f"expected None (as the source gives them), 1 or 3, got {config.channels!r}")
+    for field, minimum, allow_empty in (
+        ("widths", 1, False), ("latent_sizes", 1, False), ("hidden", 1, True), ("groups_per_stage", 0, False),
+    ):  # fmt: skip
+        value = getattr(config, field)
+        if not (isinstance(value, tuple) and all(_is_int(v) and v >= minimum for v in value)) or (
+            not value and not allow_empty
+        ):
+            raise ConfigError(field, f"expected a tuple of integers >= {minimum}, got {value!r}")
+    if config.model == "stochastic_mlp" and len(config.widths) != len(config.latent_sizes):
+        raise ConfigError(
+            "widths", f"stochastic_mlp needs one width per stochastic layer {config.latent_sizes}, got {config.widths}"
+        )
+    if config.model == "hvae" and len(config.groups_per_stage) != len(config.widths):
+        raise ConfigError(
+            "groups_per_stage", f"expected one count per stage of widths {config.widths}, got {config.groups_per_stage}"
+        )
+    return config
+
+
 def _parse_value(key, text, annotation):
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
+    if optional:
+        if text.lower() == "none":
+            return None
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
     try:
         if annotation is bool:
             if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -205,21 +299,20 @@ def _parse_value(key, text, annotation):
         # tuple[int, ...]: comma separated
         return tuple(int(part) for part in text.replace("(", "").replace(")", "").split(",") if part.strip())
     except ValueError:
-        raise ValueError(f"--set {key}={text}: expected a value of type {annotation}") from None
+        raise ConfigError(key, f"expected a value of type {annotation}, got {text!r}") from None
 
 
 def parse_overrides(assignments: list[str]) -> dict:
-    """``["steps=100", "widths=16,32"]`` -> ``{"steps": 100, "widths": (16, 32)}``, checked by name and type."""
+    """``["steps=100", "widths=16,32"]`` -> ``{"steps": 100, "widths": (16, 32)}``, checked by name and
+    type; ``none`` sets an optional field to None."""
     overrides = {}
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         key = key.strip().replace("-", "_")
         if not sep:
-            raise ValueError(f"--set {assignment!r}: expected key=value")
+            raise ValueError(f"{assignment!r}: expected key=value")
         if key not in FIELD_TYPES:
-            raise ValueError(
-                f"--set {assignment!r}: unknown config key {key!r}; known keys: {', '.join(FIELD_TYPES)}"
-            )
+            raise ValueError(f"{assignment!r}: unknown config key {key!r}; known keys: {', '.join(FIELD_TYPES)}")
         overrides[key] = _parse_value(key, text.strip(), FIELD_TYPES[key])
     return overrides
 
@@ -228,19 +321,35 @@ def to_json(config: Config) -> str:
     return json.dumps(dataclasses.asdict(config), indent=2)
 
 
+# Files written before these fields became optional used 0 or "" for "unset".
+_LEGACY_UNSET = {"channels": 0, "data_dir": "", "manual_dir": "", "obs_var": 0.0, "activation": ""}
+
+
 def from_json_file(path: Path) -> Config:
-    values = json.loads(Path(path).read_text())
+    """The configuration a run's ``config.json`` holds; a clear error naming the file if it is
+    not valid JSON, has unknown keys, or a value that cannot work."""
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not a valid config file ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a JSON object of config fields, got {type(values).__name__}")
     unknown = set(values) - set(FIELD_TYPES)
     if unknown:
         raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
-    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    values = {k: None if k in _LEGACY_UNSET and v == _LEGACY_UNSET[k] else v for k, v in values.items()}
+    try:
+        return validate(Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}))
+    except ConfigError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def build_likelihood(config: Config):
     if config.likelihood == "bernoulli":
         return likelihoods.Bernoulli()
     if config.likelihood == "gaussian":
-        return likelihoods.Gaussian(config.obs_var or None)
+        return likelihoods.Gaussian(config.obs_var)
     if config.likelihood == "logistic":
         return likelihoods.DiscretizedLogistic()
     if config.likelihood == "dlm":
@@ -298,6 +407,7 @@ def build_model(config: Config, data_shape: tuple[int, int, int]):
             blocks_per_stage=config.blocks_per_stage,
             likelihood=likelihood,
             prior=prior,
+            activation=config.activation or "silu",
             dtype=dtype,
         )
     if config.model == "stochastic_mlp":

@@ -110,9 +110,9 @@ def bits_per_dim_split(model, params, x, key, *, dequantized=False):
     ``dequantized=True`` is for a continuous density on uniformly dequantized 8-bit data in
     [0, 1] (a ``"unit"`` likelihood); the term is added by ``evaluation.bits_per_dim``.
     """
-    if dequantized and model.likelihood.input_kind != "unit":
+    if dequantized and model.likelihood.input_kind not in ("unit", "real"):
         raise ValueError(
-            f"dequantized: only a continuous ('unit') likelihood sees dequantized data; "
+            f"dequantized: only a continuous likelihood (a density) sees dequantized data; "
             f"this model's likelihood takes {model.likelihood.input_kind!r} input"
         )
     terms = elbo_terms(model, params, x, key)

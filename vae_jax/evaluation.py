@@ -7,28 +7,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from vae_jax import checks
-from vae_jax.objectives import _batch_and_keys, _log_weights, _unbatch
-
-# How much one chunk may hold: decoder values (floats) over all its samples. 8 examples x 500
-# samples of the 784-400-20 MLP (5,536 values each) measured fastest (benchmarks,
-# log_likelihood_chunks: its logits stay in cache; 256 x 256 ran 3x slower); on the photos
-# conv VAE (1.2M values a sample) 25-sample chunks ran 1.4x faster than 500-sample ones.
-CHUNK_BUDGET_FLOATS = 4096 * 5536
-
-
-def decoder_floats_per_sample(model, params) -> int:
-    """Values the decoder computes for one latent sample: the sum of the sizes of every
-    intermediate in its traced program (a proxy for the memory a sample moves)."""
-    z = jnp.zeros((1, *model.latent_shape), jnp.float32)
-    jaxpr = jax.make_jaxpr(lambda p: model.decoder_output(p, z))(params)
-    return sum(math.prod(v.aval.shape) for eqn in jaxpr.eqns for v in eqn.outvars)
-
-
-def samples_per_chunk(model, params) -> int:
-    """Samples a chunk of ``log_likelihood`` holds by default: ``CHUNK_BUDGET_FLOATS`` worth."""
-    return max(1, CHUNK_BUDGET_FLOATS // decoder_floats_per_sample(model, params))
-
+from vae_jax import batching, checks
+from vae_jax.batching import samples_per_chunk
+from vae_jax.objectives import _log_weights
 
 def chunking(model, params, k, chunk_size=None):
     """``(chunk_size, num_chunks)`` that ``log_likelihood`` uses for ``k`` samples: the given
@@ -62,7 +43,7 @@ def log_likelihood(model, params, x, key, k=5000, chunk_size=None):
     """
     budget = samples_per_chunk(model, params)  # traces the decoder: once per call
     chunk_size, num_chunks = _chunking(k, chunk_size, budget)
-    xb, keys, batched = _batch_and_keys(model, x, key)
+    xb, keys, batched = batching.batch_and_keys(model, x, key)
 
     def group_log_likelihood(group):
         group_x, group_keys = group
@@ -82,17 +63,8 @@ def log_likelihood(model, params, x, key, k=5000, chunk_size=None):
         start = jnp.full((group_x.shape[0],), -jnp.inf, jnp.float32)
         return jax.lax.scan(add_chunk, start, jnp.arange(num_chunks))[0]
 
-    batch = xb.shape[0]
-    num_groups = -(-batch // max(1, budget // chunk_size))
-    group_size = -(-batch // num_groups)  # groups as even as possible: little padding
-    # Pad with copies of the last example up to whole groups; their results are dropped.
-    pad = num_groups * group_size - batch
-    grouped = [
-        jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]).reshape(num_groups, group_size, *a.shape[1:])
-        for a in (xb, keys)
-    ]
-    total = jax.lax.map(group_log_likelihood, tuple(grouped)).reshape(-1)[:batch]
-    return _unbatch(total - math.log(k), batched)
+    total = batching.map_in_groups(group_log_likelihood, (xb, keys), max(1, budget // chunk_size))
+    return batching.unbatch(total - math.log(k), batched)
 
 
 def bits_per_dim(log_prob_nats, num_dims, *, dequantized=False):

@@ -7,7 +7,7 @@ static argument of ``jax.jit``.
 
 ``input_kind`` says what the data must look like (see ``vae_jax.data.transforms.prepare``):
 ``"binary"`` {0, 1}; ``"unit"`` [0, 1] (for 8-bit images, uniformly dequantized, see the
-bits/dim note in ``evaluation``); ``"discrete"`` integers 0..255.
+bits/dim note in ``evaluation``); ``"real"`` any finite reals; ``"discrete"`` integers 0..255.
 """
 
 from __future__ import annotations
@@ -50,18 +50,24 @@ class Bernoulli:
 
 @dataclasses.dataclass(frozen=True)
 class Gaussian:
-    """x in [0, 1] (or any reals); N(x; mean, var).
+    """N(x; mean, var) on x in [0, 1] (``support="unit"``: images) or on any reals (``"real"``).
 
     ``obs_var`` fixed (a float): the decoder gives the mean only. ``obs_var=None``: the
     decoder also gives a per-sub-pixel log-variance, learned with the rest.
     """
 
     obs_var: float | None = None
-    input_kind = "unit"
+    support: str = "unit"
 
     def __post_init__(self):
         if self.obs_var is not None and not self.obs_var > 0:
             raise ValueError(f"Gaussian obs_var must be a positive float or None, got {self.obs_var!r}")
+        if self.support not in ("unit", "real"):
+            raise ValueError(f"Gaussian support must be 'unit' or 'real', got {self.support!r}")
+
+    @property
+    def input_kind(self):
+        return self.support
 
     @property
     def params_per_subpixel(self):

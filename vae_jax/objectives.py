@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vae_jax import checks
+from vae_jax import batching, checks
 
 
 class ElboTerms(NamedTuple):
@@ -27,19 +27,6 @@ class ElboTerms(NamedTuple):
     reconstruction: jax.Array
     kl: jax.Array
     kl_groups: tuple[jax.Array, ...]
-
-
-def _batch_and_keys(model, x, key, name="x"):
-    checks.check_key("key", key)
-    batched = checks.check_data(name, x, model.likelihood.input_kind, model.data_shape)
-    x = jnp.asarray(x)
-    if not batched:
-        return x[None], key[None], False
-    return x, jax.random.split(key, x.shape[0]), True
-
-
-def _unbatch(tree, batched):
-    return tree if batched else jax.tree_util.tree_map(lambda a: a[0], tree)
 
 
 def _data_log_prob(model, x, decoder_out):
@@ -61,23 +48,23 @@ def encode(model, params, x):
     """Posterior parameters ``(mean, log_var)`` of q(z|x) (the top group for hierarchies)."""
     batched = checks.check_data("x", x, model.likelihood.input_kind, model.data_shape)
     xb = jnp.asarray(x) if batched else jnp.asarray(x)[None]
-    return _unbatch(model.posterior(params, xb), batched)
+    return batching.unbatch(model.posterior(params, xb), batched)
 
 
 def decode(model, params, z):
     """The likelihood's parameters at z: shape ``(*data_shape, params_per_subpixel)`` per z."""
     batched = checks.batch_rank("z", z, model.latent_shape)
     zb = jnp.asarray(z) if batched else jnp.asarray(z)[None]
-    return _unbatch(model.decoder_output(params, zb), batched)
+    return batching.unbatch(model.decoder_output(params, zb), batched)
 
 
 def elbo_terms(model, params, x, key) -> ElboTerms:
     """One-sample reconstruction term and the (analytic where possible) KL, per example."""
-    xb, keys, batched = _batch_and_keys(model, x, key)
+    xb, keys, batched = batching.batch_and_keys(model, x, key)
     terms = model.infer(params, xb, keys)
     reconstruction = _data_log_prob(model, xb, terms.decoder_out)
     kl = sum(terms.kl_groups)
-    return _unbatch(ElboTerms(reconstruction, kl, terms.kl_groups), batched)
+    return batching.unbatch(ElboTerms(reconstruction, kl, terms.kl_groups), batched)
 
 
 def elbo(model, params, x, key, *, beta=1.0, free_bits=0.0):
@@ -111,21 +98,34 @@ def _log_weights(model, params, xb, keys):
 def log_importance_weights(model, params, x, key, k):
     """(B, k) log-weights log p(x, z_i) - log q(z_i|x), z_i ~ q(z|x) i.i.d., vmapped over i."""
     checks.check_positive_int("k", k)
-    xb, keys, batched = _batch_and_keys(model, x, key)
+    xb, keys, batched = batching.batch_and_keys(model, x, key)
+    return batching.unbatch(_sample_log_weights(model, params, xb, keys, k), batched)
+
+
+def _sample_log_weights(model, params, xb, keys, k):
+    """(B, k) log-weights of a batch, sample i of example e drawn with split(keys[e], k)[i]."""
     sample_keys = jax.vmap(partial(jax.random.split, num=k))(keys)
-    log_w = jax.vmap(lambda ks: _log_weights(model, params, xb, ks), in_axes=1, out_axes=1)(sample_keys)
-    return _unbatch(log_w, batched)
+    return jax.vmap(lambda ks: _log_weights(model, params, xb, ks), in_axes=1, out_axes=1)(sample_keys)
 
 
 def iwae_bound(model, params, x, key, k=50):
     """L_k(x) = E[log (1/k) sum_i p(x, z_i) / q(z_i|x)] (Burda et al. 2015), nats per example.
 
     L_1 is the ELBO (with the KL estimated by sampling); L_k rises with k towards log p(x).
-    All k samples are held at once: for large k use ``vae_jax.log_likelihood``, which
-    streams them in chunks.
+    A large batch is evaluated a group of examples at a time (``batching.map_in_groups``, with
+    groups of about ``samples_per_chunk / k`` examples), so memory follows the group; the
+    result does not depend on the grouping. For large k use ``vae_jax.log_likelihood``, which
+    streams the samples of each example too.
     """
-    log_w = log_importance_weights(model, params, x, key, k)
-    return jax.nn.logsumexp(log_w, axis=-1) - math.log(k)
+    checks.check_positive_int("k", k)
+    xb, keys, batched = batching.batch_and_keys(model, x, key)
+
+    def bound(group):
+        log_w = _sample_log_weights(model, params, *group, k)
+        return jax.nn.logsumexp(log_w, axis=-1) - math.log(k)
+
+    group_size = max(1, batching.samples_per_chunk(model, params) // k)
+    return batching.unbatch(batching.map_in_groups(bound, (xb, keys), group_size), batched)
 
 
 def sample(model, params, key, num_samples, *, temperature=1.0, return_mean=False):
@@ -135,8 +135,7 @@ def sample(model, params, key, num_samples, *, temperature=1.0, return_mean=Fals
     """
     checks.check_key("key", key)
     checks.check_positive_int("num_samples", num_samples)
-    if not temperature >= 0:
-        raise ValueError(f"temperature: expected a non-negative float, got {temperature!r}")
+    checks.check_finite_non_negative("temperature", temperature)
     latent_key, pixel_key = jax.random.split(key)
     out = model.generate(params, jax.random.split(latent_key, num_samples), temperature)
     if return_mean:
@@ -146,5 +145,5 @@ def sample(model, params, key, num_samples, *, temperature=1.0, return_mean=Fals
 
 def reconstruct(model, params, x, key):
     """The likelihood's mean (in [0, 1]) at one draw z ~ q(z|x): what the model saw in x."""
-    xb, keys, batched = _batch_and_keys(model, x, key)
-    return _unbatch(model.likelihood.mean(model.infer(params, xb, keys).decoder_out), batched)
+    xb, keys, batched = batching.batch_and_keys(model, x, key)
+    return batching.unbatch(model.likelihood.mean(model.infer(params, xb, keys).decoder_out), batched)

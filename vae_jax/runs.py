@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
 import sys
 import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import checkpoints, evaluation, objectives, outputs, parallel, training
@@ -45,9 +47,9 @@ def open_source(config: Config, spec: str | None = None):
     return load_source(
         spec or config.data,
         crop_size=config.crop_size,
-        channels=config.channels or None,
-        data_dir=config.data_dir or None,
-        manual_dir=config.manual_dir or None,
+        channels=config.channels,
+        data_dir=config.data_dir,
+        manual_dir=config.manual_dir,
         download=config.download,
     )
 
@@ -94,29 +96,51 @@ def _append_metrics(run_dir: Path, record: dict) -> None:
         log.write(json.dumps(record) + "\n")
 
 
-def prepare_run_directory(run_dir: Path, config: Config, resume: bool) -> Config:
-    """Create a fresh run directory, or check one to resume; never overwrite an existing run."""
+def check_run_directory(run_dir: Path, config: Config, resume: bool) -> None:
+    """Raise before anything is written unless ``run_dir`` can take this run: a new or empty
+    directory, or (``resume``) a run whose saved configuration differs from ``config`` at most
+    in ``steps``."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"run_dir: {run_dir} exists and is not a directory")
     if resume:
         if not (run_dir / "config.json").is_file():
             raise RunError(f"cannot resume: {run_dir}/config.json does not exist")
         saved = config_lib.from_json_file(run_dir / "config.json")
-        changed = {
-            k: (getattr(saved, k), getattr(config, k))
+        changed = [
+            f"{k} {getattr(saved, k)!r} -> {getattr(config, k)!r}"
             for k in config_lib.FIELD_TYPES
             if getattr(saved, k) != getattr(config, k) and k != "steps"
-        }
+        ]
         if changed:
-            raise RunError(
-                f"cannot resume {run_dir} with a different config: {changed} (only steps may change)"
-            )
-        return config
+            raise RunError(f"cannot resume {run_dir} with a different config ({'; '.join(changed)}): only steps may change")
+        return
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunError(
-            f"{run_dir} already exists and is not empty: pass --resume, or choose another --run-dir"
+        raise RunError(f"{run_dir} already exists and is not empty: resume it, or choose another run directory")
+
+
+def check_source(config: Config, source) -> None:
+    """What a configuration needs of its data: a batch that fits the training set, and test images
+    for the periodic evaluations."""
+    if config.batch_size > source.num_train:
+        raise config_lib.ConfigError(
+            "batch_size", f"{source.name} has {source.num_train} training examples, fewer than one batch of {config.batch_size}"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(config_lib.to_json(config) + "\n")
-    return config
+    if len(source.test_images()) == 0:
+        raise config_lib.ConfigError(
+            "data", f"{source.name} has no test images to evaluate on (a folder needs at least 2 images: about one in ten is held out)"
+        )
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop the metrics records past ``step`` (the restored checkpoint's): a resumed run writes
+    them again, so every step is logged once."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    temporary = path.with_suffix(".jsonl.tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    temporary.replace(path)
 
 
 def evaluate_elbo(model, config: Config, params, images: np.ndarray, key, batch_size: int) -> dict:
@@ -193,16 +217,30 @@ def train(
     global batch, split by rows, with replicated parameters (see ``vae_jax.parallel``).
     """
     run_dir = Path(run_dir)
-    source = open_source(config)  # fail on a bad dataset before touching the run directory
+    # Everything that can be wrong is checked before the run directory is touched.
+    config_lib.validate(config)
+    check_run_directory(run_dir, config, resume)
+    source = open_source(config)
+    check_source(config, source)
     model = config_lib.build_model(config, source.image_shape)
-    config = prepare_run_directory(run_dir, config, resume)
+    state = initial_state(model, config, source)
+    if resume:
+        manager = checkpoints.manager(run_dir)
+        if manager.latest_step() is not None:
+            state = checkpoints.restore(manager, state, warn=log)
+        if int(state.step) >= config.steps:
+            raise RunError(
+                f"{run_dir} is already at step {int(state.step)}: steps={config.steps} leaves nothing to train "
+                f"(give more steps to continue it)"
+            )
+        truncate_metrics(run_dir, int(state.step))
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(config_lib.to_json(config) + "\n")
+        manager = checkpoints.manager(run_dir)
     _write_json(run_dir / "data_shape.json", list(source.image_shape))
     if on_start is not None:
         on_start()
-    manager = checkpoints.manager(run_dir)
-    state = initial_state(model, config, source)
-    if resume and manager.latest_step() is not None:
-        state = checkpoints.restore(manager, state)
     start = int(state.step)
     mesh = parallel.make_mesh(devices) if devices != 1 else None
     if mesh is not None:
@@ -218,8 +256,13 @@ def train(
     bar = _progress_bar(progress, start, config.steps)
     window = {"steps": 0, "time": 0.0, "sums": {}}
     summary = {"start_step": start}
-    interrupted = False
+    interrupted = None
     began = time.perf_counter()
+    skipped_streak = 0
+    try:
+        previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: no SIGTERM handling
+        previous_handler = None
     try:
         step = start
         while step < config.steps:
@@ -239,6 +282,8 @@ def train(
             for name, values in metrics.items():
                 window["sums"][name] = window["sums"].get(name, 0.0) + float(np.sum(values))
             window["count"] = window.get("count", 0) + n
+            skipped_streak = _skipped_streak(skipped_streak, metrics["skipped"])
+            _check_progress(state, metrics, skipped_streak, step + n, manager)
             step += n
             if bar is not None:
                 bar.update(n)
@@ -256,16 +301,19 @@ def train(
                 checkpoints.save(manager, state)
             if _crossed(step, n, config.eval_every) and step < config.steps:
                 _evaluate_and_draw(run_dir, model, config, state, test_images, eval_key, step)
-    except KeyboardInterrupt:
-        interrupted = True
-        log(f"\ninterrupted at step {int(state.step)}: saving a checkpoint")
+    except KeyboardInterrupt as signal_received:
+        interrupted = "SIGTERM" if isinstance(signal_received, Terminated) else "SIGINT"
+        log(f"\n{interrupted} at step {int(state.step)}: saving a checkpoint")
     finally:
         if bar is not None:
             bar.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     checkpoints.save(manager, state)
     summary["wall_seconds"] = time.perf_counter() - began
     if interrupted:
         summary["interrupted_at"] = int(state.step)
+        summary["signal"] = interrupted
         return summary
     final = _evaluate_and_draw(run_dir, model, config, state, test_images, eval_key, int(state.step))
     summary.update(final_step=int(state.step), test=final, skipped_updates=int(state.skipped))
@@ -279,6 +327,44 @@ def train(
         f"{summary['wall_seconds']:.0f} s wall, {summary.get('steps_per_s', float('nan')):.1f} steps/s"
     )
     return summary
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers send) during training: handled like Ctrl-C, with a checkpoint."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+# Consecutive skipped updates after which a run is stopped: no step is being taken.
+MAX_SKIPPED_STREAK = 20
+
+
+def _skipped_streak(streak, skipped_per_step):
+    for skipped in np.asarray(skipped_per_step).reshape(-1):
+        streak = streak + 1 if skipped else 0
+    return streak
+
+
+@jax.jit
+def _all_finite(tree):
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+def _check_progress(state, metrics, skipped_streak, step, manager):
+    """Stop a run that no longer learns: non-finite parameters, or ``MAX_SKIPPED_STREAK`` updates
+    in a row skipped; the checkpoints on disk (all from before) stay as they are."""
+    last = manager.latest_step()
+    intact = f"the last checkpoint (step {last}) is intact" if last is not None else "no checkpoint was written"
+    if not bool(_all_finite(state.params)):
+        raise RunError(f"training stopped at step {step}: the parameters became non-finite; {intact}; "
+                       f"lower learning_rate or set grad_clip")  # fmt: skip
+    if skipped_streak >= MAX_SKIPPED_STREAK:
+        finite_loss = np.all(np.isfinite(metrics["loss"])) and np.all(np.isfinite(metrics["grad_norm"]))
+        why = "gradient norms far above their running mean" if finite_loss else "a non-finite loss or gradient"
+        raise RunError(f"training stopped at step {step}: the last {skipped_streak} updates were all skipped for "
+                       f"{why}; {intact}; lower learning_rate")  # fmt: skip
 
 
 def _progress_bar(enabled, start, total):

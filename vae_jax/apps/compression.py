@@ -49,8 +49,13 @@ the initial words: a final integrity check.
 
 File format (little-endian), ``_HEADER`` then the ANS words then a CRC-32 of all before it:
 magic ``b"VAEBBANS"``, version (u8), model hash (32 bytes, ``model_hash``), image height, width
-(u32), channels (u16), tile height, width (u16), seed (u64), number of initial words, number
-of stripped initial words (u32), bin_log2 (i8), max_abs (u16), number of ANS words (u32).
+(u32), the image's channels n (u16), its mode (4 ASCII bytes, e.g. ``RGBA``, ``I;16``), tile
+height, width (u16), seed (u64), number of initial words, number of stripped initial words
+(u32), bin_log2 (i8), max_abs (u16), number of ANS words (u32).
+
+Images of any channel count are coded in planes of the model's channels (``split_planes``), so
+greyscale, alpha and the two bytes of 16-bit grey are coded exactly and come back in their own
+mode (``vae_jax.images`` reads and writes the files).
 """
 
 from __future__ import annotations
@@ -72,8 +77,8 @@ from vae_jax.apps import tiling
 from vae_jax.model import VAE
 
 MAGIC = b"VAEBBANS"
-VERSION = 2  # 2: the edge padding of border tiles is no longer coded
-_HEADER = struct.Struct("<8sB32sIIHHHQIIbHI")
+VERSION = 3  # 2: the edge padding of border tiles is not coded; 3: any channel count, and the mode
+_HEADER = struct.Struct("<8sB32sIIH4sHHQIIbHI")
 _CRC = struct.Struct("<I")
 DEFAULT_BIN_LOG2 = 6  # latent bin width 1/64
 DEFAULT_MAX_ABS = 16  # latents coded on [-16, 16]; beyond it they are clipped to the edge bins
@@ -285,54 +290,100 @@ def _common_prefix(a, b):
     return int(differ[0]) if differ.size else n
 
 
+# ---------------------------------------------------------------- planes
+
+
+def default_mode(num_channels: int) -> str:
+    """The image mode a plain ``(H, W, n)`` array stands for: L, LA, RGB or RGBA (else none)."""
+    return {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}.get(num_channels, "")
+
+
+def split_planes(pixels: np.ndarray, channels: int) -> list[np.ndarray]:
+    """An ``(H, W, n)`` image as model-sized planes ``(H, W, channels)``: its channels in groups of
+    ``channels``, the last group completed by repeating its last channel (grey or alpha for a
+    colour model: (v, v, v)); ``join_planes`` takes the first n channels back."""
+    n = pixels.shape[-1]
+    planes = []
+    for start in range(0, n, channels):
+        group = pixels[..., start : start + channels]
+        if group.shape[-1] < channels:
+            group = np.concatenate([group, np.repeat(group[..., -1:], channels - group.shape[-1], -1)], -1)
+        planes.append(group)
+    return planes
+
+
+def join_planes(planes: list[np.ndarray], num_channels: int) -> np.ndarray:
+    return np.concatenate(planes, axis=-1)[..., :num_channels]
+
+
 # ---------------------------------------------------------------- public API
 
 
-def _as_image(model, image_uint8):
-    image = np.asarray(image_uint8)
+def _as_pixels(pixels):
+    image = np.asarray(pixels)
     if image.dtype != np.uint8:
-        raise ValueError(f"image_uint8: expected dtype uint8, got {image.dtype}")
+        raise ValueError(f"pixels: expected dtype uint8, got {image.dtype}")
     if image.ndim == 2:
         image = image[..., None]
-    channels = model.data_shape[-1]
-    if image.ndim != 3 or image.shape[-1] != channels or min(image.shape[:2]) < 1:
-        raise ValueError(
-            f"image_uint8: expected (H, W, {channels}) for this model, got {np.shape(image_uint8)}"
-        )
+    if image.ndim != 3 or min(image.shape) < 1 or image.shape[-1] > 65535:
+        raise ValueError(f"pixels: expected an (H, W) or (H, W, n) image, got shape {np.shape(pixels)}")
     return image
 
 
-def compress_image(model, params, image_uint8, seed=0, *, bin_log2=DEFAULT_BIN_LOG2, max_abs=DEFAULT_MAX_ABS):
-    """bytes: a uint8 ``(H, W, C)`` image (any H, W) coded losslessly with bits-back ANS.
+def _tile_jobs(model, image):
+    """Per plane, its tiles and their valid sizes, in coding order."""
+    jobs = []
+    for plane in split_planes(image, model.data_shape[-1]):
+        tiles, grid = tiling.split(plane, model.data_shape[:2], mode="edge")
+        jobs.extend(zip(tiles, valid_sizes(grid)))
+    return jobs
 
-    The image is edge-padded to whole tiles of ``model.data_shape`` and the tiles are coded in
-    raster order, each tile's latent from the padded tile but only its image pixels (the
-    decoder rebuilds the padding from them); ``seed`` (stored in the header) fixes the
-    initial bits.
+
+def compress_image(model, params, pixels, seed=0, *, mode=None, bin_log2=DEFAULT_BIN_LOG2,
+                   max_abs=DEFAULT_MAX_ABS, progress=None):  # fmt: skip
+    """bytes: a uint8 image ``(H, W)`` or ``(H, W, n)`` (any size, any n) coded losslessly with
+    bits-back ANS.
+
+    The image's channels are coded in planes of the model's channels (``split_planes``: RGBA on
+    a colour model is RGB, then (A, A, A)); each plane is edge-padded to whole tiles of
+    ``model.data_shape`` and its tiles coded in raster order, each tile's latent from the padded
+    tile but only its image pixels (the decoder rebuilds the padding). ``mode`` (stored in the
+    header, default ``default_mode(n)``) names how to write the pixels back; ``seed`` fixes the
+    initial bits; ``progress(n)`` is called after every n tiles.
     """
     check_codable(model)
     import constriction
 
-    image = _as_image(model, image_uint8)
+    image = _as_pixels(pixels)
+    mode = default_mode(image.shape[-1]) if mode is None else mode
+    if not (isinstance(mode, str) and mode.isascii() and len(mode) <= 4):
+        raise ValueError(f"mode: expected an image mode of at most 4 ASCII characters, got {mode!r}")
     if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**64):
         raise ValueError(f"seed: expected an int in [0, 2**64), got {seed!r}")
     if not (0 <= bin_log2 <= 12 and 1 <= max_abs <= 64):
         raise ValueError(f"bin_log2={bin_log2}, max_abs={max_abs}: expected 0..12 and 1..64")
-    tiles, grid = tiling.split(image, model.data_shape[:2], mode="edge")
     coder = _Coder(model, params, bin_log2, max_abs)
     start = initial_words(int(seed), num_initial_words(model))
     ans = constriction.stream.stack.AnsCoder(start.copy())
-    for tile, valid_hw in zip(tiles, valid_sizes(grid)):
+    for tile, valid_hw in _tile_jobs(model, image):
         coder.push_tile(ans, tile, valid_hw)
+        if progress is not None:
+            progress(1)
     words = ans.get_compressed().astype("<u4")
     stripped = _common_prefix(words, start)
     height, width, channels = image.shape
     header = _HEADER.pack(
-        MAGIC, VERSION, model_hash(model, params), height, width, channels, *model.data_shape[:2],
-        int(seed), start.size, stripped, bin_log2, max_abs, words.size - stripped,
+        MAGIC, VERSION, model_hash(model, params), height, width, channels, mode.encode("ascii"),
+        *model.data_shape[:2], int(seed), start.size, stripped, bin_log2, max_abs, words.size - stripped,
     )  # fmt: skip
     body = header + words[stripped:].tobytes()
     return body + _CRC.pack(zlib.crc32(body))
+
+
+_FIELDS = (
+    "magic", "version", "model_hash", "height", "width", "channels", "mode", "tile_height", "tile_width",
+    "seed", "num_initial_words", "stripped_words", "bin_log2", "max_abs", "num_words",
+)  # fmt: skip
 
 
 def read_header(blob):
@@ -342,15 +393,7 @@ def read_header(blob):
         raise CompressionError(
             f"truncated file: {len(blob)} bytes, shorter than the {_HEADER.size + 4}-byte header"
         )
-    fields = dict(
-        zip(
-            (
-                "magic", "version", "model_hash", "height", "width", "channels", "tile_height", "tile_width",
-                "seed", "num_initial_words", "stripped_words", "bin_log2", "max_abs", "num_words",
-            ),
-            _HEADER.unpack_from(blob),
-        )
-    )  # fmt: skip
+    fields = dict(zip(_FIELDS, _HEADER.unpack_from(blob)))
     if fields["magic"] != MAGIC:
         raise CompressionError(f"not a vae-jax bits-back file: magic {fields['magic']!r}, expected {MAGIC!r}")
     if fields["version"] != VERSION:
@@ -361,11 +404,13 @@ def read_header(blob):
     (crc,) = _CRC.unpack_from(blob, len(blob) - _CRC.size)
     if zlib.crc32(blob[: -_CRC.size]) != crc:
         raise CompressionError("corrupted file: CRC-32 mismatch")
+    fields["mode"] = fields["mode"].rstrip(b"\0").decode("ascii", errors="replace")
     return fields
 
 
-def decompress_image(model, params, blob):
-    """The uint8 ``(H, W, C)`` image that ``compress_image`` coded into ``blob``, bit for bit.
+def decompress_image(model, params, blob, *, progress=None):
+    """The uint8 ``(H, W, n)`` pixels that ``compress_image`` coded into ``blob``, bit for bit
+    (``read_header(blob)["mode"]`` says how to write them).
 
     Raises ``CompressionError`` (a ``ValueError``) for a truncated or corrupted file or one
     made by another model or params.
@@ -379,104 +424,136 @@ def decompress_image(model, params, blob):
             "this file was made by a different model or params (model hash mismatch); "
             "decode it with the model that compressed it"
         )
-    tile_hw, channels = (fields["tile_height"], fields["tile_width"]), fields["channels"]
-    if tile_hw != tuple(model.data_shape[:2]) or channels != model.data_shape[2]:
-        raise CompressionError(f"file tiles {tile_hw}x{channels} do not match the model's {model.data_shape}")
+    tile_hw, channels = (fields["tile_height"], fields["tile_width"]), model.data_shape[-1]
+    if tile_hw != tuple(model.data_shape[:2]):
+        raise CompressionError(f"file tiles {tile_hw} do not match the model's {model.data_shape}")
     start = initial_words(fields["seed"], fields["num_initial_words"])
     if fields["stripped_words"] > start.size:
         raise CompressionError("corrupted file: more stripped initial words than initial words")
     stored = np.frombuffer(blob, dtype="<u4", count=fields["num_words"], offset=_HEADER.size)
     words = np.concatenate([start[: fields["stripped_words"]], stored]).astype(np.uint32)
     grid = tiling.tile_grid((fields["height"], fields["width"]), tile_hw)
+    num_planes = -(-fields["channels"] // channels)
     coder = _Coder(model, params, fields["bin_log2"], fields["max_abs"])
+    tiles = []
     try:
         ans = constriction.stream.stack.AnsCoder(words)
-        tiles = [coder.pop_tile(ans, valid_hw) for valid_hw in valid_sizes(grid)[::-1]][::-1]
+        for valid_hw in (valid_sizes(grid) * num_planes)[::-1]:
+            tiles.append(coder.pop_tile(ans, valid_hw))
+            if progress is not None:
+                progress(1)
         rest = ans.get_compressed()
     except ValueError as error:
         raise CompressionError(f"corrupted file: the ANS stream does not decode ({error})") from error
     if not np.array_equal(rest, start):
         raise CompressionError("corrupted file: decoding did not return the stack to its initial bits")
-    return np.asarray(tiling.stitch(np.stack(tiles), grid))
+    tiles = np.stack(tiles[::-1]).reshape(num_planes, grid.rows * grid.cols, *tiles[0].shape)
+    planes = [np.asarray(tiling.stitch(plane_tiles, grid)) for plane_tiles in tiles]
+    return join_planes(planes, fields["channels"])
+
+
+def num_tiles(model, shape) -> int:
+    """Tiles ``compress_image`` codes for an image of ``shape`` (H, W, n): the progress total."""
+    height, width, n = shape
+    grid = tiling.tile_grid((height, width), model.data_shape[:2])
+    return grid.rows * grid.cols * -(-n // model.data_shape[-1])
 
 
 # ---------------------------------------------------------------- report
 
 
-def _codec_bytes(image_uint8, format_name, **options):
-    from PIL import Image
-
-    image = image_uint8[..., 0] if image_uint8.shape[-1] == 1 else image_uint8
+def _codec_bytes(pil_image, format_name, **options):
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format=format_name, **options)
-    return buffer.getvalue()
+    pil_image.save(buffer, format=format_name, **options)
+    return len(buffer.getvalue())
 
 
-def _coded_elbo(model, params, tiles, grid, key):
-    """ELBO in nats of what the coder codes: sum over tiles of E_q[log p(x_valid|z)] - KL, where
-    x_valid are the tile's image pixels (one draw of z per tile)."""
-    keys = jax.random.split(key, tiles.shape[0])
-    terms = model.infer(params, jnp.asarray(tiles, jnp.int32), keys)
-    log_px = model.likelihood.log_prob(jnp.asarray(tiles, jnp.float32), terms.decoder_out)
-    rows, cols = np.indices(tiles.shape[1:3])
-    valid = np.stack([(rows < h) & (cols < w) for h, w in valid_sizes(grid)])[..., None]
-    return float(jnp.sum(jnp.where(valid, log_px, 0.0)) - jnp.sum(sum(terms.kl_groups)))
+def codec_bits_per_dim(pixels, mode) -> dict:
+    """PNG (Pillow, optimize) and WebP-lossless (method 6) of the same pixels in their own mode,
+    in bits per dim; WebP is None for modes it cannot hold losslessly (16-bit grey)."""
+    from vae_jax.images import to_pil
+
+    image = to_pil(pixels, mode)
+    dims = pixels.size
+    webp = None
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        webp = 8 * _codec_bytes(image, "WEBP", lossless=True, quality=100, method=6) / dims
+    return {"png_bits_per_dim": 8 * _codec_bytes(image, "PNG", optimize=True) / dims, "webp_bits_per_dim": webp}
 
 
-def compression_report(model, params, image, key, *, seed=0, elbo_samples=8):
-    """Compress and decompress ``image`` (uint8 ``(H, W, C)``) and compare with the model and
-    with the codecs a user would pick instead. Returns a dict (JSON-ready numbers):
+def _coded_elbo(model, params, image, key):
+    """ELBO in nats of what the coder codes: per plane, the sum over tiles of
+    E_q[log p(x_valid|z)] - KL, x_valid the tile's image pixels (one draw of z per tile)."""
+    total = 0.0
+    for plane in split_planes(image, model.data_shape[-1]):
+        tiles, grid = tiling.split(plane, model.data_shape[:2], mode="edge")
+        key, tile_key = jax.random.split(key)
+        keys = jax.random.split(tile_key, tiles.shape[0])
+        terms = model.infer(params, jnp.asarray(tiles, jnp.int32), keys)
+        log_px = model.likelihood.log_prob(jnp.asarray(tiles, jnp.float32), terms.decoder_out)
+        rows, cols = np.indices(tiles.shape[1:3])
+        valid = np.stack([(rows < h) & (cols < w) for h, w in valid_sizes(grid)])[..., None]
+        total += float(jnp.sum(jnp.where(valid, log_px, 0.0)) - jnp.sum(sum(terms.kl_groups)))
+    return total
+
+
+def compression_report(model, params, pixels, key, *, mode=None, seed=0, elbo_samples=1, progress=None):
+    """Compress ``pixels`` once and decode the result once, and compare with the model and with
+    the codecs a user would pick instead. Returns ``(blob, report)``; ``report`` is a dict of
+    JSON-ready numbers:
 
     - ``bits_per_dim``: the whole file (header, CRC, initial-bits overhead included) over the
-      image's ``H * W * C`` dims; ``png_bits_per_dim`` (Pillow, optimize=True) and
-      ``webp_bits_per_dim`` (Pillow, lossless, method 6) on the same image;
-    - ``net_bits_per_dim``: the ANS stream's growth beyond the initial words over the image's
-      dims: the rate a long stream of tiles would approach; ``neg_elbo_bits_per_dim``: the
-      negative ELBO of what is coded (every tile's latent, the image pixels of every tile),
-      averaged over ``elbo_samples`` draws, over the same dims: the rate the net one should
-      approach;
+      image's ``H * W * n`` dims; ``png_bits_per_dim`` and ``webp_bits_per_dim`` of the same
+      pixels in their own mode;
+    - ``net_bits_per_dim``: the ANS stream's growth beyond the initial words, over the same dims:
+      the rate a long stream of tiles would approach; ``neg_elbo_bits_per_dim``: the negative
+      ELBO of what is coded (every tile's latent, the image pixels of every tile, every plane),
+      averaged over ``elbo_samples`` draws: the rate the net one should approach;
     - ``initial_bits_overhead`` (the consumed initial bits, paid once per file), ``header_bits``;
-    - ``round_trip_exact``, ``encode_seconds``, ``decode_seconds``.
+    - ``round_trip_exact`` (always True: a mismatch raises ``CompressionError``),
+      ``encode_seconds``, ``decode_seconds``.
     """
     check_codable(model)
-    image = _as_image(model, image)
-    start_time = time.perf_counter()
-    blob = compress_image(model, params, image, seed)
-    encode_seconds = time.perf_counter() - start_time
-    start_time = time.perf_counter()
-    decoded = decompress_image(model, params, blob)
-    decode_seconds = time.perf_counter() - start_time
-
+    image = _as_pixels(pixels)
+    mode = default_mode(image.shape[-1]) if mode is None else mode
+    started = time.perf_counter()
+    blob = compress_image(model, params, image, seed, mode=mode, progress=progress)
+    encode_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    decoded = decompress_image(model, params, blob, progress=progress)
+    decode_seconds = time.perf_counter() - started
+    if not np.array_equal(decoded, image):
+        raise CompressionError("the decoded image differs from the input: this coder is broken here")
     fields = read_header(blob)
-    tiles, grid = tiling.split(image, model.data_shape[:2], mode="edge")
     dims = image.size
     stream_words = fields["stripped_words"] + fields["num_words"]
-    neg_elbo_nats = np.mean(
-        [-_coded_elbo(model, params, tiles, grid, k) for k in jax.random.split(key, elbo_samples)]
-    )
-    return {
+    neg_elbo_nats = np.mean([-_coded_elbo(model, params, image, k) for k in jax.random.split(key, elbo_samples)])
+    codecs = codec_bits_per_dim(image, mode) if mode in ("L", "LA", "RGB", "RGBA", "I;16") else {}
+    report = {
         "image_shape": list(image.shape),
-        "num_tiles": int(tiles.shape[0]),
+        "mode": mode,
+        "num_tiles": num_tiles(model, image.shape),
         "file_bytes": len(blob),
         "bits_per_dim": 8 * len(blob) / dims,
         "net_bits_per_dim": 32 * (stream_words - fields["num_initial_words"]) / dims,
         "neg_elbo_bits_per_dim": float(neg_elbo_nats / (dims * math.log(2.0))),
         "initial_bits_overhead": 32 * (fields["num_initial_words"] - fields["stripped_words"]),
         "header_bits": 8 * (_HEADER.size + _CRC.size),
-        "png_bits_per_dim": 8 * len(_codec_bytes(image, "PNG", optimize=True)) / dims,
-        "webp_bits_per_dim": 8
-        * len(_codec_bytes(image, "WEBP", lossless=True, quality=100, method=6))
-        / dims,
-        "round_trip_exact": bool(np.array_equal(decoded, image)),
+        **codecs,
+        "round_trip_exact": True,
         "encode_seconds": encode_seconds,
         "decode_seconds": decode_seconds,
     }
+    return blob, report
 
 
-def run_compression(model, params, image_uint8, key, out_path, *, seed=0):
-    """Write the compressed file to ``out_path`` and return ``compression_report``'s dict plus
-    ``"file": out_path``."""
-    blob = compress_image(model, params, image_uint8, seed)
-    with open(out_path, "wb") as handle:
-        handle.write(blob)
-    return {**compression_report(model, params, image_uint8, key, seed=seed), "file": str(out_path)}
+def run_compression(model, params, pixels, key, out_path, *, mode=None, seed=0, force=False, progress=None):
+    """Code ``pixels`` once, verify by decoding once, then write the file to ``out_path`` (never
+    over an existing file unless ``force``; checked before any work). Returns
+    ``compression_report``'s dict plus ``"file"``."""
+    from vae_jax.images import check_writable
+
+    out_path = check_writable(out_path, force=force)
+    blob, report = compression_report(model, params, pixels, key, mode=mode, seed=seed, progress=progress)
+    out_path.write_bytes(blob)
+    return {**report, "file": str(out_path)}

@@ -1,8 +1,8 @@
 """A folder of the user's own images (any sizes) as a ``CropSource``.
 
 Files: ``.png .jpg .jpeg .bmp .webp .gif`` (any case), found recursively and sorted by path;
-a GIF gives its first frame; colour modes are converted by Pillow to RGB (alpha dropped) or, with
-``channels=1``, to 8-bit gray. An image with a side shorter than ``size`` is first enlarged
+a GIF gives its first frame; colour modes are converted by Pillow to RGB or, with ``channels=1``,
+to 8-bit gray; 16-bit images are scaled to 8 bits; an alpha channel is dropped, with one warning. An image with a side shorter than ``size`` is first enlarged
 (bicubic, aspect ratio kept) until its shorter side is ``size``; larger images are used at their
 own resolution, so training sees random ``size`` crops of them, as with the embedded photos.
 
@@ -13,6 +13,7 @@ rest train. All images are decoded into memory when the source is opened.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,22 +44,25 @@ def held_out_file_indices(num_files: int) -> np.ndarray:
     return ((np.arange(num_test) + 0.5) * num_files / num_test).astype(np.int64)
 
 
-def read_image(path: Path, size: int, channels: int | None) -> np.ndarray:
-    """One file as uint8 ``(H, W, C)`` with ``min(H, W) >= size`` (enlarged if it was smaller)."""
-    from PIL import Image, UnidentifiedImageError
+def read_image(path: Path, size: int, channels: int | None) -> tuple[np.ndarray, bool]:
+    """One file as uint8 ``(H, W, C)`` with ``min(H, W) >= size`` (enlarged if it was smaller),
+    and whether it had an alpha channel (dropped). 16-bit images are scaled to 8 bits."""
+    from PIL import Image
+
+    from vae_jax.images import read_8bit
 
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError) as error:
+        pixels, dropped_alpha = read_8bit(path, 1 if channels == 1 else 3)
+    except (OSError, ValueError) as error:
         raise DataSourceError(f"{path}: cannot read image ({error})") from None
-    width, height = image.size
+    height, width = pixels.shape[:2]
     if min(width, height) < size:
         scale = size / min(width, height)
         new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
-        image = image.resize(new_size, Image.Resampling.BICUBIC)
-    pixels = np.asarray(image, dtype=np.uint8)
-    return pixels[..., None] if pixels.ndim == 2 else pixels
+        image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+        pixels = np.asarray(image.resize(new_size, Image.Resampling.BICUBIC), dtype=np.uint8)
+        pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    return pixels, dropped_alpha
 
 
 def folder_source(path: str | Path, crop_size: int = 32, channels: int | None = None) -> CropSource:
@@ -76,7 +80,13 @@ def folder_source(path: str | Path, crop_size: int = 32, channels: int | None = 
 
     is_test = np.zeros(len(files), dtype=bool)
     is_test[held_out_file_indices(len(files))] = True
-    images = [read_image(file, crop_size, channels) for file in files]
+    images, dropped_alpha = zip(*(read_image(file, crop_size, channels) for file in files))
+    if any(dropped_alpha):
+        warnings.warn(
+            f"folder: {sum(dropped_alpha)} of {len(files)} images under {folder} have an alpha channel; "
+            f"it is dropped (the models learn colour, not transparency)",
+            stacklevel=2,
+        )
     test = [center_crop(image, crop_size) for image, test in zip(images, is_test) if test]
     depth = images[0].shape[2]
     return CropSource(

@@ -1,0 +1,121 @@
+"""Run directories: what resuming may change, settings checked before anything is written,
+signals, a metrics log without duplicates, and runs that stop learning."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+from conftest import quiet, tiny_run_config
+
+from vae_jax import checkpoints, runs
+from vae_jax.config import ConfigError
+
+
+def _train(config, run_dir, **kwargs):
+    return runs.train(config, run_dir, progress=False, log=quiet, **kwargs)
+
+
+def _logged_steps(run_dir, split="train"):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in records if r["split"] == split]
+
+
+def test_resume_refuses_a_changed_setting_and_extends_steps(tmp_path):
+    config = tiny_run_config(steps=10)
+    _train(config, tmp_path / "run")
+    for field, value in (("learning_rate", 1e-4), ("batch_size", 4), ("seed", 3), ("data", "photos:other")):
+        with pytest.raises(runs.RunError, match=f"{field} .* only steps may change"):
+            _train(tiny_run_config(steps=10, **{field: value}), tmp_path / "run", resume=True)
+    summary = _train(tiny_run_config(steps=20), tmp_path / "run", resume=True)
+    assert summary["start_step"] == 10 and summary["final_step"] == 20
+    with pytest.raises(runs.RunError, match="already at step 20: steps=15 leaves nothing to train"):
+        _train(tiny_run_config(steps=15), tmp_path / "run", resume=True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"batch_size": 100000}, "batch_size"),
+        ({"steps_per_dispatch": 0}, "steps_per_dispatch"),
+        ({"eval_batch_size": 0}, "eval_batch_size"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"steps": -1}, "steps"),
+        ({"widths": ()}, "widths"),
+        ({"widths": (8, 0)}, "widths"),
+        ({"model": "transformer"}, "model"),
+    ],
+)
+def test_bad_settings_fail_before_the_run_directory_exists(tmp_path, overrides, field):
+    with pytest.raises(ConfigError, match=f"^{field}: ") as raised:
+        _train(tiny_run_config(**overrides), tmp_path / "run")
+    assert raised.value.field == field
+    assert not (tmp_path / "run").exists()
+    _train(tiny_run_config(steps=5), tmp_path / "run")  # the retry is not blocked
+
+
+def test_a_run_directory_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(runs.RunError, match="exists and is not a directory"):
+        _train(tiny_run_config(), tmp_path / "file")
+
+
+def test_a_folder_without_test_images_is_refused_before_training(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "images" / "only.png")
+    with pytest.raises(ConfigError, match="^data: .* has no test images"):
+        _train(tiny_run_config(data=f"folder:{tmp_path / 'images'}"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_sigterm_saves_a_checkpoint_like_ctrl_c(tmp_path, monkeypatch):
+    real_open = runs.open_source
+
+    class TerminateAt:
+        def __init__(self, source):
+            self.source = source
+
+        def __getattr__(self, name):
+            return getattr(self.source, name)
+
+        def train_batches(self, start_step, *args):
+            if start_step == 15:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return self.source.train_batches(start_step, *args)
+
+    monkeypatch.setattr(runs, "open_source", lambda c, spec=None: TerminateAt(real_open(c, spec)))
+    summary = _train(tiny_run_config(), tmp_path / "run")
+    assert summary["signal"] == "SIGTERM" and summary["interrupted_at"] == 15
+    assert runs.load_run(tmp_path / "run").state.step == 15
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+
+
+def test_resume_cuts_the_metrics_log_back_to_the_restored_step(tmp_path):
+    config = tiny_run_config(steps=20)
+    _train(config, tmp_path / "run")
+    # As if killed after logging steps 15 and 20 but before the step-20 checkpoint was written.
+    manager = checkpoints.manager(tmp_path / "run")
+    manager.delete(20)
+    _train(config, tmp_path / "run", resume=True)
+    assert _logged_steps(tmp_path / "run") == [5, 10, 15, 20]
+    assert _logged_steps(tmp_path / "run", "test") == [10, 20]
+    # And a run killed before its first checkpoint starts over with an empty log.
+    _train(tiny_run_config(steps=5, checkpoint_every=0), tmp_path / "early")
+    for step in checkpoints.manager(tmp_path / "early").all_steps():
+        checkpoints.manager(tmp_path / "early").delete(step)
+    _train(tiny_run_config(steps=5, checkpoint_every=0), tmp_path / "early", resume=True)
+    assert _logged_steps(tmp_path / "early") == [5]
+
+
+def test_a_run_that_stops_learning_stops_with_a_clear_error(tmp_path):
+    """A learning rate of 1e30 takes one finite step to parameters whose loss is infinite; every
+    later update is skipped, and the run stops instead of finishing "done"."""
+    config = tiny_run_config(steps=60, learning_rate=1e30, warmup_steps=0, checkpoint_every=5, grad_clip=0.0)
+    with pytest.raises(runs.RunError, match=r"training stopped at step \d+: .*(skipped|non-finite)"):
+        _train(config, tmp_path / "run")
+    restored = runs.load_run(tmp_path / "run")  # the checkpoints on disk are from before
+    assert int(restored.state.step) <= 25
