@@ -13,7 +13,6 @@ real file within about 1% (see the compression table in the README).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import platform
@@ -24,29 +23,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from vae_jax import runs
-
-
-def _encoded_size(image: np.ndarray, codec: str) -> int:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    if codec == "png":
-        picture.save(buffer, format="PNG", optimize=True)
-    elif codec == "webp-lossless":
-        picture.save(buffer, format="WEBP", lossless=True, quality=100, method=6)
-    else:
-        raise ValueError(f"codec: expected png or webp-lossless, got {codec!r}")
-    return len(buffer.getvalue())
+from vae_jax import photo_eval, runs
 
 
 def codec_bits_per_dim(tiles: np.ndarray, whole_image: np.ndarray | None) -> list[dict]:
     """Bits/dim of each codec, per tile file and (if given) for the whole image as one file."""
     rows = []
-    for codec in ("png", "webp-lossless"):
+    for codec in photo_eval.CODECS:
         started = time.perf_counter()
-        tile_bytes = [_encoded_size(tile, codec) for tile in tiles]
+        tile_bytes = [photo_eval.encoded_bytes(tile, codec) for tile in tiles]
         rows.append(
             {
                 "name": f"{codec} (one file per tile)",
@@ -56,7 +41,7 @@ def codec_bits_per_dim(tiles: np.ndarray, whole_image: np.ndarray | None) -> lis
             }
         )
         if whole_image is not None:
-            size = _encoded_size(whole_image, codec)
+            size = photo_eval.encoded_bytes(whole_image, codec)
             rows.append({"name": f"{codec} (whole photo, one file)", "bits_per_dim": 8 * size / whole_image.size,
                          "bytes": size})  # fmt: skip
     return rows
@@ -66,7 +51,8 @@ def model_bits_per_dim(run_dir: Path, tiles: np.ndarray, k: int, batch_size: int
     run = runs.load_run(run_dir)
     key = jax.random.key(0)
     started = time.perf_counter()
-    elbo = runs.evaluate_elbo(run.model, run.config, run.params, tiles, key, batch_size)
+    likelihood_input = run.config.likelihood_input
+    elbo = runs.evaluate_elbo(run.model, run.params, tiles, key, likelihood_input=likelihood_input, batch_size=batch_size)
     row = {
         "name": f"{run.config.model} VAE ({run_dir.name})",
         "run_dir": str(run_dir),
@@ -76,7 +62,8 @@ def model_bits_per_dim(run_dir: Path, tiles: np.ndarray, k: int, batch_size: int
     }
     if k > 0:
         nll = runs.evaluate_log_likelihood(
-            run.model, run.config, run.params, tiles, jax.random.fold_in(key, 1), k, batch_size
+            run.model, run.params, tiles, jax.random.fold_in(key, 1), likelihood_input=likelihood_input, k=k,
+            batch_size=batch_size,
         )
         row["bits_per_dim"], row["k"] = nll["bits_per_dim"], k
     else:

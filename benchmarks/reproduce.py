@@ -34,11 +34,11 @@ import numpy as np
 
 # Everything a long run may need is imported up front, so a run started before the package's
 # files change on disk keeps using one consistent version of them.
-import vae_jax.data.idx  # noqa: F401
-import vae_jax.data.tfds_source  # noqa: F401
+import vae_jax.data.idx
+import vae_jax.data.tfds_source
 import vae_jax.stochastic_mlp  # noqa: F401
 from vae_jax import config as config_lib
-from vae_jax import runs, training
+from vae_jax import runs
 from vae_jax.data import prepare
 
 
@@ -92,7 +92,9 @@ def machine() -> dict:
 def commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+        )
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -119,8 +121,14 @@ def evaluate_row(run_dir: Path, k: int, batch_size: int) -> dict:
     images = source.test_images()
     key = jax.random.key(run.config.seed + 2)
     started = time.perf_counter()
-    nll = runs.evaluate_log_likelihood(run.model, run.config, run.params, images, key, k, batch_size)
-    elbo = runs.evaluate_elbo(run.model, run.config, run.params, images, jax.random.fold_in(key, 1), batch_size)
+    likelihood_input = run.config.likelihood_input
+    nll = runs.evaluate_log_likelihood(
+        run.model, run.params, images, key, likelihood_input=likelihood_input, k=k, batch_size=batch_size
+    )
+    elbo = runs.evaluate_elbo(
+        run.model, run.params, images, jax.random.fold_in(key, 1), likelihood_input=likelihood_input,
+        batch_size=batch_size,
+    )
     activity = layer_activity(run.model, run.params, images, jax.random.fold_in(key, 2))
     return {
         "test_nll_nats": nll["nll_nats"],
@@ -138,7 +146,7 @@ def estimate(config, name: str, dispatches: int = 4) -> dict:
     source = runs.open_source(config)
     model = config_lib.build_model(config, source.image_shape)
     state = runs.initial_state(model, config, source)
-    train_steps = training.make_train_steps(model, config)
+    train_steps = runs.train_steps_of(model, config)
     n = config.steps_per_dispatch
     seconds = []
     for i in range(dispatches + 1):

@@ -17,8 +17,8 @@ import numpy as np
 from benchmarks import flops as flops_lib
 from benchmarks import timing
 from benchmarks.models import MODELS, Skip, build, synthetic_images, test_images
-from vae_jax import evaluation, objectives, training
-from vae_jax.data.transforms import prepare
+from vae_jax import batching, evaluation, objectives, runs
+from vae_jax.images import prepare
 
 ROW_KEYS = (
     "benchmark",
@@ -222,9 +222,13 @@ def bench_encode(settings, name):
 
 def bench_decode(settings, name):
     _, model, batch, params, _ = _function_setup(settings, name)
-    z = jax.random.normal(jax.random.key(2), (batch, *model.latent_shape))
+    leaves, structure = jax.tree_util.tree_flatten(model.latent_template)
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    z = jax.tree_util.tree_unflatten(
+        structure, [jax.random.normal(k, (batch, *t.shape)) for k, t in zip(keys, leaves)]
+    )
     fn = partial(objectives.decode, model)
-    note = "images decoded from the top latent (hvae: other groups at their prior means)"
+    note = "images decoded from every latent group"
     return [
         _time_jitted(
             settings, "decode", name, fn, (params, z), batch_size=batch, images_per_call=batch, note=note
@@ -302,7 +306,7 @@ def time_train_steps(
     """The library's ``make_train_steps`` at the model's config: ``steps_per_dispatch`` steps a
     call, the state donated and threaded from call to call, the batches already on device."""
     steps = config.steps_per_dispatch
-    state = training.init_state(model, config, jax.random.key(config.seed))
+    state = runs.init_state(model, config)
     batches = synthetic_images(steps * batch_size, model.data_shape).reshape(
         steps, batch_size, *model.data_shape
     )
@@ -311,7 +315,7 @@ def time_train_steps(
         batches = jax.device_put(batches, shardings[1])
     else:
         batches = _device_put(batches)
-    train_steps = training.make_train_steps(model, config)
+    train_steps = runs.train_steps_of(model, config)
     per_step = train_step_flops(model, config, train_steps, state, batches)
     compiled = timing.compile_ahead(train_steps, state, batches)
     _check_memory(settings, compiled, f"train step at batch {batch_size}")
@@ -406,7 +410,7 @@ def time_log_likelihood(
     _check_memory(settings, compiled, f"log_likelihood at batch {batch}, chunk {chunk}")
     # One chunk of one group of images has no loop, so XLA's count of it is exact; times the
     # groups, chunks and batches run.
-    groups = -(-batch // max(1, evaluation.samples_per_chunk(model, params) // chunk))
+    groups = -(-batch // max(1, batching.samples_per_chunk(model, params) // chunk))
     group = -(-batch // groups)
     one_chunk = jax.jit(log_likelihood_fn(model, config, chunk, chunk)).lower(
         params, first[:group], jax.random.key(0)
@@ -642,9 +646,9 @@ def bench_peers(settings, name):
     hidden = config.hidden[0]
     data = synthetic_images(steps * batch, model.data_shape).reshape(steps, batch, -1)
 
-    state = training.init_state(model, config, jax.random.key(0))
+    state = runs.init_state(model, dataclasses.replace(config, seed=0))
     batches = _device_put(data.reshape(steps, batch, *model.data_shape))
-    train_steps = training.make_train_steps(model, config)
+    train_steps = runs.train_steps_of(model, config)
     compiled = timing.compile_ahead(train_steps, state, batches)
     holder = {"state": state}
 

@@ -10,16 +10,10 @@ from vae_jax.apps import compression
 
 
 @pytest.fixture(scope="module")
-def mlp():
-    model = vae_jax.mlp_vae((8, 8, 3), (32,), 4, likelihood=vae_jax.DiscretizedLogistic())
-    return model, vae_jax.init(model, jax.random.key(0))
-
-
-@pytest.fixture(scope="module")
 def conv_mixture():
     """Mixture likelihood and a mixture prior: exercises the nested bits back over components."""
     model = vae_jax.conv_vae(
-        (8, 8, 3), (8, 16), 1, 2,
+        (8, 8, 3), widths=(8, 16), blocks_per_stage=1, latent_channels=2,
         likelihood=vae_jax.DiscretizedLogisticMixture(2), prior=vae_jax.MixtureOfGaussians(3),
     )  # fmt: skip
     return model, vae_jax.init(model, jax.random.key(1))
@@ -30,8 +24,8 @@ def _random_image(shape, seed=0):
 
 
 @pytest.mark.parametrize("shape", [(8, 8, 3), (5, 13, 3), (17, 9, 3), (1, 1, 3), (16, 24, 3)])
-def test_round_trip_random_images(mlp, shape):
-    model, params = mlp
+def test_round_trip_random_images(discrete_mlp, shape):
+    model, params = discrete_mlp
     image = _random_image(shape, seed=sum(shape))
     blob = compression.compress_image(model, params, image, seed=3)
     decoded = compression.decompress_image(model, params, blob)
@@ -50,15 +44,15 @@ def test_round_trip_photo_and_exact_bytes(conv_mixture):
 
 
 def test_round_trip_grayscale_2d_image():
-    model = vae_jax.mlp_vae((4, 4, 1), (8,), 2, likelihood=vae_jax.DiscretizedLogisticMixture(2))
+    model = vae_jax.mlp_vae((4, 4, 1), hidden=(8,), latent_dim=2, likelihood=vae_jax.DiscretizedLogisticMixture(2))
     params = vae_jax.init(model, jax.random.key(2))
     image = _random_image((7, 6), seed=1)
     decoded = compression.decompress_image(model, params, compression.compress_image(model, params, image))
     np.testing.assert_array_equal(decoded[..., 0], image)
 
 
-def test_seeds_change_bytes_not_content(mlp):
-    model, params = mlp
+def test_seeds_change_bytes_not_content(discrete_mlp):
+    model, params = discrete_mlp
     image = _random_image((8, 16, 3))
     blobs = [compression.compress_image(model, params, image, seed=s) for s in (0, 1)]
     assert blobs[0] != blobs[1]
@@ -66,16 +60,16 @@ def test_seeds_change_bytes_not_content(mlp):
         np.testing.assert_array_equal(compression.decompress_image(model, params, blob), image)
 
 
-def test_wrong_model_is_refused(mlp):
-    model, params = mlp
+def test_wrong_model_is_refused(discrete_mlp):
+    model, params = discrete_mlp
     blob = compression.compress_image(model, params, _random_image((8, 8, 3)))
     other = vae_jax.init(model, jax.random.key(99))
     with pytest.raises(compression.CompressionError, match="different model"):
         compression.decompress_image(model, other, blob)
 
 
-def test_truncated_and_corrupted_files_raise(mlp):
-    model, params = mlp
+def test_truncated_and_corrupted_files_raise(discrete_mlp):
+    model, params = discrete_mlp
     blob = compression.compress_image(model, params, _random_image((9, 9, 3)))
     for cut in (0, 10, len(blob) // 2, len(blob) - 1):
         with pytest.raises(compression.CompressionError):
@@ -88,14 +82,14 @@ def test_truncated_and_corrupted_files_raise(mlp):
 
 
 def test_non_discrete_likelihood_is_refused():
-    model = vae_jax.mlp_vae((8, 8, 3), (8,), 2, likelihood=vae_jax.Gaussian(0.1))
+    model = vae_jax.mlp_vae((8, 8, 3), hidden=(8,), latent_dim=2, likelihood=vae_jax.Gaussian(0.1))
     params = vae_jax.init(model, jax.random.key(0))
     with pytest.raises(ValueError, match="discrete likelihood"):
         compression.compress_image(model, params, _random_image((8, 8, 3)))
 
 
-def test_bad_image_is_refused(mlp):
-    model, params = mlp
+def test_bad_image_is_refused(discrete_mlp):
+    model, params = discrete_mlp
     with pytest.raises(ValueError, match="uint8"):
         compression.compress_image(model, params, np.zeros((8, 8, 3), np.float32))
     with pytest.raises(ValueError, match="expected an"):
@@ -103,10 +97,10 @@ def test_bad_image_is_refused(mlp):
 
 
 @pytest.mark.parametrize(("channels", "mode"), [(1, "L"), (2, "LA"), (4, "RGBA"), (2, "I;16"), (7, "")])
-def test_any_channel_count_round_trips_in_planes_and_keeps_its_mode(mlp, channels, mode):
+def test_any_channel_count_round_trips_in_planes_and_keeps_its_mode(discrete_mlp, channels, mode):
     """Grey, grey+alpha, RGBA and the two bytes of 16-bit grey, on a colour model: coded in planes
     of three channels (the last completed by repeating its last channel), decoded exactly."""
-    model, params = mlp
+    model, params = discrete_mlp
     image = _random_image((9, 11, channels), seed=channels)
     blob = compression.compress_image(model, params, image, mode=mode)
     assert compression.read_header(blob)["mode"] == mode
@@ -116,8 +110,8 @@ def test_any_channel_count_round_trips_in_planes_and_keeps_its_mode(mlp, channel
     np.testing.assert_array_equal(compression.join_planes(planes, channels), image)
 
 
-def test_compressing_codes_once_and_verifies_by_decoding_once(mlp, monkeypatch, tmp_path):
-    model, params = mlp
+def test_compressing_codes_once_and_verifies_by_decoding_once(discrete_mlp, monkeypatch, tmp_path):
+    model, params = discrete_mlp
     image = _random_image((17, 9, 4))
     calls = {"push_tile": 0, "pop_tile": 0}
     for name in calls:
@@ -129,29 +123,27 @@ def test_compressing_codes_once_and_verifies_by_decoding_once(mlp, monkeypatch, 
 
         monkeypatch.setattr(compression._Coder, name, counted)
     ticks = []
-    report = compression.run_compression(
-        model, params, image, jax.random.key(0), tmp_path / "x.vae", progress=ticks.append
-    )
+    report = compression.run_compression(model, params, image, out_path=tmp_path / "x.vae", progress=ticks.append)
     tiles = compression.num_tiles(model, image.shape)
     assert tiles == 3 * 2 * 2 and calls == {"push_tile": tiles, "pop_tile": tiles}
     assert len(ticks) == 2 * tiles and report["round_trip_exact"]
 
 
-def test_run_compression_never_replaces_a_file_unasked(mlp, tmp_path):
-    model, params = mlp
+def test_run_compression_never_replaces_a_file_unasked(discrete_mlp, tmp_path):
+    model, params = discrete_mlp
     out = tmp_path / "image.vae"
     out.write_bytes(b"precious")
     with pytest.raises(FileExistsError, match="already exists"):
-        compression.run_compression(model, params, _random_image((8, 8, 3)), jax.random.key(0), out)
+        compression.run_compression(model, params, _random_image((8, 8, 3)), out_path=out)
     assert out.read_bytes() == b"precious"
     with pytest.raises(ValueError, match="is a directory"):
-        compression.run_compression(model, params, _random_image((8, 8, 3)), jax.random.key(0), tmp_path)
-    compression.run_compression(model, params, _random_image((8, 8, 3)), jax.random.key(0), out, force=True)
+        compression.run_compression(model, params, _random_image((8, 8, 3)), out_path=tmp_path)
+    compression.run_compression(model, params, _random_image((8, 8, 3)), out_path=out, force=True)
     assert out.read_bytes()[:8] == compression.MAGIC
 
 
-def test_model_hash_tracks_params(mlp):
-    model, params = mlp
+def test_model_hash_tracks_params(discrete_mlp):
+    model, params = discrete_mlp
     assert compression.model_hash(model, params) == compression.model_hash(
         model, jax.tree.map(np.array, params)
     )
@@ -167,13 +159,13 @@ def test_initial_words_deterministic():
     assert not np.array_equal(a, compression.initial_words(6, 37))
 
 
-@pytest.mark.parametrize(("which", "size"), [("mlp", 64), ("conv_mixture", 64), ("mlp", 60)])
+@pytest.mark.parametrize(("which", "size"), [("discrete_mlp", 64), ("conv_mixture", 64), ("discrete_mlp", 60)])
 def test_rate_is_close_to_negative_elbo(which, size, request):
     model, params = request.getfixturevalue(which)
     # 64: whole tiles. 60: the border tiles are 4/8 padding, which must not be coded (were it
     # coded, the rate would exceed the ELBO of the image pixels by ~14%).
     image = skimage.data.chelsea()[100 : 100 + size, 200 : 200 + size]
-    _, report = compression.compression_report(model, params, image, jax.random.key(0), elbo_samples=16)
+    _, report = compression.compression_report(model, params, image, elbo_samples=16)
     assert report["round_trip_exact"]
     # Untrained tiny models: both rates are ~9 bits/dim; measured within ~1% of each other.
     assert report["net_bits_per_dim"] == pytest.approx(report["neg_elbo_bits_per_dim"], rel=0.03)
@@ -182,8 +174,8 @@ def test_rate_is_close_to_negative_elbo(which, size, request):
     assert 0 < report["png_bits_per_dim"] and 0 < report["webp_bits_per_dim"]
 
 
-def test_run_compression_writes_file(mlp, tmp_path):
-    model, params = mlp
+def test_run_compression_writes_file(discrete_mlp, tmp_path):
+    model, params = discrete_mlp
     out = tmp_path / "image.vbb"
-    report = compression.run_compression(model, params, _random_image((10, 10, 3)), jax.random.key(0), out)
+    report = compression.run_compression(model, params, _random_image((10, 10, 3)), out_path=out)
     assert out.read_bytes()[:8] == compression.MAGIC and report["file_bytes"] == out.stat().st_size

@@ -21,12 +21,6 @@ def toy():
     return _blobs(200, 0), _blobs(100, 1)
 
 
-@pytest.fixture(scope="module")
-def model2d():
-    model = vae_jax.mlp_vae((4, 4, 1), (16,), 2, likelihood=vae_jax.Gaussian(0.05))
-    return model, vae_jax.init(model, jax.random.key(0))
-
-
 def test_probe_and_knn_on_pixels_beat_chance(toy):
     (train_x, train_y), (test_x, test_y) = toy
     flat = lambda x: x.reshape(x.shape[0], -1)
@@ -64,8 +58,8 @@ def test_knn_matches_brute_force():
     )
 
 
-def test_features_are_chunked_posterior_means(model2d, toy):
-    model, params = model2d
+def test_features_are_chunked_posterior_means(gaussian_mlp_2d, toy):
+    model, params = gaussian_mlp_2d
     (train_x, _), _ = toy
     feats = representation.features(model, params, train_x, batch_size=64)
     mean, _ = vae_jax.encode(model, params, train_x)
@@ -75,8 +69,8 @@ def test_features_are_chunked_posterior_means(model2d, toy):
         representation.features(model, params, train_x[0])
 
 
-def test_report_on_latents_beats_chance_and_scatter(model2d, toy, tmp_path):
-    model, params = model2d
+def test_report_on_latents_beats_chance_and_scatter(gaussian_mlp_2d, toy, tmp_path):
+    model, params = gaussian_mlp_2d
     (train_x, train_y), (test_x, test_y) = toy
     report = representation.representation_report(
         model, params, train_x, train_y, test_x, test_y, probe_steps=200
@@ -92,12 +86,12 @@ def test_report_on_latents_beats_chance_and_scatter(model2d, toy, tmp_path):
     assert path.exists() and path.stat().st_size > 1000
 
 
-def test_run_representation_writes_scatter(model2d, tmp_path):
-    model, params = model2d
+def test_run_representation_writes_scatter(gaussian_mlp_2d, tmp_path):
+    model, params = gaussian_mlp_2d
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (40, 4, 4, 1), dtype=np.uint8)
     y = rng.integers(0, 3, 40).astype(np.int32)
-    report = representation.run_representation(model, params, x, y, x, y, None, tmp_path, probe_steps=20, k=3)
+    report = representation.run_representation(model, params, x, y, x, y, None, out_dir=tmp_path, probe_steps=20, k=3)
     assert (tmp_path / "latent_scatter.png").exists() and report["files"]
 
 

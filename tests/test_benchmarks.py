@@ -117,7 +117,7 @@ def test_xla_flop_count_matches_the_exact_mlp_count():
     """The counter every FLOP/s figure rests on: XLA's count for the gradient of the ELBO of a
     small MLP VAE (256-128-8, batch 32) is the exact matmul count plus a few % of elementwise work."""
     data_dim, hidden, latent, batch = 256, 128, 8, 32
-    model = architectures.mlp_vae((16, 16, 1), (hidden,), latent)
+    model = architectures.mlp_vae((16, 16, 1), hidden=(hidden,), latent_dim=latent)
     params = model.init(jax.random.key(0))
     x = jnp.zeros((batch, 16, 16, 1))
     loss = lambda p: -jnp.mean(objectives.elbo(model, p, x, jax.random.key(1)))

@@ -49,7 +49,7 @@ def test_round_trip_and_checksums_recorded(tmp_path):
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_intact_one(tmp_path, damage):
-    manager = _saved(tmp_path)
+    _saved(tmp_path)
     victim = _largest_file(tmp_path / "checkpoints" / "20")
     if damage == "flip":
         _flip_one_byte(victim)

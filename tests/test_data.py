@@ -422,8 +422,13 @@ def test_tfds_missing_dataset_fails_without_downloading_and_says_how(tmp_path):
         load_source("tfds:mnist", data_dir=tmp_path)
     assert not (tmp_path / "downloads").exists()  # download=False: nothing was fetched
     message = str(error.value)
-    for hint in ("download=True", "--download", "--manual-dir", "vae-jax[tfds-build]", str(tmp_path)):
+    for hint in ("download=True", "manual_dir=DIR", "data_dir", "tfds_idx_builder", "vae-jax[tfds-build]", str(tmp_path)):
         assert hint in message
+    # The command line says the same in its flags.
+    from vae_jax import cli
+
+    for flag in ("--download", "--manual-dir DIR", "--data-dir"):
+        assert flag in cli._with_flags(message)
     with pytest.raises(DatasetNotFoundError, match="no dataset named"):
         load_source("tfds:no_such_dataset_xyz", data_dir=tmp_path)
 

@@ -95,13 +95,16 @@ def test_bits_per_dim_split_adds_up_and_counts_dequantization(linear):
         dequantized["reconstruction_bpd"], split["reconstruction_bpd"] + 8.0, rtol=1e-6
     )
     np.testing.assert_allclose(dequantized["kl_bpd"], split["kl_bpd"])
-    bernoulli = vae_jax.mlp_vae((DIMS,), (), LATENT)
+    bernoulli = vae_jax.mlp_vae((DIMS,), hidden=(), latent_dim=LATENT)
     with pytest.raises(ValueError, match="dequantized"):
         diagnostics.bits_per_dim_split(bernoulli, params, jnp.zeros((2, DIMS)), key, dequantized=True)
 
 
 def test_diagnostics_of_a_hierarchical_model():
-    model = hierarchical_vae((4, 4, 3), (8,), (3,), 2, 0, vae_jax.DiscretizedLogisticMixture(2))
+    model = hierarchical_vae(
+        (4, 4, 3), widths=(8,), groups_per_stage=(3,), latent_channels=2, blocks_per_stage=0,
+        likelihood=vae_jax.DiscretizedLogisticMixture(2),
+    )
     params = vae_jax.init(model, jax.random.key(0))
     x = jnp.asarray(np.random.default_rng(3).integers(0, 256, (6, 4, 4, 3)), jnp.int32)
     key = jax.random.key(4)
@@ -122,7 +125,10 @@ def test_diagnostics_of_a_hierarchical_model():
         split["total_bpd"], -np.mean(vae_jax.elbo(model, params, x, key)) / (dims * math.log(2)), rtol=1e-6
     )
 
-    units = diagnostics.active_units(model, params, x)  # the top group's units
-    means = np.asarray(vae_jax.encode(model, params, x)[0], np.float64)
-    assert units.activity.shape == model.latent_shape
-    np.testing.assert_allclose(units.activity, means.var(axis=0), rtol=1e-4, atol=1e-10)
+    units = diagnostics.active_units(model, params, x)  # every group, along the posterior-mean path
+    means = vae_jax.encode(model, params, x)[0]
+    assert len(units.activity) == len(units.active) == model.num_groups == 3
+    for activity, group_means, shape in zip(units.activity, means, model.group_shapes):
+        assert activity.shape == shape
+        np.testing.assert_allclose(activity, np.asarray(group_means, np.float64).var(axis=0), rtol=1e-4, atol=1e-10)
+    assert units.count == sum(int(a.sum()) for a in units.active)

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import perturbed
 from loss_curves import adam_losses
 
 import vae_jax
@@ -14,12 +15,21 @@ from vae_jax.hierarchical import HierarchicalVAE, hierarchical_vae
 # stage and the cheapest likelihood, to keep compilation (most of these tests' time) short;
 # the one-group model below has both the blocks and the 8-bit likelihood.
 LIKELIHOOD = vae_jax.Bernoulli()
-MODEL = hierarchical_vae((8, 8, 3), (8, 8), (1, 2), 4, 0, LIKELIHOOD)
+
+
+def tiny_ladder(groups_per_stage, *, blocks_per_stage=0, likelihood=LIKELIHOOD, **kwargs):
+    return hierarchical_vae(
+        (8, 8, 3), widths=(8, 8), groups_per_stage=groups_per_stage, latent_channels=4,
+        blocks_per_stage=blocks_per_stage, likelihood=likelihood, **kwargs,
+    )  # fmt: skip
+
+
+MODEL = tiny_ladder((1, 2))
 PIXELS = vae_jax.DiscretizedLogisticMixture(2)
 
 # Compiled once for the module and reused: compilation, jitted or op by op, is most of the time.
 INFER = jax.jit(MODEL.infer)
-IWAE = jax.jit(lambda p, x, k: vae_jax.iwae_bound(MODEL, p, x, k, k=10))
+IWAE = jax.jit(lambda p, x, key: vae_jax.iwae_bound(MODEL, p, x, key, k=10))
 
 
 def _elbo(params, x, key):
@@ -27,16 +37,6 @@ def _elbo(params, x, key):
     terms = INFER(params, x, jax.random.split(key, x.shape[0]))
     reconstruction = jnp.sum(LIKELIHOOD.log_prob(x, terms.decoder_out), axis=(1, 2, 3))
     return reconstruction - sum(terms.kl_groups)
-
-
-def _perturb(params, seed, scale=0.05):
-    """Random offsets on every parameter: the zero-initialised prior heads and residual
-    branches then do something, so the tests see non-trivial priors p(z_g | z_<g)."""
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    rng = np.random.default_rng(seed)
-    return jax.tree_util.tree_unflatten(
-        tree, [a + scale * jnp.asarray(rng.normal(size=a.shape), a.dtype) for a in leaves]
-    )
 
 
 def _images(n, seed=0):
@@ -50,7 +50,7 @@ def initial():
 
 @pytest.fixture(scope="module")
 def params(initial):
-    return _perturb(initial, 1)
+    return perturbed(initial, 1)
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +60,20 @@ def x():
 
 def test_description_is_hashable_and_names_its_groups():
     assert isinstance(MODEL, HierarchicalVAE) and MODEL.num_groups == 3
-    assert MODEL.group_shapes == ((4, 4, 4), (4, 4, 4), (8, 8, 4)) and MODEL.latent_shape == (4, 4, 4)
-    assert MODEL == hierarchical_vae((8, 8, 3), (8, 8), (1, 2), 4, 0, LIKELIHOOD)
-    assert hash(MODEL) == hash(hierarchical_vae((8, 8, 3), (8, 8), (1, 2), 4, 0, LIKELIHOOD))
-    assert MODEL != hierarchical_vae((8, 8, 3), (8, 8), (2, 2), 4, 0, LIKELIHOOD)
+    assert MODEL.group_shapes == ((4, 4, 4), (4, 4, 4), (8, 8, 4))
+    assert [t.shape for t in MODEL.latent_template] == list(MODEL.group_shapes)
+    assert MODEL == tiny_ladder((1, 2))
+    assert hash(MODEL) == hash(tiny_ladder((1, 2)))
+    assert MODEL != tiny_ladder((2, 2))
 
 
 def test_builder_rejects_inconsistent_descriptions():
     with pytest.raises(ValueError, match="coarsest stage"):
-        hierarchical_vae((8, 8, 3), (8, 16), (2, 0))
+        hierarchical_vae((8, 8, 3), widths=(8, 16), groups_per_stage=(2, 0))
     with pytest.raises(ValueError, match="one count per stage"):
-        hierarchical_vae((8, 8, 3), (8, 16), (1, 1, 1))
+        hierarchical_vae((8, 8, 3), widths=(8, 16), groups_per_stage=(1, 1, 1))
     with pytest.raises(ValueError, match="divisible"):
-        hierarchical_vae((6, 6, 3), (8, 16, 32), 1)
+        hierarchical_vae((6, 6, 3), widths=(8, 16, 32), groups_per_stage=1)
 
 
 def test_kls_are_small_at_initialisation(initial, x):
@@ -96,7 +97,7 @@ def test_per_group_kls_sum_to_the_total_and_the_elbo(params, x):
     # Free bits floor each group's KL separately.
     floor = float(max(jnp.max(kl) for kl in terms.kl_groups)) + 1.0
     np.testing.assert_allclose(
-        vae_jax.elbo(MODEL, params, x, key, free_bits=floor),
+        vae_jax.weighted_elbo(terms, free_bits=floor),
         terms.reconstruction - MODEL.num_groups * floor,
         rtol=1e-5,
     )
@@ -119,13 +120,13 @@ def test_one_group_elbo_is_the_single_layer_elbo():
     """With one group and p(z) = N(0, I) the ladder is a one-layer VAE:
     ELBO = log p(x | z) - KL(q(z|x) || N(0, I)), z = mean + std * eps, eps from fold_in(key_e, 0),
     recomputed here from the model's own encoder (``posterior``) and decoder (``decoder_output``)."""
-    model = hierarchical_vae((8, 8, 3), (8, 8), (0, 1), 4, 1, PIXELS)  # with residual blocks per stage
+    model = tiny_ladder((0, 1), blocks_per_stage=1, likelihood=PIXELS)  # with residual blocks per stage
     assert model.num_groups == 1
-    params = _perturb(vae_jax.init(model, jax.random.key(0)), 4)
+    params = perturbed(vae_jax.init(model, jax.random.key(0)), 4)
     x, key = _images(3, seed=5), jax.random.key(6)
     keys = jax.random.split(key, 3)
     mean, log_var = model.posterior(params, x)
-    eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), model.latent_shape))(keys)
+    eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), model.group_shapes[0]))(keys)
     z = mean + jnp.exp(0.5 * log_var) * eps
     reconstruction = jnp.sum(PIXELS.log_prob(x, model.decoder_output(params, z)), axis=(1, 2, 3))
     kl = 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(log_var) - log_var - 1.0, axis=(1, 2, 3))
@@ -174,7 +175,7 @@ def test_same_key_is_bit_identical_and_different_keys_differ(params, x):
     for name, f in {"elbo": _elbo, "iwae": IWAE}.items():
         a, b, c = (np.asarray(f(params, x, jax.random.key(s))) for s in (5, 5, 6))
         assert np.array_equal(a, b) and not np.array_equal(a, c), name
-    s1, s2, s3 = (vae_jax.sample(MODEL, params, jax.random.key(s), 2) for s in (3, 3, 4))
+    s1, s2, s3 = (vae_jax.sample(MODEL, params, jax.random.key(s), num_samples=2) for s in (3, 3, 4))
     assert s1.shape == (2, 8, 8, 3)
     assert np.array_equal(s1, s2) and not np.array_equal(s1, s3)
 
@@ -200,9 +201,8 @@ def test_generation_shapes_and_temperature_zero(params, x):
         assert MODEL.generate_from(params, x, keys, k, 0.5).shape == out_shape
     # At temperature 0 every group sits at its prior mean: z_1 = 0, then p(z_g | z_<g)'s mean.
     cold = MODEL.generate(params, keys, 0.0)
-    np.testing.assert_allclose(
-        cold, MODEL.decoder_output(params, jnp.zeros((4, *MODEL.latent_shape))), atol=1e-6
-    )
+    _, records = MODEL._top_down(params, None, lambda g, posterior, prior: jnp.zeros((4, 4, 4, 4)) if g == 0 else prior[0], 4)
+    np.testing.assert_allclose(cold, MODEL.decoder_output(params, tuple(r.z for r in records)), atol=1e-6)
     np.testing.assert_allclose(cold[0], cold[1], atol=1e-6)
 
 
@@ -243,16 +243,33 @@ def test_partial_resampling_between_generation_and_reconstruction(params, x):
         MODEL.generate_from(params, x, keys[:2], 1)
 
 
-def test_encode_and_decode_use_the_top_group(params, x):
+def test_encode_gives_every_group_and_decode_takes_them_all(params, x):
     mean, log_var = vae_jax.encode(MODEL, params, x)
-    assert mean.shape == log_var.shape == (4, *MODEL.latent_shape)
+    assert [m.shape[1:] for m in mean] == [v.shape[1:] for v in log_var] == list(MODEL.group_shapes)
     single_mean, _ = vae_jax.encode(MODEL, params, x[0])
-    np.testing.assert_allclose(single_mean, mean[0], rtol=1e-5, atol=1e-6)
+    for single, batched in zip(single_mean, mean):
+        np.testing.assert_allclose(single, batched[0], rtol=1e-5, atol=1e-6)
     assert vae_jax.decode(MODEL, params, mean).shape == (4, 8, 8, 3, LIKELIHOOD.params_per_subpixel)
+    with pytest.raises(ValueError, match="structured like"):
+        vae_jax.decode(MODEL, params, mean[0])  # the top group alone is not the latent
+
+
+def test_prior_log_prob_is_the_top_down_sum(params, x):
+    """log p(z) = log N(z_1; 0, I) + sum_{g>1} log N(z_g; prior_g(z_<g)), recomputed group by group."""
+    z = INFER(params, x, jax.random.split(jax.random.key(17), 4))  # any latent will do: use a draw's path
+    mean, _ = vae_jax.encode(MODEL, params, x)
+    _, records = MODEL._top_down(params, None, lambda g, posterior, prior: mean[g], 4)
+
+    def log_normal(v, m, lv):
+        return jnp.sum(-0.5 * (jnp.log(2 * jnp.pi) + lv + (v - m) ** 2 / jnp.exp(lv)), axis=(1, 2, 3))
+
+    expected = log_normal(mean[0], 0.0, 0.0) + sum(log_normal(r.z, *r.prior) for r in records[1:])
+    np.testing.assert_allclose(MODEL.prior_log_prob(params, mean), expected, rtol=1e-5)
+    assert z.log_p.shape == expected.shape
 
 
 def test_bfloat16_compute_keeps_likelihood_and_kl_in_float32(params, x):
-    model = hierarchical_vae((8, 8, 3), (8, 8), (1, 2), 4, 0, LIKELIHOOD, dtype=jnp.bfloat16)
+    model = tiny_ladder((1, 2), dtype=jnp.bfloat16)
     keys = jax.random.split(jax.random.key(16), 4)
     terms = jax.jit(model.infer)(params, x, keys)  # float32 params serve both compute dtypes
     reference = INFER(params, x, keys)

@@ -24,14 +24,15 @@ def test_classic_mlp_presets_have_the_papers_sizes(preset, hidden):
 
 def test_conv_vae_latent_and_output_shapes():
     model = vae_jax.conv_vae(
-        (32, 32, 3), (16, 32, 64), 1, 8, likelihood=vae_jax.DiscretizedLogisticMixture(4)
+        (32, 32, 3), widths=(16, 32, 64), blocks_per_stage=1, latent_channels=8,
+        likelihood=vae_jax.DiscretizedLogisticMixture(4),
     )
     params = vae_jax.init(model, jax.random.key(0))
     x = jnp.zeros((2, 32, 32, 3), jnp.int32)
     mean, log_var = vae_jax.encode(model, params, x)
     assert mean.shape == log_var.shape == (2, 8, 8, 8) == (2, *model.latent_shape)
     assert vae_jax.decode(model, params, mean).shape == (2, 32, 32, 3, 12)
-    big = vae_jax.conv_vae((64, 64, 3), (8, 16, 32, 32), 1, 4)
+    big = vae_jax.conv_vae((64, 64, 3), widths=(8, 16, 32, 32), blocks_per_stage=1, latent_channels=4)
     assert big.latent_shape == (8, 8, 4)
 
 

@@ -17,7 +17,7 @@ LATENT = 3
 
 def _mlp(prior):
     # A "unit" (Gaussian) likelihood: pseudo-inputs, like data, live in [0, 1].
-    return vae_jax.mlp_vae((4, 4, 1), (16,), LATENT, likelihood=vae_jax.Gaussian(0.1), prior=prior)
+    return vae_jax.mlp_vae((4, 4, 1), hidden=(16,), latent_dim=LATENT, likelihood=vae_jax.Gaussian(0.1), prior=prior)
 
 
 def _unit_images(n, shape=(4, 4, 1), seed=0):
@@ -135,20 +135,27 @@ def test_monte_carlo_kl_is_unbiased_for_the_analytic_kl(record_property):
 def test_hierarchical_top_prior_accepts_the_mixture_priors():
     """The HVAE's top group takes the same priors: its VampPrior components are the top
     posterior at the pseudo-inputs, and its sampled KL is unbiased for the analytic one."""
-    vamp = hierarchical_vae((4, 4, 1), (8,), (2,), 2, 0, vae_jax.Gaussian(0.1), prior=vae_jax.VampPrior(3))
+    vamp = hierarchical_vae(
+        (4, 4, 1), widths=(8,), groups_per_stage=(2,), latent_channels=2, blocks_per_stage=0,
+        likelihood=vae_jax.Gaussian(0.1), prior=vae_jax.VampPrior(3),
+    )
     params = vae_jax.init(vamp, jax.random.key(0))
     components = vamp.prior_components(params)
-    mean, log_var = vae_jax.encode(vamp, params, params["prior"]["pseudo_inputs"])
-    np.testing.assert_allclose(components.means, mean, rtol=1e-6)
-    np.testing.assert_allclose(components.log_vars, log_var, rtol=1e-6)
+    mean, log_var = vae_jax.encode(vamp, params, params["prior"]["pseudo_inputs"])  # every group
+    np.testing.assert_allclose(components.means, mean[0], rtol=1e-6)  # the top group's
+    np.testing.assert_allclose(components.log_vars, log_var[0], rtol=1e-6)
 
-    analytic_model = hierarchical_vae((4, 4, 1), (8,), (2,), 2, 0, vae_jax.Gaussian(0.1))
+    analytic_model = hierarchical_vae(
+        (4, 4, 1), widths=(8,), groups_per_stage=(2,), latent_channels=2, blocks_per_stage=0,
+        likelihood=vae_jax.Gaussian(0.1),
+    )
     sampled_model = hierarchical_vae(
-        (4, 4, 1), (8,), (2,), 2, 0, vae_jax.Gaussian(0.1), prior=vae_jax.MixtureOfGaussians(1)
+        (4, 4, 1), widths=(8,), groups_per_stage=(2,), latent_channels=2, blocks_per_stage=0,
+        likelihood=vae_jax.Gaussian(0.1), prior=vae_jax.MixtureOfGaussians(1),
     )
     params = {**params, "prior": {}}
     x = _unit_images(3, seed=6)
-    sampled_params = {**params, "prior": _standard_normal_as_a_mixture(analytic_model.latent_shape)}
+    sampled_params = {**params, "prior": _standard_normal_as_a_mixture(analytic_model.group_shapes[0])}
 
     def top_kls(k):
         return (

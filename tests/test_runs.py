@@ -1,20 +1,80 @@
 """Run directories: what resuming may change, settings checked before anything is written,
 signals, a metrics log without duplicates, and runs that stop learning."""
 
+import dataclasses
 import json
 import os
 import signal
 
+import jax
 import numpy as np
 import pytest
-from conftest import quiet, tiny_run_config
+from conftest import quiet, tiny_conv_config, tiny_run_config
 
 from vae_jax import checkpoints, runs
+from vae_jax import config as config_lib
 from vae_jax.config import ConfigError
 
 
 def _train(config, run_dir, **kwargs):
     return runs.train(config, run_dir, progress=False, log=quiet, **kwargs)
+
+
+def _leaves_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+class _InterruptAt:
+    """A data source that raises KeyboardInterrupt (as Ctrl-C would) when asked for ``step``."""
+
+    def __init__(self, source, step):
+        self.source, self.step = source, step
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def train_batches(self, start_step, *args):
+        if start_step == self.step:
+            self.step = None
+            raise KeyboardInterrupt
+        return self.source.train_batches(start_step, *args)
+
+
+def test_resume_after_interrupt_is_bit_identical(tmp_path, monkeypatch):
+    config = tiny_conv_config()
+    _train(config, tmp_path / "straight")
+    straight = runs.load_run(tmp_path / "straight")
+    real_open = runs.open_source
+    monkeypatch.setattr(runs, "open_source", lambda c, spec=None: _InterruptAt(real_open(c, spec), 10))
+    summary = _train(config, tmp_path / "resumed")
+    assert summary["interrupted_at"] == 10
+    assert runs.load_run(tmp_path / "resumed").state.step == 10  # the Ctrl-C checkpoint
+    monkeypatch.setattr(runs, "open_source", real_open)
+    _train(config, tmp_path / "resumed", resume=True)
+    resumed = runs.load_run(tmp_path / "resumed")
+    assert int(resumed.state.step) == int(straight.state.step) == 20
+    assert _leaves_equal(resumed.state.params, straight.state.params)
+    assert _leaves_equal(resumed.state.ema_params, straight.state.ema_params)
+    assert _leaves_equal(resumed.state.opt_state, straight.state.opt_state)
+    for name in ("samples_latest.png", "reconstructions_latest.png", "curves.png", "metrics.jsonl", "summary.json"):
+        assert (tmp_path / "straight" / name).is_file(), name
+
+
+def test_checkpoint_from_another_model_or_corrupt_is_refused(tmp_path):
+    config = tiny_run_config(steps=5, eval_every=0, checkpoint_every=0)
+    _train(config, tmp_path / "run")
+    run_dir = tmp_path / "run"
+    config_text = (run_dir / "config.json").read_text()
+    (run_dir / "config.json").write_text(config_lib.to_json(dataclasses.replace(config, hidden=(8,))))
+    with pytest.raises(checkpoints.CheckpointError, match="different model"):
+        runs.load_run(run_dir)
+    (run_dir / "config.json").write_text(config_text)
+    assert int(runs.load_run(run_dir).state.step) == 5  # the refusal changed nothing on disk
+    for path in (run_dir / "checkpoints").rglob("*"):
+        if path.is_file() and path.stat().st_size > 0 and "ocdbt" not in path.name and path.suffix != ".json":
+            path.write_bytes(b"\0" * path.stat().st_size)
+    with pytest.raises(checkpoints.CheckpointError):
+        runs.load_run(run_dir)
 
 
 def _logged_steps(run_dir, split="train"):

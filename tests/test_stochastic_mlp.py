@@ -1,7 +1,5 @@
 """Burda et al.'s stacked stochastic layers, the IWAE training objective and the paper's schedule."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,20 +7,16 @@ import pytest
 
 import vae_jax
 from vae_jax import config as config_lib
-from vae_jax import objectives, training
+from vae_jax import images, objectives, training
 from vae_jax.stochastic_mlp import stochastic_mlp_vae, with_observation_bias
 
 KEY = jax.random.key(0)
-ONE_LAYER = stochastic_mlp_vae((4, 4, 1), (3,), (8,), 2)
-TWO_LAYERS = stochastic_mlp_vae((4, 4, 1), (5, 3), (8, 6), 2)
+ONE_LAYER = stochastic_mlp_vae((4, 4, 1), widths=(8,), depth=2, latent_sizes=(3,))
+TWO_LAYERS = stochastic_mlp_vae((4, 4, 1), widths=(8, 6), depth=2, latent_sizes=(5, 3))
 
 
 def _binary(n, seed=0):
     return jnp.asarray(np.random.default_rng(seed).integers(0, 2, (n, 4, 4, 1)), jnp.float32)
-
-
-def _config(**overrides):
-    return dataclasses.replace(config_lib.Config(), **{"likelihood": "bernoulli", **overrides})
 
 
 @pytest.mark.parametrize("model", [ONE_LAYER, TWO_LAYERS], ids=["one", "two"])
@@ -31,19 +25,21 @@ def test_iwae_loss_is_minus_the_bound_and_k1_is_the_sampled_elbo(model):
     batch = np.random.default_rng(1).integers(0, 256, (6, 4, 4, 1)).astype(np.uint8)
     key = jax.random.key(3)
     data_key, bound_key = jax.random.split(key)
-    x = training.prepare(batch, "dynamic_binary", data_key)
+    x = images.prepare(batch, "dynamic_binary", data_key)
+    step = jnp.int32(0)
     for k in (1, 5):
-        loss, metrics = training.batch_loss(model, _config(objective="iwae", k=k), params, batch, key, 1.0)
+        loss_fn = training.iwae_loss(model, likelihood_input="dynamic_binary", k=k)
+        loss, _ = loss_fn(params, batch, key, step)
         expected = -jnp.mean(vae_jax.iwae_bound(model, params, x, bound_key, k=k))
         np.testing.assert_allclose(loss, expected, rtol=1e-6)
     # k = 1: log w = log p(x|z) + log p(z) - log q(z|x) at one draw, the ELBO's sampled estimate.
-    log_w = vae_jax.log_importance_weights(model, params, x, bound_key, 1)[:, 0]
+    log_w = vae_jax.log_importance_weights(model, params, x, bound_key, k=1)[:, 0]
     # The bound draws sample i of example e from split(split(key, B)[e], k)[i].
     keys = jax.vmap(lambda k: jax.random.split(k, 1)[0])(jax.random.split(bound_key, 6))
     terms = model.infer(params, x, keys)
-    sampled_elbo = objectives._data_log_prob(model, x, terms.decoder_out) + terms.log_p - terms.log_q
+    sampled_elbo = objectives.data_log_prob(model, x, terms.decoder_out) + terms.log_p - terms.log_q
     np.testing.assert_allclose(log_w, sampled_elbo, rtol=1e-6)
-    loss, _ = training.batch_loss(model, _config(objective="iwae", k=1), params, batch, key, 1.0)
+    loss, _ = training.iwae_loss(model, likelihood_input="dynamic_binary", k=1)(params, batch, key, step)
     np.testing.assert_allclose(loss, -jnp.mean(sampled_elbo), rtol=1e-6)
 
 
@@ -69,16 +65,6 @@ def test_two_layer_log_weights_add_up_layer_by_layer():
     np.testing.assert_allclose(terms.log_p, log_p, rtol=1e-5)
     # KL groups, top first: z_2's analytic KL given z_1, then z_1's sampled log q - log p.
     np.testing.assert_allclose(terms.kl_groups[1], log_normal(z1, m1, v1) - log_normal(z1, p_mean, p_log_var), rtol=1e-5)
-
-
-def test_burda_schedule_stages():
-    """3^i / 3280 of the steps at 1e-3 * 10^(-i/7): on 3280 steps, stage i is exactly 3^i steps."""
-    schedule = training.burda_schedule(1e-3, 3280)
-    values = np.asarray(jax.vmap(schedule)(jnp.arange(3280)))
-    boundaries = np.cumsum([3**i for i in range(8)])
-    for i, end in enumerate(boundaries):
-        start = end - 3**i
-        np.testing.assert_allclose(values[start:end], 1e-3 * 10 ** (-i / 7), rtol=1e-6)
 
 
 def test_paper_presets_are_the_paper_models():

@@ -3,6 +3,8 @@
 model = vae_jax.conv_vae()                      # a frozen, hashable description
 params = vae_jax.init(model, key)
 vae_jax.elbo(model, params, x, key)             # nats per example
+
+Every function a user calls follows one rule: ``(model, params, data..., key, *, options)``.
 """
 
 from vae_jax.architectures import conv_vae, linear_gaussian, mlp_784_400_20, mlp_784_500_20, mlp_vae
@@ -10,8 +12,14 @@ from vae_jax.diagnostics import active_units, bits_per_dim_split, kl_per_group
 from vae_jax.evaluation import bits_per_dim, log_likelihood
 from vae_jax.exact import exact_log_marginal, exact_posterior, optimal_encoder_params
 from vae_jax.hierarchical import HierarchicalVAE, hierarchical_vae
-from vae_jax.likelihoods import Bernoulli, DiscretizedLogistic, DiscretizedLogisticMixture, Gaussian
-from vae_jax.model import VAE, LatentTerms
+from vae_jax.likelihoods import (
+    Bernoulli,
+    CoupledLogisticMixture,
+    DiscretizedLogistic,
+    DiscretizedLogisticMixture,
+    Gaussian,
+)
+from vae_jax.model import VAE, HierarchicalModel, LatentTerms, LatentVariableModel
 from vae_jax.objectives import (
     ElboTerms,
     decode,
@@ -25,6 +33,7 @@ from vae_jax.objectives import (
     weighted_elbo,
 )
 from vae_jax.priors import MixtureOfGaussians, StandardNormal, VampPrior
+from vae_jax.stochastic_mlp import StochasticMLPVAE, stochastic_mlp_vae
 
 
 def init(model, key):
@@ -38,14 +47,18 @@ def init(model, key):
 __all__ = [
     "VAE",
     "Bernoulli",
+    "CoupledLogisticMixture",
     "DiscretizedLogistic",
     "DiscretizedLogisticMixture",
     "ElboTerms",
     "Gaussian",
+    "HierarchicalModel",
     "HierarchicalVAE",
     "LatentTerms",
+    "LatentVariableModel",
     "MixtureOfGaussians",
     "StandardNormal",
+    "StochasticMLPVAE",
     "VampPrior",
     "active_units",
     "bits_per_dim",
@@ -70,5 +83,6 @@ __all__ = [
     "optimal_encoder_params",
     "reconstruct",
     "sample",
+    "stochastic_mlp_vae",
     "weighted_elbo",
 ]

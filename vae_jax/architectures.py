@@ -1,5 +1,10 @@
 """Ready-made model descriptions: the classic MLP VAEs, a convolutional VAE for photos,
-and the linear-Gaussian VAE whose marginal likelihood is known in closed form."""
+and the linear-Gaussian VAE whose marginal likelihood is known in closed form.
+
+Every builder takes the data shape, then keyword arguments in one order across the families:
+sizes (``hidden``/``widths``, ``blocks_per_stage``, latent sizes), ``likelihood``, ``prior``,
+``activation``, ``dtype``.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from vae_jax.priors import Prior, StandardNormal
 
 def mlp_vae(
     data_shape=(28, 28, 1),
+    *,
     hidden=(400,),
     latent_dim=20,
     likelihood: Likelihood = Bernoulli(),
@@ -26,7 +32,7 @@ def mlp_vae(
     data_shape, hidden = tuple(data_shape), tuple(hidden)
     return VAE(
         encoder=MLPEncoder(hidden, latent_dim, activation, dtype),
-        decoder=MLPDecoder(data_shape, likelihood.params_per_subpixel, hidden[::-1], activation, dtype),
+        decoder=MLPDecoder(likelihood.params_shape(data_shape), hidden[::-1], activation, dtype),
         likelihood=likelihood,
         data_shape=data_shape,
         latent_shape=(latent_dim,),
@@ -36,16 +42,28 @@ def mlp_vae(
 
 def mlp_784_400_20(**kwargs) -> VAE:
     """Kingma & Welling (2014)'s MNIST model: 784-400-20, Bernoulli pixels."""
-    return mlp_vae((28, 28, 1), (400,), 20, **kwargs)
+    return mlp_vae((28, 28, 1), hidden=(400,), latent_dim=20, **kwargs)
 
 
 def mlp_784_500_20(**kwargs) -> VAE:
     """The Flax examples' MNIST VAE: 784-500-20, Bernoulli pixels."""
-    return mlp_vae((28, 28, 1), (500,), 20, **kwargs)
+    return mlp_vae((28, 28, 1), hidden=(500,), latent_dim=20, **kwargs)
+
+
+def check_divisible(data_shape, num_stages):
+    """Raise unless H and W halve cleanly ``num_stages - 1`` times."""
+    factor = 2 ** (num_stages - 1)
+    if len(data_shape) != 3 or data_shape[0] % factor or data_shape[1] % factor:
+        raise ValueError(
+            f"data_shape {data_shape}: expected (height, width, channels) with height and width "
+            f"divisible by 2**(len(widths)-1) = {factor}"
+        )
+    return factor
 
 
 def conv_vae(
     data_shape=(32, 32, 3),
+    *,
     widths=(64, 128, 256),
     blocks_per_stage=2,
     latent_channels=16,
@@ -56,17 +74,11 @@ def conv_vae(
 ) -> VAE:
     """ResNet encoder/decoder with a spatial latent at 1/2^(len(widths)-1) resolution."""
     data_shape, widths = tuple(data_shape), tuple(widths)
-    factor = 2 ** (len(widths) - 1)
+    factor = check_divisible(data_shape, len(widths))
     height, width, _ = data_shape
-    if height % factor or width % factor:
-        raise ValueError(
-            f"data_shape {data_shape}: height and width must be divisible by 2**(len(widths)-1) = {factor}"
-        )
     return VAE(
         encoder=ConvEncoder(widths, blocks_per_stage, latent_channels, activation, dtype),
-        decoder=ConvDecoder(
-            data_shape, likelihood.params_per_subpixel, widths, blocks_per_stage, activation, dtype
-        ),
+        decoder=ConvDecoder(likelihood.params_shape(data_shape), widths, blocks_per_stage, activation, dtype),
         likelihood=likelihood,
         data_shape=data_shape,
         latent_shape=(height // factor, width // factor, latent_channels),
@@ -77,7 +89,8 @@ def conv_vae(
 def linear_gaussian(data_dim: int, latent_dim: int, obs_var: float = 0.1) -> VAE:
     """p(z) = N(0, I), p(x|z) = N(W z + b, obs_var I), q(z|x) = N(A x + c, diag exp(D x + d)).
 
-    Linear encoder and decoder, so the marginal p(x) = N(b, W W^T + obs_var I) is exact
-    (see ``exact_log_marginal``); the model's ``likelihood.obs_var`` holds the variance.
+    Linear encoder and decoder on real-valued data, so the marginal
+    p(x) = N(b, W W^T + obs_var I) is exact (see ``exact_log_marginal``); the model's
+    ``likelihood.obs_var`` holds the variance.
     """
-    return mlp_vae((data_dim,), (), latent_dim, likelihood=Gaussian(obs_var, support="real"))
+    return mlp_vae((data_dim,), hidden=(), latent_dim=latent_dim, likelihood=Gaussian(obs_var, support="real"))

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 
 from vae_jax import checks
 
 # How much one group may hold: decoder values (floats) over all its samples. The MLP's logits
-# then stay near the cache (benchmarks, log_likelihood_chunks, measured this budget fastest).
+# then stay near the cache (the log_likelihood_chunks benchmark compares budgets).
 CHUNK_BUDGET_FLOATS = 4096 * 5536
 
 
@@ -44,7 +45,7 @@ def unbatch(tree, batched):
 def decoder_floats_per_sample(model, params) -> int:
     """Values the decoder computes for one latent sample: the sum of the sizes of every
     intermediate in its traced program (a proxy for the memory a sample moves)."""
-    z = jnp.zeros((1, *model.latent_shape), jnp.float32)
+    z = jax.tree_util.tree_map(lambda t: jnp.zeros((1, *t.shape), t.dtype), model.latent_template)
     jaxpr = jax.make_jaxpr(lambda p: model.decoder_output(p, z))(params)
     return sum(math.prod(v.aval.shape) for eqn in jaxpr.eqns for v in eqn.outvars)
 
@@ -62,6 +63,7 @@ def map_in_groups(fn, arrays, group_size: int):
     example, whose results are dropped. ``fn`` must map each example independently of the
     others in its group, so the result does not depend on the grouping.
     """
+    chex.assert_equal_shape_prefix(arrays, 1)
     batch = arrays[0].shape[0]
     num_groups = -(-batch // max(1, group_size))
     if num_groups == 1:
@@ -74,3 +76,27 @@ def map_in_groups(fn, arrays, group_size: int):
     )
     results = jax.lax.map(fn, grouped)
     return jax.tree_util.tree_map(lambda r: r.reshape(-1, *r.shape[2:])[:batch], results)
+
+
+def log_sum_exp_in_chunks(chunk_log_weights, xb, keys, total, chunk_size, group_size):
+    """log sum_{i < total} w_i per example, the log-weights drawn ``chunk_size`` at a time:
+    ``chunk_log_weights(x, keys, c)`` gives chunk c's (B, chunk_size) of a group of examples.
+
+    The chunks run in a ``lax.scan`` folded into a running log-sum-exp (the last chunk's
+    samples past ``total`` get weight zero), a group of ``group_size`` examples at a time.
+    """
+    num_chunks = -(-total // chunk_size)
+
+    def group_total(group):
+        group_x, group_keys = group
+
+        def add_chunk(running, chunk):
+            log_w = chunk_log_weights(group_x, group_keys, chunk)
+            chex.assert_shape(log_w, (group_x.shape[0], chunk_size))
+            log_w = jnp.where(chunk * chunk_size + jnp.arange(chunk_size) < total, log_w, -jnp.inf)
+            return jnp.logaddexp(running, jax.nn.logsumexp(log_w, axis=-1)), None
+
+        start = jnp.full((group_x.shape[0],), -jnp.inf, jnp.float32)
+        return jax.lax.scan(add_chunk, start, jnp.arange(num_chunks))[0]
+
+    return map_in_groups(group_total, (xb, keys), group_size)

@@ -47,15 +47,20 @@ def manager(run_dir: Path, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
     )
 
 
-def checksum(tree) -> str:
-    """SHA-256 over every leaf of ``tree`` in order: its path, dtype, shape and little-endian bytes."""
-    digest = hashlib.sha256()
+def digest_tree(digest, tree):
+    """Feed every leaf of ``tree`` to ``digest`` (a hashlib object) in order: its path, dtype, shape
+    and little-endian bytes. Two trees feed the same bytes only if they are bit-identical."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         array = np.ascontiguousarray(np.asarray(leaf))
         digest.update(jax.tree_util.keystr(path).encode())
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
-    return digest.hexdigest()
+    return digest
+
+
+def checksum(tree) -> str:
+    """SHA-256 (hex) of every leaf of ``tree`` (``digest_tree``)."""
+    return digest_tree(hashlib.sha256(), tree).hexdigest()
 
 
 def _read_checksums(directory: Path) -> dict | None:
@@ -137,7 +142,7 @@ def restore(checkpoints: ocp.CheckpointManager, template, step: int | None = Non
     if warn is None:
         import warnings
 
-        warn = lambda message: warnings.warn(message, stacklevel=3)  # noqa: E731
+        warn = lambda message: warnings.warn(message, stacklevel=3)
     where = checkpoints.directory
     steps = sorted(checkpoints.all_steps(), reverse=True) if step is None else [step]
     if not steps:

@@ -100,6 +100,33 @@ def check_finite_non_negative(name, value):
         raise ValueError(f"{name}: expected a finite non-negative number, got {value!r}")
 
 
-def check_positive_int(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+def check_count(name, value, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is an integer >= ``minimum``; a clear ``ValueError`` if not."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_scales(scales) -> tuple[int, ...]:
+    """Downscaling factors: a non-empty tuple of distinct integers >= 1."""
+    scales = tuple(scales) if isinstance(scales, (tuple, list)) else scales
+    if not (isinstance(scales, tuple) and scales and len(set(scales)) == len(scales)):
+        raise ValueError(f"scales: expected a non-empty tuple of distinct downscaling factors, got {scales!r}")
+    return tuple(check_count("scales", factor, 1) for factor in scales)
+
+
+def check_latent(name, z, template) -> bool:
+    """Check a latent against the model's ``latent_template`` (one ``ShapeDtypeStruct`` per group);
+    return whether ``z`` is a batch. Every group must be batched alike."""
+    leaves, structure = jax.tree_util.tree_flatten(z)
+    shapes, want_structure = jax.tree_util.tree_flatten(template)
+    if structure != want_structure:
+        raise ValueError(f"{name}: expected a latent structured like {template}, got {structure}")
+    batched = {batch_rank(f"{name}[{i}]" if len(leaves) > 1 else name, leaf, t.shape)
+               for i, (leaf, t) in enumerate(zip(leaves, shapes))}  # fmt: skip
+    if len(batched) > 1:
+        raise ValueError(f"{name}: some groups are batched and some are not")
+    sizes = {np.shape(leaf)[0] for leaf in leaves} if batched == {True} else set()
+    if len(sizes) > 1:
+        raise ValueError(f"{name}: the groups have different batch sizes {sorted(sizes)}")
+    return batched.pop()

@@ -56,6 +56,14 @@ def _flag(field: str) -> str:
     return FIELD_FLAGS.get(field, f"--set {field}=...")
 
 
+def _with_flags(message: str) -> str:
+    """A library message, which names config fields ("download=True"), in the command line's terms."""
+    for field, flag in (("download=True", "--download"), ("manual_dir=DIR", "--manual-dir DIR"),
+                        ("data_dir", "--data-dir"), ("force=True", "--force")):  # fmt: skip
+        message = message.replace(field, flag)
+    return message
+
+
 def _train_overrides(args) -> dict:
     """The config fields this command line sets explicitly (flags and --set)."""
     overrides = config_lib.parse_overrides(args.set or [])
@@ -100,44 +108,73 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     import jax
 
-    from vae_jax import runs
+    from vae_jax import photo_eval, runs
 
     run = runs.load_run(_run_dir(args))
-    source = runs.open_source(run.config, args.data)
-    if tuple(source.image_shape) != tuple(run.model.data_shape):
-        raise UsageError(
-            f"--data {args.data}: images are {source.image_shape}, the model was trained on {run.model.data_shape}"
-        )
-    images = source.test_images()
-    if args.limit:
-        images = images[: args.limit]
-    if len(images) == 0:
-        raise UsageError(f"--data: {source.name} has no test images to evaluate")
-    key = jax.random.key(args.seed)
-    started = time.perf_counter()
-    report = {
-        "run_dir": str(run.directory),
-        "data": source.name,
-        "step": int(run.state.step),
-        "elbo": runs.evaluate_elbo(run.model, run.config, run.params, images, key, args.batch_size),
-    }
-    if args.k > 0:
-        report["iwae"] = runs.evaluate_log_likelihood(
-            run.model, run.config, run.params, images, jax.random.fold_in(key, 1), args.k, args.batch_size
-        )
+    key, started = jax.random.key(args.seed), time.perf_counter()
+    options = dict(likelihood_input=run.config.likelihood_input, k=args.k, batch_size=args.batch_size)
+    if args.data and args.data.startswith("folder:"):
+        # Every tile of every photograph in the folder, each photo reported on its own.
+        photos = photo_eval.folder_photos(args.data.removeprefix("folder:"), run.model.data_shape[-1])
+        if args.limit:
+            photos = dict(list(photos.items())[: args.limit])
+        tiles = sum((p.shape[0] // run.model.data_shape[0]) * (p.shape[1] // run.model.data_shape[1]) for p in photos.values())
+        with _evaluation_bar(args, tiles) as progress:
+            result = photo_eval.evaluate_photos(run.model, run.params, photos, key, progress=progress, **options)
+        report = {"run_dir": str(run.directory), "data": args.data, "step": int(run.state.step), **result}
+        rows = [*result["photos"], result["overall"]]
+    else:
+        source = runs.open_source(run.config, args.data)
+        if tuple(source.image_shape) != tuple(run.model.data_shape):
+            raise UsageError(
+                f"--data {args.data}: images are {source.image_shape}, the model was trained on {run.model.data_shape}"
+            )
+        images = source.test_images()[: args.limit or None]
+        if len(images) == 0:
+            raise UsageError(f"--data: {source.name} has no test images to evaluate")
+        with _evaluation_bar(args, len(images)) as progress:
+            row = photo_eval.evaluate_tiles(run.model, run.params, images, key, progress=progress, **options)
+        report = {"run_dir": str(run.directory), "data": source.name, "step": int(run.state.step), **row}
+        rows = [{"name": f"{source.name} test set", **row}]
     report["wall_seconds"] = time.perf_counter() - started
     out = Path(args.output) if args.output else run.directory / "evaluation.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
-    elbo = report["elbo"]
-    print(f"{source.name}: {elbo['num_images']} test images, step {report['step']}")
-    print(
-        f"  ELBO        {elbo['elbo']:.2f} nats   {elbo['bits_per_dim']:.4f} bits/dim   (KL {elbo['kl']:.2f} nats)"
-    )
-    if "iwae" in report:
-        iw = report["iwae"]
-        print(f"  NLL (k={iw['k']}) {iw['nll_nats']:.2f} nats   {iw['bits_per_dim']:.4f} bits/dim")
+    nll = f"  NLL k={args.k}" if args.k else ""
+    print(f"step {report['step']}, bits/dim:  {'images':<36} {'tiles':>6}  ELBO{nll}   PNG    WebP")
+    for row in rows:
+        if not row["tiles"]:
+            print(f"  {row['name']:<46} {row['note']}")
+            continue
+        nll_value = f"  {row['nll_bits_per_dim']:.4f}" if args.k else ""
+        print(
+            f"  {row['name'][:44]:<44} {row['tiles']:>6}  {row['elbo_bits_per_dim']:.4f}{nll_value}  "
+            f"{row['png_bits_per_dim']:.4f}  {row['webp_bits_per_dim']:.4f}"
+        )
     print(f"  written to {out}")
     return 0
+
+
+class _evaluation_bar:
+    """A tqdm bar over the evaluation's tile passes (one ELBO pass, one more with --k), with the
+    time left; nothing with --no-progress."""
+
+    def __init__(self, args, tiles):
+        self.total = tiles * (2 if args.k else 1)
+        self.enabled = not args.no_progress
+        self.bar = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.total, unit="tile", desc="evaluate", dynamic_ncols=True, file=sys.stderr)
+        return self.bar.update
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        return False
 
 
 def _write_report(path: Path, report: dict) -> Path:
@@ -152,11 +189,11 @@ def _out_dir(args, run, name) -> Path:
 
 def _input_image(args, run):
     """The image a command works on: a file, or by default the run's held-out photograph."""
-    from vae_jax import outputs, runs
+    from vae_jax import images, runs
 
     channels = run.model.data_shape[-1]
     if args.image:
-        return outputs.load_image(args.image, channels)
+        return images.load_image(args.image, channels)
     if run.config.data == "photos":
         return _default_photo()
     return runs.open_source(run.config).test_images()[0]
@@ -179,13 +216,9 @@ def cmd_sample(args) -> int:
     out_dir = _out_dir(args, run, "samples")
     temperatures = [float(t) for t in args.temperature.split(",")]
     report = generation.run_generation(
-        run.model,
-        run.params,
-        jax.random.key(args.seed),
-        str(out_dir),
-        num_samples=args.num,
+        run.model, run.params, jax.random.key(args.seed), out_dir=str(out_dir), num_samples=args.num,
         temperatures=temperatures,
-    )
+    )  # fmt: skip
     report["seed"] = args.seed
     _write_report(out_dir / "sample.json", report)
     print(
@@ -196,21 +229,20 @@ def cmd_sample(args) -> int:
 
 def cmd_interpolate(args) -> int:
     import jax
-    import numpy as np
 
-    from vae_jax import outputs, runs
+    from vae_jax import images, runs
     from vae_jax.apps import generation
 
     run = runs.load_run(_run_dir(args))
     if args.images:
-        images = np.stack([outputs.load_image(path, run.model.data_shape[-1]) for path in args.images])
+        endpoints = np.stack([images.load_image(path, run.model.data_shape[-1]) for path in args.images])
     else:
-        images = runs.open_source(run.config).test_images()[: args.pairs + 1]
-    if images.shape[1:] != tuple(run.model.data_shape):
-        raise UsageError(f"images are {images.shape[1:]}, the model takes {run.model.data_shape}")
+        endpoints = runs.open_source(run.config).test_images()[: args.pairs + 1]
+    if endpoints.shape[1:] != tuple(run.model.data_shape):
+        raise UsageError(f"images are {endpoints.shape[1:]}, the model takes {run.model.data_shape}")
     out_dir = _out_dir(args, run, "interpolate")
     report = generation.run_generation(
-        run.model, run.params, jax.random.key(args.seed), str(out_dir), images_uint8=images,
+        run.model, run.params, jax.random.key(args.seed), out_dir=str(out_dir), images_uint8=endpoints,
         num_samples=16, temperatures=(1.0,), num_steps=args.steps,
     )  # fmt: skip
     _write_report(out_dir / "interpolate.json", report)
@@ -236,7 +268,7 @@ def cmd_probe(args) -> int:
     out_dir = _out_dir(args, run, "probe")
     report = representation.run_representation(
         run.model, run.params, train_x[:limit], train_y[:limit], test_x, test_y, jax.random.key(args.seed),
-        str(out_dir), probe_steps=args.probe_steps,
+        out_dir=str(out_dir), probe_steps=args.probe_steps,
     )  # fmt: skip
     _write_report(out_dir / "probe.json", report)
     for space in ("latent", "pixels"):
@@ -258,7 +290,7 @@ def _restore(args, tasks, name) -> int:
     image = _input_image(args, run)
     out_dir = _out_dir(args, run, name)
     report = restoration.run_restoration(
-        run.model, run.params, image, jax.random.key(args.seed), str(out_dir), tasks=tasks,
+        run.model, run.params, image, jax.random.key(args.seed), out_dir=str(out_dir), tasks=tasks,
         noise_sigma=args.sigma, steps=args.steps, iterations=args.iterations,
     )  # fmt: skip
     _write_report(out_dir / f"{name}.json", report)
@@ -289,8 +321,6 @@ def _tile_progress(enabled, total, what):
 
 
 def cmd_compress(args) -> int:
-    import jax
-
     from vae_jax import images, runs
     from vae_jax.apps import compression
 
@@ -305,7 +335,7 @@ def cmd_compress(args) -> int:
     bar, progress = _tile_progress(not args.no_progress, total, "compress")
     try:
         report = compression.run_compression(
-            run.model, run.params, pixels, jax.random.key(args.seed), output, mode=mode, force=args.force,
+            run.model, run.params, pixels, out_path=output, mode=mode, seed=args.seed, force=args.force,
             progress=progress,
         )  # fmt: skip
     finally:
@@ -353,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser(
-        "train", help="train a model (default: the `photos` preset, ~5 min on 2 CPU cores)"
+        "train", help="train a model (default: the `photos` preset)"
     )
     train.add_argument("--preset", help=f"one of {', '.join(config_lib.PRESETS)} (default photos)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
@@ -377,14 +407,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="test ELBO, IWAE-k NLL and bits/dim of a run")
     _add_run_argument(evaluate)
-    evaluate.add_argument("--data", help="evaluate on another source's test split, e.g. folder:my_photos")
+    evaluate.add_argument(
+        "--data", help="another source's test split, or folder:DIR: every tile of every photograph in DIR"
+    )
     evaluate.add_argument(
         "--k", type=_count(0), default=1000, help="importance samples for the NLL (0: skip; 5000 to report)"
     )
     evaluate.add_argument("--batch-size", type=_count(1), default=64)
-    evaluate.add_argument("--limit", type=_count(0), default=0, help="evaluate the first N test images only (0: all)")
+    evaluate.add_argument(
+        "--limit", type=_count(0), default=0, help="the first N test images (folder: photographs) only (0: all)"
+    )
     evaluate.add_argument("--seed", type=_count(0), default=0)
     evaluate.add_argument("--output", help="JSON report path (default RUN_DIR/evaluation.json)")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     sample = commands.add_parser("sample", help="PNG grids of samples at one or more temperatures")
@@ -472,7 +507,7 @@ def main(argv=None) -> int:
         return 2
     except (UsageError, RunError, CheckpointError, CompressionError, DataSourceError, ValueError, TypeError,
             FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError) as error:  # fmt: skip
-        print(f"vae-jax {args.command}: error: {error}", file=sys.stderr)
+        print(f"vae-jax {args.command}: error: {_with_flags(str(error))}", file=sys.stderr)
         return 2
 
 

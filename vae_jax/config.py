@@ -20,6 +20,7 @@ class Config:
     # Data
     data: str = "photos"
     crop_size: int = 32
+    scales: tuple[int, ...] = (1,)  # photos/folder: also train on copies downscaled by these factors
     channels: int | None = None  # None: as the source gives them
     binarize: str = "dynamic"  # for a Bernoulli likelihood: "dynamic" or "static"
     data_dir: str | None = None
@@ -27,7 +28,7 @@ class Config:
     download: bool = False
     # Model
     model: str = "conv"  # "mlp" | "conv" | "hvae" | "stochastic_mlp"
-    likelihood: str = "dlm"  # "bernoulli" | "gaussian" | "logistic" | "dlm"
+    likelihood: str = "dlm"  # "bernoulli" | "gaussian" | "logistic" | "dlm" | "coupled" (RGB only)
     mixture_components: int = 5
     obs_var: float | None = None  # Gaussian likelihood: None learns a per-pixel variance
     prior: str = "standard"  # "standard" | "mog" | "vamp"
@@ -76,7 +77,7 @@ class Config:
         """The ``vae_jax.data.prepare`` transform that turns 8-bit batches into model input."""
         if self.likelihood == "bernoulli":
             return f"{self.binarize}_binary"
-        return "discrete" if self.likelihood in ("logistic", "dlm") else "dequantized"
+        return "discrete" if self.likelihood in ("logistic", "dlm", "coupled") else "dequantized"
 
 
 FIELD_TYPES = typing.get_type_hints(Config)
@@ -125,9 +126,9 @@ BURDA_ONE_LAYER = dict(_BURDA, latent_sizes=(50,), widths=(200,))
 BURDA_TWO_LAYERS = dict(_BURDA, latent_sizes=(100, 50), widths=(200, 100))
 
 PRESETS: dict[str, dict] = {
-    # The main job: a convolutional VAE on the embedded photographs, ~5 minutes on 2 CPU cores.
+    # The main job: a convolutional VAE on the embedded photographs (its wall time: README, Quick start).
     "photos": {},
-    # The hierarchical model that trains in about an hour on 2 CPU cores.
+    # The hierarchical model for the embedded photographs (its wall time: README, Results).
     "photos-hvae": dict(
         model="hvae",
         widths=(32, 64, 96),
@@ -206,7 +207,7 @@ class ConfigError(ValueError):
 
 CHOICES = {
     "model": ("mlp", "conv", "hvae", "stochastic_mlp"),
-    "likelihood": ("bernoulli", "gaussian", "logistic", "dlm"),
+    "likelihood": ("bernoulli", "gaussian", "logistic", "dlm", "coupled"),
     "prior": ("standard", "mog", "vamp"),
     "binarize": ("dynamic", "static"),
     "objective": ("elbo", "iwae"),
@@ -266,6 +267,7 @@ def validate(config: Config) -> Config:
         raise ConfigError("channels", f"expected None (as the source gives them), 1 or 3, got {config.channels!r}")
     for field, minimum, allow_empty in (
         ("widths", 1, False), ("latent_sizes", 1, False), ("hidden", 1, True), ("groups_per_stage", 0, False),
+        ("scales", 1, False),
     ):  # fmt: skip
         value = getattr(config, field)
         if not (isinstance(value, tuple) and all(_is_int(v) and v >= minimum for v in value)) or (
@@ -346,80 +348,47 @@ def from_json_file(path: Path) -> Config:
 
 
 def build_likelihood(config: Config):
-    if config.likelihood == "bernoulli":
-        return likelihoods.Bernoulli()
-    if config.likelihood == "gaussian":
-        return likelihoods.Gaussian(config.obs_var)
-    if config.likelihood == "logistic":
-        return likelihoods.DiscretizedLogistic()
-    if config.likelihood == "dlm":
-        return likelihoods.DiscretizedLogisticMixture(config.mixture_components)
-    raise ValueError(
-        f"likelihood: unknown {config.likelihood!r}; expected bernoulli, gaussian, logistic or dlm"
-    )
+    """The likelihood a (validated) configuration names."""
+    return {
+        "bernoulli": lambda: likelihoods.Bernoulli(),
+        "gaussian": lambda: likelihoods.Gaussian(config.obs_var),
+        "logistic": lambda: likelihoods.DiscretizedLogistic(),
+        "dlm": lambda: likelihoods.DiscretizedLogisticMixture(config.mixture_components),
+        "coupled": lambda: likelihoods.CoupledLogisticMixture(config.mixture_components),
+    }[config.likelihood]()
 
 
 def build_prior(config: Config):
-    if config.prior == "standard":
-        return priors.StandardNormal()
-    if config.prior == "mog":
-        return priors.MixtureOfGaussians(config.prior_components)
-    if config.prior == "vamp":
-        return priors.VampPrior(config.prior_components)
-    raise ValueError(f"prior: unknown {config.prior!r}; expected standard, mog or vamp")
+    """The prior a (validated) configuration names."""
+    return {
+        "standard": lambda: priors.StandardNormal(),
+        "mog": lambda: priors.MixtureOfGaussians(config.prior_components),
+        "vamp": lambda: priors.VampPrior(config.prior_components),
+    }[config.prior]()
+
+
+DEFAULT_ACTIVATIONS = {"mlp": "relu", "stochastic_mlp": "tanh", "conv": "silu", "hvae": "silu"}
 
 
 def build_model(config: Config, data_shape: tuple[int, int, int]):
     """The model a configuration describes, for images of ``data_shape``."""
+    validate(config)
     likelihood, prior = build_likelihood(config), build_prior(config)
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(config.compute_dtype)
-    if dtype is None:
-        raise ValueError(f"compute_dtype: expected float32 or bfloat16, got {config.compute_dtype!r}")
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
+    common = dict(likelihood=likelihood, activation=config.activation or DEFAULT_ACTIVATIONS[config.model], dtype=dtype)
     if config.model == "mlp":
-        return architectures.mlp_vae(
-            data_shape,
-            config.hidden,
-            config.latent_dim,
-            likelihood,
-            prior,
-            config.activation or "relu",
-            dtype,
-        )
-    if config.model == "conv":
-        return architectures.conv_vae(
-            data_shape,
-            config.widths,
-            config.blocks_per_stage,
-            config.latent_channels,
-            likelihood,
-            prior,
-            config.activation or "silu",
-            dtype,
-        )
-    if config.model == "hvae":
-        from vae_jax.hierarchical import hierarchical_vae
-
-        return hierarchical_vae(
-            data_shape=data_shape,
-            widths=config.widths,
-            groups_per_stage=config.groups_per_stage,
-            latent_channels=config.latent_channels,
-            blocks_per_stage=config.blocks_per_stage,
-            likelihood=likelihood,
-            prior=prior,
-            activation=config.activation or "silu",
-            dtype=dtype,
-        )
+        return architectures.mlp_vae(data_shape, hidden=config.hidden, latent_dim=config.latent_dim, prior=prior, **common)
     if config.model == "stochastic_mlp":
         from vae_jax.stochastic_mlp import stochastic_mlp_vae
 
         return stochastic_mlp_vae(
-            data_shape=data_shape,
-            latent_sizes=config.latent_sizes,
-            widths=config.widths,
-            depth=config.depth,
-            likelihood=likelihood,
-            activation=config.activation or "tanh",
-            dtype=dtype,
+            data_shape, widths=config.widths, depth=config.depth, latent_sizes=config.latent_sizes, **common
         )
-    raise ValueError(f"model: unknown {config.model!r}; expected mlp, conv, hvae or stochastic_mlp")
+    convolutional = dict(widths=config.widths, blocks_per_stage=config.blocks_per_stage,
+                         latent_channels=config.latent_channels, prior=prior, **common)  # fmt: skip
+    if config.model == "conv":
+        return architectures.conv_vae(data_shape, **convolutional)
+    if config.model == "hvae":
+        from vae_jax.hierarchical import hierarchical_vae
+
+        return hierarchical_vae(data_shape, groups_per_stage=config.groups_per_stage, **convolutional)

@@ -5,8 +5,8 @@
 - ``kl_per_group``: each latent group's mean KL, in nats, bits/dim and share of the total.
 - ``bits_per_dim_split``: -ELBO in bits/dim, split into reconstruction and KL (per group).
 
-All work on any model of the protocol in ``vae_jax.model`` (``VAE``, ``HierarchicalVAE``);
-for a hierarchy, ``active_units`` looks at the top group (the one ``encode`` returns).
+All work on any ``vae_jax.model.LatentVariableModel``; for a hierarchy, ``active_units``
+measures every group, each along the path of posterior means (what ``encode`` returns).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from vae_jax.objectives import elbo_terms
 
 
 class ActiveUnits(NamedTuple):
-    """count: number of active units; activity: A_u per unit (``latent_shape``); active: A_u > threshold."""
+    """count: number of active units (all groups); activity: A_u per unit and active: A_u >
+    threshold, each shaped like the latent (one array per group)."""
 
     count: int
     activity: np.ndarray
@@ -65,30 +66,34 @@ def posterior_mean_activity(model, params, x_batches_or_x):
     float64, so the result does not depend on how the data is split and does not lose
     precision to the cancellation of E[m^2] - E[m]^2.
     """
-    count, mean, m2 = 0, 0.0, 0.0
+    states, structure = None, None
     for batch in _as_batches(model, x_batches_or_x):
         checks.check_data("x_batches_or_x", batch, model.likelihood.input_kind, model.data_shape)
-        means = np.asarray(_posterior_means(model, params, jnp.asarray(batch)), np.float64)
-        batch_count, batch_mean = means.shape[0], means.mean(axis=0)
-        batch_m2 = np.sum(np.square(means - batch_mean), axis=0)
-        delta, total = batch_mean - mean, count + batch_count
-        mean = mean + delta * batch_count / total
-        m2 = m2 + batch_m2 + np.square(delta) * count * batch_count / total
-        count = total
+        leaves, structure = jax.tree_util.tree_flatten(_posterior_means(model, params, jnp.asarray(batch)))
+        states = [_merge(state, np.asarray(leaf, np.float64)) for state, leaf in zip(states or [(0, 0.0, 0.0)] * len(leaves), leaves)]
+    count = states[0][0] if states else 0
     if count < 2:
         raise ValueError(f"x_batches_or_x: expected at least 2 examples to measure a variance, got {count}")
-    return m2 / count
+    return jax.tree_util.tree_unflatten(structure, [m2 / count for _, _, m2 in states])
 
 
-def active_units(model, params, x_batches_or_x, threshold=0.01) -> ActiveUnits:
+def _merge(state, batch):
+    """Chan et al.'s update of (count, mean, M2) by a batch of rows."""
+    count, mean, m2 = state
+    size, batch_mean = batch.shape[0], batch.mean(axis=0)
+    total, delta = count + size, batch_mean - mean
+    return total, mean + delta * size / total, m2 + np.sum(np.square(batch - batch_mean), axis=0) + np.square(delta) * count * size / total
+
+
+def active_units(model, params, x_batches_or_x, *, threshold=0.01) -> ActiveUnits:
     """Units u with A_u = Cov_x(E_{q(z|x)}[z_u]) > ``threshold`` (Burda et al. 2015).
 
     An inactive unit's posterior mean is the same for every x: it carries no information
     about x (its KL is typically ~0, the posterior having collapsed onto the prior).
     """
     activity = posterior_mean_activity(model, params, x_batches_or_x)
-    active = activity > threshold
-    return ActiveUnits(int(active.sum()), activity, active)
+    active = jax.tree_util.tree_map(lambda a: a > threshold, activity)
+    return ActiveUnits(int(sum(a.sum() for a in jax.tree_util.tree_leaves(active))), activity, active)
 
 
 def kl_per_group(model, params, x, key) -> KLPerGroup:

@@ -20,6 +20,11 @@ LOG_2PI = math.log(2.0 * math.pi)
 _HALF_BIN = 1.0 / 255.0
 
 
+def sum_over_event(values, batch_ndim=1):
+    """Sum an elementwise result over every axis after the first ``batch_ndim``: one number per example."""
+    return jnp.sum(values, axis=tuple(range(batch_ndim, jnp.ndim(values))))
+
+
 def diag_gaussian_log_prob(x, mean, log_var):
     """log N(x; mean, exp(log_var)) = -(log 2pi + log_var + (x - mean)^2 / var) / 2."""
     return -0.5 * (LOG_2PI + log_var + jnp.square(x - mean) * jnp.exp(-log_var))
@@ -34,6 +39,19 @@ def diag_gaussian_sample(mean, log_var, key):
     """Reparameterized draw z = mean + exp(log_var / 2) * eps, eps ~ N(0, I)."""
     eps = jax.random.normal(key, jnp.shape(mean), dtype=jnp.result_type(mean, jnp.float32))
     return mean + jnp.exp(0.5 * log_var) * eps
+
+
+def fold_in_each(keys, index):
+    """fold_in(keys[e], index) for every example's key e: the key of part ``index`` (a latent
+    group, a layer) of each example."""
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, index)
+
+
+def gaussian_draws(mean, log_var, keys, temperature=1.0):
+    """One reparameterized draw per example, from its own key:
+    z_e = mean_e + temperature * exp(log_var_e / 2) * eps_e, eps_e ~ N(0, I) from keys[e]."""
+    eps = jax.vmap(lambda key: jax.random.normal(key, mean.shape[1:], jnp.float32))(keys)
+    return mean + temperature * jnp.exp(0.5 * log_var) * eps
 
 
 def kl_diag_gaussians(mean_q, log_var_q, mean_p, log_var_p):
@@ -55,8 +73,8 @@ def bernoulli_log_prob(x, logits):
     """log Bern(x; sigmoid(logits)) = x * logits - log(1 + exp(logits)).
 
     log(1 + exp(l)) is computed as max(l, 0) + log1p(exp(-|l|)): finite for every finite logit
-    (no overflow, no log(0)), and without the NaN/inf selects of ``jnp.logaddexp``, which
-    cost a pass over every logit of the k=5000 log-likelihood.
+    (no overflow, no log(0)), and without the NaN/inf selects of ``jnp.logaddexp``, an extra
+    pass over every logit (see the log_likelihood rows of the benchmarks).
     """
     softplus = jnp.maximum(logits, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(logits)))
     return x * logits - softplus

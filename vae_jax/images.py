@@ -1,7 +1,33 @@
-"""Image files at the edge of the library: exact reads for lossless coding, 8-bit reads for
-training and the apps, and writes that never replace a file unasked.
+"""Pixels at the edge of the library: every conversion between pixel ranges, and every image
+file read and written.
 
-Modes read exactly (``read_exact``), as uint8 planes ``(H, W, n)`` with the mode to write them
+Ranges (one image, NHWC; batches add a leading axis):
+
+================  ========  ==========================  =====================================
+name              dtype     values                      where
+================  ========  ==========================  =====================================
+uint8             uint8     0..255                      files, data sources, the apps' inputs
+``discrete``      int32     0..255                      discretized likelihoods (logistic)
+``unit``          float32   x / 255 in [0, 1]           display, restoration, means, samples
+``dequantized``   float32   (x + u) / 256 in [0, 1)     continuous likelihoods in training
+``binary``        float32   {0, 1}                      Bernoulli (static or dynamic)
+``real``          float32   any reals                   Gaussian on non-image data
+================  ========  ==========================  =====================================
+
+uint8 -> what a likelihood reads, as pure JAX functions usable inside ``jit`` (``prepare``
+dispatches on the name; those that draw take a key, used once):
+
+===================  ========================  =====================================
+``prepare`` name     function                  values
+===================  ========================  =====================================
+``discrete``         ``to_discrete``           int32 0..255
+``unit``             ``to_unit_interval``      float32 x / 255 in [0, 1]
+``dequantized``      ``dequantize``            float32 (x + u) / 256 in [0, 1)
+``static_binary``    ``static_binarize``       float32 {0, 1}: x >= threshold
+``dynamic_binary``   ``dynamic_binarize``      float32 {0, 1} ~ Bernoulli(x / 255)
+===================  ========================  =====================================
+
+Files. Modes read exactly (``read_exact``), as uint8 planes ``(H, W, n)`` with the mode to write them
 back in:
 
 ========  ===  ============================================
@@ -27,7 +53,121 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+# x / 255 for every byte, each the float32 nearest the true quotient: XLA compiles ``x / 255``
+# into ``x * (1 / 255)``, which is off by an ulp for half the values.
+UNIT_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255)
+# Dequantization noise has 16 fractional bits: then x + u (8 integer bits + 16) is exact in
+# float32's 24-bit significand, so floor(256 * y) == x holds bit for bit and y < 1 always; a
+# float32 uniform u in [0, 1) could round 255 + u up to 256.
+_NOISE_BITS = 16
+
+# ---------------------------------------------------------------- uint8 -> a likelihood's input (JAX)
+
+
+def _check_uint8(x) -> jax.Array:
+    x = jnp.asarray(x)
+    if x.dtype != jnp.uint8:
+        raise ValueError(f"x: expected uint8 pixels 0..255, got dtype {x.dtype}")
+    return x
+
+
+def to_discrete(x) -> jax.Array:
+    """The 8-bit integers as int32 0..255, for discrete likelihoods."""
+    return _check_uint8(x).astype(jnp.int32)
+
+
+def to_unit_interval(x) -> jax.Array:
+    """``x / 255`` as float32 in [0, 1], correctly rounded."""
+    return jnp.asarray(UNIT_LEVELS)[_check_uint8(x)]
+
+
+def dequantize(x, key) -> jax.Array:
+    """Uniform dequantization ``(x + u) / 256``, ``u ~ U[0, 1)``: float32 in [0, 1).
+
+    A continuous density on these values lower-bounds the discrete likelihood of ``x``
+    (Theis et al. 2016); add ``D * ln 256`` to ``-log p`` when converting to bits/dim.
+    ``u`` lies on a grid of ``2**-16`` (see ``_NOISE_BITS``), a negligible coarsening.
+    """
+    x = _check_uint8(x)
+    noise = jax.random.bits(key, x.shape, jnp.uint16).astype(jnp.float32) * 2.0**-_NOISE_BITS
+    return (x.astype(jnp.float32) + noise) / 256.0
+
+
+def static_binarize(x, threshold: int = 128) -> jax.Array:
+    """float32 ``1.0`` where ``x >= threshold``, else ``0.0`` (the same bits every epoch)."""
+    return (_check_uint8(x) >= threshold).astype(jnp.float32)
+
+
+def dynamic_binarize(x, key) -> jax.Array:
+    """float32 draws from ``Bernoulli(x / 255)``, fresh per key (Salakhutdinov & Murray 2008)."""
+    return jax.random.bernoulli(key, to_unit_interval(x)).astype(jnp.float32)
+
+
+_KEYLESS = {"discrete": to_discrete, "unit": to_unit_interval, "static_binary": static_binarize}
+_KEYED = {"dequantized": dequantize, "dynamic_binary": dynamic_binarize}
+LIKELIHOOD_INPUTS = tuple(sorted({**_KEYLESS, **_KEYED}))
+
+
+def prepare(x, likelihood_input: str, key=None) -> jax.Array:
+    """uint8 ``x`` transformed for a likelihood; ``likelihood_input`` is one of ``LIKELIHOOD_INPUTS``.
+
+    ``key`` is needed (and used once) by ``dequantized`` and ``dynamic_binary``; the others ignore
+    it. Under ``jit`` pass ``likelihood_input`` as a static argument.
+    """
+    if likelihood_input in _KEYLESS:
+        return _KEYLESS[likelihood_input](x)
+    if likelihood_input in _KEYED:
+        if key is None:
+            raise ValueError(f"key: likelihood_input={likelihood_input!r} draws random numbers and needs a key")
+        return _KEYED[likelihood_input](x, key)
+    raise ValueError(f"likelihood_input: expected one of {LIKELIHOOD_INPUTS}, got {likelihood_input!r}")
+
+
+# ---------------------------------------------------------------- [0, 1] <-> uint8 <-> a likelihood's values
+
+
+def to_unit(images_uint8) -> np.ndarray:
+    """uint8 -> float32 ``x / 255`` (NumPy; the same values as ``to_unit_interval``)."""
+    images = np.asarray(images_uint8)
+    if images.dtype != np.uint8:
+        raise ValueError(f"images: expected uint8 pixels, got dtype {images.dtype}")
+    return UNIT_LEVELS[images]
+
+
+def to_uint8(images01) -> np.ndarray:
+    """[0, 1] floats -> uint8 by ``round(255 x)`` (clipped); exact inverse of ``to_unit``."""
+    return np.clip(np.round(np.asarray(images01, np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_model_input(images01, input_kind):
+    """[0, 1] floats -> what a likelihood of ``input_kind`` reads (JAX, jit-safe): ``discrete``
+    ``round(255 x)`` as int32; ``unit`` and ``real`` x clipped to [0, 1]; ``binary`` x >= 1/2."""
+    x = jnp.clip(jnp.asarray(images01, jnp.float32), 0.0, 1.0)
+    if input_kind == "discrete":
+        return jnp.round(255.0 * x).astype(jnp.int32)
+    if input_kind in ("unit", "real"):
+        return x
+    if input_kind == "binary":
+        return (x >= 0.5).astype(jnp.float32)
+    raise ValueError(f"input_kind: expected 'discrete', 'unit', 'real' or 'binary', got {input_kind!r}")
+
+
+def from_model_values(values, input_kind):
+    """Values in a likelihood's input kind (e.g. samples) -> [0, 1] float32."""
+    values = jnp.asarray(values, jnp.float32)
+    return values / 255.0 if input_kind == "discrete" else jnp.clip(values, 0.0, 1.0)
+
+
+def uint8_to_model_input(images_uint8, input_kind):
+    """uint8 pixels -> a likelihood's input kind, exactly (discrete pixels stay the integers)."""
+    return to_model_input(to_unit(images_uint8), input_kind)
+
+
+# ---------------------------------------------------------------- files
 
 EXACT_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2}
 _SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -146,3 +286,23 @@ def read_8bit(path, channels: int | None) -> tuple[np.ndarray, bool]:
         want_grey = channels == 1 or (channels is None and grey_source)
         pixels = np.asarray(image.convert("L" if want_grey else "RGB"), np.uint8)
     return (pixels[..., None] if pixels.ndim == 2 else pixels), has_alpha
+
+
+def load_image(path, channels: int) -> np.ndarray:
+    """A whole image file as uint8 ``(H, W, channels)`` (1 grey, 3 colour) for the apps: 16-bit
+    scaled to 8 bits, alpha dropped."""
+    return read_8bit(path, channels)[0]
+
+
+def save_png(path, picture, scale: int = 1) -> Path:
+    """Write a uint8 ``(H, W, C)`` picture as a PNG (each pixel a ``scale`` x ``scale`` block);
+    creates the directory. For results the library makes (grids), which it may replace."""
+    from PIL import Image
+
+    picture = np.asarray(picture, np.uint8)
+    image = Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture)
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return Path(path)

@@ -1,22 +1,31 @@
-"""The VAE as a frozen, hashable description: networks + likelihood + prior + shapes.
+"""The interface every model implements, and the one-group VAE.
 
-A ``VAE`` holds no parameters; ``init`` gives the params pytree
-``{"encoder": ..., "decoder": ..., "prior": ...}``. Because the description is hashable it can
-be a static argument of ``jax.jit``, and the same description serves every params pytree.
+A model is a frozen, hashable description (networks, likelihood, prior, shapes) holding no
+parameters: ``init`` gives the params pytree ``{"encoder": ..., "decoder": ..., "prior": ...}``,
+and because the description is hashable it can be a static argument of ``jax.jit``.
 
-The objectives in ``vae_jax.objectives`` talk to a model only through three methods, so any
-latent structure (this one-group VAE, the hierarchical VAE in ``vae_jax.hierarchical``) fits
-under the same ``elbo`` and ``iwae_bound``:
+The objectives (``vae_jax.objectives``), evaluation, diagnostics and apps are written against
+``LatentVariableModel`` alone; a model with several latent groups adds partial resampling
+(``HierarchicalModel``). A latent ``z`` is one array for a one-group model and a tuple of arrays,
+one per group in top-down order (index 0 the top), for a hierarchy: ``latent_template`` gives its
+structure. Every method takes a batch; ``keys`` are one PRNG key per example.
 
-- ``infer(params, x, keys)`` draws z ~ q(z|x) per example and returns ``LatentTerms``;
-- ``generate(params, keys, temperature)`` draws z ~ p(z) and returns the decoder's output;
-- ``posterior(params, x)`` gives the (top) posterior's ``(mean, log_var)``.
+=========================  ============================================================
+``posterior(params, x)``   (mean, log_var) of q(z|x); for a hierarchy each group's at the path
+                           of posterior means (what ``encode`` returns; ``decode`` of the mean
+                           is the deterministic reconstruction)
+``infer(params, x, keys)`` z ~ q(z|x) and what the bounds need of it: ``LatentTerms``
+``decoder_output(p, z)``   the likelihood's parameters of p(x|z)
+``prior_log_prob(p, z)``   log p(z), shape (B,)
+``prior_components(p)``    the top group's prior p(z_top) as a mixture of diagonal Gaussians
+``generate(p, keys, T)``   the likelihood's parameters at z ~ p(z), noise scaled by T
+=========================  ============================================================
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import flax.linen as nn
 import jax
@@ -27,13 +36,16 @@ from vae_jax import priors as priors_lib
 from vae_jax.likelihoods import Likelihood
 from vae_jax.priors import Prior, StandardNormal
 
+Params = Any
+Latent = Any  # one array, or a tuple of arrays (one per group, top-down)
+
 
 class LatentTerms(NamedTuple):
     """One posterior draw per example, and what the bounds need of it.
 
-    decoder_out: (B, *data_shape, P), the likelihood's parameters at the drawn z.
-    kl_groups: one (B,) array per latent group: KL(q || p) of that group, analytic where the
-        prior allows it, else the single-sample estimate log q(z_g|.) - log p(z_g|.).
+    decoder_out: (B, *params_shape), the likelihood's parameters at the drawn z.
+    kl_groups: one (B,) array per latent group, top-down: KL(q || p) of that group, analytic
+        where the prior allows it, else the single-sample estimate log q(z_g|.) - log p(z_g|.).
     log_q, log_p: (B,), log q(z|x) and log p(z) at the drawn z (for importance weights).
     """
 
@@ -43,8 +55,54 @@ class LatentTerms(NamedTuple):
     log_p: jax.Array
 
 
-def _sum_over_event(values, batch_ndim=1):
-    return jnp.sum(values, axis=tuple(range(batch_ndim, values.ndim)))
+class LatentVariableModel(Protocol):
+    """p(x, z) = p(z) p(x|z) with an amortized q(z|x): what every public function needs."""
+
+    likelihood: Likelihood
+    prior: Prior
+    data_shape: tuple[int, ...]
+
+    @property
+    def num_groups(self) -> int: ...
+
+    @property
+    def latent_template(self) -> Any:
+        """The latent's structure: a ``jax.ShapeDtypeStruct`` per group (one, or a tuple)."""
+
+    def init(self, key) -> Params: ...
+
+    def posterior(self, params, x) -> tuple[Latent, Latent]: ...
+
+    def infer(self, params, x, keys) -> LatentTerms: ...
+
+    def decoder_output(self, params, z) -> jax.Array: ...
+
+    def prior_log_prob(self, params, z) -> jax.Array: ...
+
+    def prior_components(self, params) -> priors_lib.MixtureComponents: ...
+
+    def generate(self, params, keys, temperature=1.0) -> jax.Array: ...
+
+
+class HierarchicalModel(LatentVariableModel, Protocol):
+    """A model of several latent groups, which can keep the top groups of a posterior path and
+    redraw the rest from their priors."""
+
+    def generate_from(self, params, x, keys, keep_groups: int, temperature=1.0, prior_keys=None) -> jax.Array:
+        """Decoder output with the top ``keep_groups`` groups drawn from q(.|x) (with ``keys``, as
+        ``infer`` draws them) and the others from their priors at ``temperature`` (with
+        ``prior_keys``, default ``keys``)."""
+
+
+def latent_groups(z) -> tuple:
+    """The groups of a latent, top-down: ``(z,)`` for one array."""
+    return tuple(z) if isinstance(z, (tuple, list)) else (z,)
+
+
+def as_latent(groups):
+    """One array for a single group, else the tuple of groups."""
+    groups = tuple(groups)
+    return groups[0] if len(groups) == 1 else groups
 
 
 def encoder_input(input_kind, x):
@@ -64,6 +122,12 @@ class VAE:
     latent_shape: tuple[int, ...]
     prior: Prior = StandardNormal()
 
+    num_groups = 1
+
+    @property
+    def latent_template(self):
+        return jax.ShapeDtypeStruct(self.latent_shape, jnp.float32)
+
     def init(self, key):
         encoder_key, decoder_key, prior_key = jax.random.split(key, 3)
         x = jnp.zeros((1, *self.data_shape), jnp.float32)
@@ -73,11 +137,10 @@ class VAE:
             "decoder": self.decoder.init(decoder_key, z)["params"],
             "prior": self.prior.init(prior_key, self.latent_shape, self.data_shape),
         }
-        _check_network_shapes(self, params)
+        check_network_shapes(self, params)
         return params
 
     def posterior(self, params, x):
-        """(mean, log_var) of q(z|x) for a batch x."""
         features = encoder_input(self.likelihood.input_kind, x)
         return self.encoder.apply({"params": params["encoder"]}, features)
 
@@ -89,43 +152,28 @@ class VAE:
         return priors_lib.components(self.prior, params["prior"], self.latent_shape, posterior_of)
 
     def prior_log_prob(self, params, z):
-        """log p(z) for a batch z, shape (B,)."""
-        components = self.prior_components(params)
-        return jax.vmap(priors_lib.mixture_log_prob, in_axes=(None, 0))(components, z)
+        return priors_lib.batch_log_prob(self.prior_components(params), z)
 
     def infer(self, params, x, keys) -> LatentTerms:
         mean, log_var = self.posterior(params, x)
         z = jax.vmap(dist.diag_gaussian_sample)(mean, log_var, keys)
-        log_q = _sum_over_event(dist.diag_gaussian_log_prob(z, mean, log_var))
-        if isinstance(self.prior, StandardNormal):
-            log_p = _sum_over_event(dist.standard_normal_log_prob(z))
-            kl = _sum_over_event(dist.kl_standard_normal(mean, log_var))
-        else:
-            log_p = self.prior_log_prob(params, z)
-            kl = log_q - log_p
+        log_q, log_p, kl = priors_lib.top_terms(self.prior, lambda: self.prior_components(params), z, mean, log_var)
         return LatentTerms(self.decoder_output(params, z), (kl,), log_q, log_p)
 
     def generate(self, params, keys, temperature=1.0):
-        """Decoder output at z ~ p(z) (means scaled by 1, noise by ``temperature``)."""
-        components = self.prior_components(params)
-        z = jax.vmap(priors_lib.mixture_sample, in_axes=(None, 0, None))(components, keys, temperature)
-        return self.decoder_output(params, z)
+        return self.decoder_output(params, priors_lib.batch_sample(self.prior_components(params), keys, temperature))
 
 
-def _check_network_shapes(model, params):
+def check_network_shapes(model, params):
     """Fail at init, with the shapes named, if the networks do not fit the description."""
     x = jnp.zeros((1, *model.data_shape), jnp.float32)
     mean, log_var = jax.eval_shape(lambda p: model.posterior(p, x), params)
-    want = (1, *model.latent_shape)
-    if mean.shape != want or log_var.shape != want:
-        raise ValueError(
-            f"encoder returns posterior of shape {mean.shape}/{log_var.shape}, "
-            f"expected (batch, *latent_shape) = {want}"
-        )
-    z = jnp.zeros(want, jnp.float32)
+    want = jax.tree_util.tree_map(lambda t: (1, *t.shape), model.latent_template)
+    have = jax.tree_util.tree_map(lambda a: a.shape, mean)
+    if have != want or jax.tree_util.tree_map(lambda a: a.shape, log_var) != want:
+        raise ValueError(f"encoder returns a posterior of shapes {have}, expected (batch, *latent_shape) = {want}")
+    z = jax.tree_util.tree_map(lambda t: jnp.zeros((1, *t.shape), t.dtype), model.latent_template)
     out = jax.eval_shape(lambda p: model.decoder_output(p, z), params)
-    want_out = (1, *model.data_shape, model.likelihood.params_per_subpixel)
+    want_out = (1, *model.likelihood.params_shape(model.data_shape))
     if out.shape != want_out:
-        raise ValueError(
-            f"decoder returns {out.shape}, expected (batch, *data_shape, params_per_subpixel) = {want_out}"
-        )
+        raise ValueError(f"decoder returns {out.shape}, expected (batch, *params_shape) = {want_out}")

@@ -8,43 +8,28 @@ from pathlib import Path
 
 import numpy as np
 
-
-def to_uint8_images(images, input_kind: str) -> np.ndarray:
-    """Model-domain images (8-bit values, or [0, 1]) -> uint8 NHWC."""
-    images = np.asarray(images, np.float32)
-    if input_kind != "discrete":
-        images = images * 255.0
-    return np.clip(np.round(images), 0, 255).astype(np.uint8)
+from vae_jax import images
 
 
-def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
+def image_grid(pictures: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
     """Tile uint8 images (N, H, W, C) into one (rows*(H+p)+p, cols*(W+p)+p, C) picture."""
-    images = np.asarray(images)
-    count, height, width, channels = images.shape
+    pictures = np.asarray(pictures)
+    count, height, width, channels = pictures.shape
     columns = columns or math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     grid = np.full(
         (rows * (height + padding) + padding, columns * (width + padding) + padding, channels), 255, np.uint8
     )
-    for index, image in enumerate(images):
+    for index, image in enumerate(pictures):
         top = padding + (index // columns) * (height + padding)
         left = padding + (index % columns) * (width + padding)
         grid[top : top + height, left : left + width] = image
     return grid
 
 
-def save_png(path: Path, picture: np.ndarray, scale: int = 1) -> Path:
-    from PIL import Image
-
-    picture = np.asarray(picture, np.uint8)
-    if picture.shape[-1] == 1:
-        picture = picture[..., 0]
-    image = Image.fromarray(picture)
-    if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return Path(path)
+def save_grid(path, images01, cols=None, pad=1, scale=1) -> Path:
+    """Write a batch of [0, 1] images as one PNG grid; return the path."""
+    return images.save_png(path, image_grid(images.to_uint8(images01), columns=cols, padding=pad), scale)
 
 
 def pairs_grid(originals: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
@@ -91,19 +76,3 @@ def plot_curves(metrics_path: Path, png_path: Path) -> Path:
     figure.savefig(png_path, dpi=100)
     plt.close(figure)
     return Path(png_path)
-
-
-def load_image(path, channels: int) -> np.ndarray:
-    """A whole image file as uint8 (H, W, channels): RGB for 3 channels, luma for 1."""
-    from PIL import Image
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file {path} does not exist")
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB" if channels == 3 else "L")
-            pixels = np.asarray(image, np.uint8)
-    except OSError as error:
-        raise ValueError(f"{path} is not a readable image: {error}") from error
-    return pixels if pixels.ndim == 3 else pixels[..., None]

@@ -35,8 +35,6 @@ class MixtureComponents(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class StandardNormal:
-    analytic_kl = True
-
     def init(self, key, latent_shape, data_shape):
         del key, latent_shape, data_shape
         return {}
@@ -48,7 +46,6 @@ class MixtureOfGaussians:
 
     num_components: int = 10
     init_scale: float = 1.0
-    analytic_kl = False
 
     def init(self, key, latent_shape, data_shape):
         del data_shape
@@ -65,7 +62,6 @@ class VampPrior:
     """(1/K) sum_k q(z | u_k) with K learned pseudo-inputs u_k of the data's shape."""
 
     num_components: int = 50
-    analytic_kl = False
 
     def init(self, key, latent_shape, data_shape):
         del latent_shape
@@ -84,6 +80,28 @@ def standard_normal_components(latent_shape):
 def mixture_log_prob(components: MixtureComponents, z):
     """log p(z) = log sum_k pi_k N(z; mu_k, diag sigma_k^2), summed over the latent's axes."""
     return dist.mixture_of_diag_gaussians_log_prob(z, *components)
+
+
+def batch_log_prob(components: MixtureComponents, z):
+    """log p(z) for a batch z, shape (B,)."""
+    return jax.vmap(mixture_log_prob, in_axes=(None, 0))(components, z)
+
+
+def batch_sample(components: MixtureComponents, keys, temperature=1.0):
+    """One draw per key, noise scaled by ``temperature``: shape (B, *latent)."""
+    return jax.vmap(mixture_sample, in_axes=(None, 0, None))(components, keys, temperature)
+
+
+def top_terms(prior: Prior, components_of, z, mean, log_var):
+    """(log q, log p, KL) per example for a group drawn as z ~ q = N(mean, exp(log_var)) under the
+    prior: KL(q || p) analytic for ``StandardNormal``, else the one-sample estimate log q - log p
+    (``components_of()`` gives the prior's mixture only when it is needed)."""
+    log_q = dist.sum_over_event(dist.diag_gaussian_log_prob(z, mean, log_var))
+    if isinstance(prior, StandardNormal):
+        log_p = dist.sum_over_event(dist.standard_normal_log_prob(z))
+        return log_q, log_p, dist.sum_over_event(dist.kl_standard_normal(mean, log_var))
+    log_p = batch_log_prob(components_of(), z)
+    return log_q, log_p, log_q - log_p
 
 
 def mixture_sample(components: MixtureComponents, key, temperature=1.0):

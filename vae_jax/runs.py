@@ -21,6 +21,7 @@ import numpy as np
 
 from vae_jax import checkpoints, evaluation, objectives, outputs, parallel, training
 from vae_jax import config as config_lib
+from vae_jax import images as images_lib
 from vae_jax.config import Config
 from vae_jax.data import load_source
 
@@ -34,7 +35,6 @@ class Run:
     directory: Path
     config: Config
     model: object
-    source: object
     state: training.TrainState
 
     @property
@@ -48,6 +48,7 @@ def open_source(config: Config, spec: str | None = None):
         spec or config.data,
         crop_size=config.crop_size,
         channels=config.channels,
+        scales=config.scales,
         data_dir=config.data_dir,
         manual_dir=config.manual_dir,
         download=config.download,
@@ -55,36 +56,77 @@ def open_source(config: Config, spec: str | None = None):
 
 
 def load_run(run_dir, step: int | None = None) -> Run:
-    """Rebuild a run's model and restore its checkpoint (latest, or ``step``)."""
+    """Rebuild a run's model and restore its checkpoint (latest intact, or ``step``)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise RunError(f"{run_dir} is not a run directory: {config_path} is missing")
     config = config_lib.from_json_file(config_path)
-    shape = tuple(json.loads((run_dir / "data_shape.json").read_text()))
-    model = config_lib.build_model(config, shape)
-    template = training.init_state(model, config, jax.random.key(config.seed))
+    shape_path = run_dir / "data_shape.json"
+    if not shape_path.is_file():
+        raise RunError(f"{run_dir} has no data_shape.json: the run never started training")
+    model = config_lib.build_model(config, tuple(json.loads(shape_path.read_text())))
+    template = init_state(model, config)
     state = checkpoints.restore(checkpoints.manager(run_dir), template, step)
-    return Run(run_dir, config, model, None, state)
+    return Run(run_dir, config, model, state)
+
+
+# ---------------------------------------------------------------- what a Config makes of the training step
+
+
+def loss_of(model, config: Config) -> training.LossFn:
+    """The configured objective as a loss function of (params, uint8 batch, key, step)."""
+    if config.objective == "iwae":
+        return training.iwae_loss(model, likelihood_input=config.likelihood_input, k=config.k)
+    return training.elbo_loss(
+        model, likelihood_input=config.likelihood_input, k=config.k, free_bits=config.free_bits,
+        kl_warmup_steps=config.kl_warmup_steps,
+    )  # fmt: skip
+
+
+def optimizer_of(config: Config):
+    if config.lr_schedule == "burda":
+        schedule = training.burda_schedule(config.learning_rate, config.steps)
+    else:
+        schedule = training.cosine_schedule(
+            config.learning_rate, config.steps, warmup_steps=config.warmup_steps,
+            end_ratio=config.end_learning_rate_ratio,
+        )  # fmt: skip
+    return training.adam(
+        schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
+        weight_decay=config.weight_decay, grad_clip=config.grad_clip,
+    )  # fmt: skip
+
+
+def step_options(config: Config) -> training.StepOptions:
+    return training.StepOptions(config.ema_decay, config.skip_grad_norm, config.skip_grad_norm_factor)
+
+
+def train_steps_of(model, config: Config):
+    """The jitted multi-step train function for a configuration."""
+    return training.make_train_steps(loss_of(model, config), optimizer_of(config), step_options(config))
+
+
+def init_state(model, config: Config, params=None) -> training.TrainState:
+    """The training state at step 0: params from model.init (or ``params``), keys from the seed."""
+    init_key, train_key = jax.random.split(jax.random.key(config.seed))
+    params = model.init(init_key) if params is None else params
+    return training.init_state(params, optimizer_of(config), train_key)
 
 
 def initial_state(model, config: Config, source) -> training.TrainState:
     """Step 0 of a run: ``model.init`` from the seed, and for ``output_bias="data_mean"`` the
     decoder's output bias at the logit of the training images' mean (Burda et al.'s code)."""
-    state = training.init_state(model, config, jax.random.key(config.seed))
+    state = init_state(model, config)
     if config.output_bias == "zero":
         return state
-    if config.output_bias != "data_mean" or config.model != "stochastic_mlp":
-        raise ValueError(
-            f"output_bias: expected zero, or data_mean with model=stochastic_mlp, got {config.output_bias!r} "
-            f"with model={config.model!r}"
-        )
+    if config.model != "stochastic_mlp":
+        raise config_lib.ConfigError("output_bias", f"data_mean needs model=stochastic_mlp, got model={config.model!r}")
     from vae_jax.stochastic_mlp import with_observation_bias
 
     images, _ = source.train_images_and_labels()
     means = np.mean(np.asarray(images, np.float64), axis=0) / 255.0
-    params = with_observation_bias(model, state.params, means)
-    return training.init_state(model, config, jax.random.key(config.seed), params=params)
+    return init_state(model, config, with_observation_bias(model, state.params, means))
 
 
 def _write_json(path: Path, value) -> None:
@@ -143,66 +185,67 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
     temporary.replace(path)
 
 
-def evaluate_elbo(model, config: Config, params, images: np.ndarray, key, batch_size: int) -> dict:
-    """Mean test ELBO, KL (total and per group) and bits/dim over ``images`` (uint8)."""
-    evaluate = training.make_eval_fn(model, config)
+def evaluate_elbo(model, params, images: np.ndarray, key, *, likelihood_input: str, batch_size: int,
+                  progress=None) -> dict:  # fmt: skip
+    """Mean test ELBO, KL (total and per group) and bits/dim over ``images`` (uint8);
+    ``progress(n)`` is called after every batch of n images."""
+    evaluate = training.make_eval_fn(model, likelihood_input)
     totals = None
     for start in range(0, len(images), batch_size):
         terms = evaluate(params, images[start : start + batch_size], jax.random.fold_in(key, start))
+        if progress is not None:
+            progress(len(images[start : start + batch_size]))
         sums = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64).sum(), terms)
         totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)
     n = len(images)
     elbo = (totals.reconstruction - totals.kl) / n
     dims = math.prod(model.data_shape)
-    dequantized = config.likelihood_input == "dequantized"
     return {
         "elbo": float(elbo),
         "reconstruction": float(totals.reconstruction / n),
         "kl": float(totals.kl / n),
         "kl_groups": [float(g / n) for g in totals.kl_groups],
-        "bits_per_dim": float(evaluation.bits_per_dim(elbo, dims, dequantized=dequantized)),
+        "bits_per_dim": float(evaluation.bits_per_dim(elbo, dims, dequantized=likelihood_input == "dequantized")),
         "num_images": n,
     }
 
 
-def evaluate_log_likelihood(
-    model, config: Config, params, images: np.ndarray, key, k: int, batch_size: int
-) -> dict:
-    """Importance-sampled test NLL (k samples) in nats and bits/dim, batch by batch."""
-    from vae_jax.data.transforms import prepare
+def evaluate_log_likelihood(model, params, images: np.ndarray, key, *, likelihood_input: str, k: int,
+                            batch_size: int, progress=None) -> dict:  # fmt: skip
+    """Importance-sampled test NLL (k samples) in nats and bits/dim, batch by batch;
+    ``progress(n)`` is called after every batch of n images."""
 
     @jax.jit
     def batch_log_likelihood(batch, batch_key):
         data_key, sample_key = jax.random.split(batch_key)
-        x = prepare(batch, config.likelihood_input, data_key)
+        x = images_lib.prepare(batch, likelihood_input, data_key)
         return evaluation.log_likelihood(model, params, x, sample_key, k=k)
 
     total = 0.0
     for start in range(0, len(images), batch_size):
-        total += float(
-            np.sum(batch_log_likelihood(images[start : start + batch_size], jax.random.fold_in(key, start)))
-        )
+        batch = images[start : start + batch_size]
+        total += float(np.sum(batch_log_likelihood(batch, jax.random.fold_in(key, start))))
+        if progress is not None:
+            progress(len(batch))
     mean = total / len(images)
     dims = math.prod(model.data_shape)
-    bpd = evaluation.bits_per_dim(mean, dims, dequantized=config.likelihood_input == "dequantized")
+    bpd = evaluation.bits_per_dim(mean, dims, dequantized=likelihood_input == "dequantized")
     return {"k": k, "nll_nats": -mean, "bits_per_dim": float(bpd), "num_images": len(images)}
 
 
-def write_pictures(run_dir: Path, model, config: Config, params, test_images: np.ndarray, key, tags) -> None:
+def write_pictures(run_dir: Path, model, params, test_images: np.ndarray, key, *, likelihood_input: str,
+                   grid_size: int, tags) -> None:  # fmt: skip
     """Grids of prior samples (likelihood means) and of test images above their reconstructions."""
     sample_key, recon_key, data_key = jax.random.split(key, 3)
-    count = config.grid_size**2
-    means = objectives.sample(model, params, sample_key, count, return_mean=True)
-    sample_grid = outputs.image_grid(outputs.to_uint8_images(means, "unit"))
+    means = objectives.sample(model, params, sample_key, num_samples=grid_size**2, return_mean=True)
+    sample_grid = outputs.image_grid(images_lib.to_uint8(means))
     originals = test_images[: min(16, len(test_images))]
-    from vae_jax.data.transforms import prepare
-
-    x = prepare(originals, config.likelihood_input, data_key)
+    x = images_lib.prepare(originals, likelihood_input, data_key)
     reconstructions = objectives.reconstruct(model, params, x, recon_key)
-    pairs = outputs.pairs_grid(originals, outputs.to_uint8_images(reconstructions, "unit"))
+    pairs = outputs.pairs_grid(originals, images_lib.to_uint8(reconstructions))
     for tag in tags:
-        outputs.save_png(run_dir / f"samples_{tag}.png", sample_grid, 3)
-        outputs.save_png(run_dir / f"reconstructions_{tag}.png", pairs, 3)
+        images_lib.save_png(run_dir / f"samples_{tag}.png", sample_grid, 3)
+        images_lib.save_png(run_dir / f"reconstructions_{tag}.png", pairs, 3)
 
 
 def train(
@@ -250,7 +293,7 @@ def train(
         f"backend {jax.default_backend()} ({jax.devices()[0].device_kind} x{mesh.size if mesh else 1}), "
         f"run dir {run_dir}"
     )
-    train_steps = training.make_train_steps(model, config)
+    train_steps = train_steps_of(model, config)
     test_images = source.test_images()
     eval_key = jax.random.key(config.seed + 1)
     bar = _progress_bar(progress, start, config.steps)
@@ -392,9 +435,15 @@ def _train_record(step, window, config, skipped_total):
 
 
 def _evaluate_and_draw(run_dir, model, config, state, test_images, key, step):
-    result = evaluate_elbo(model, config, state.ema_params, test_images, key, config.eval_batch_size)
+    result = evaluate_elbo(
+        model, state.ema_params, test_images, key, likelihood_input=config.likelihood_input,
+        batch_size=config.eval_batch_size,
+    )  # fmt: skip
     _append_metrics(run_dir, {"split": "test", "step": step, **result})
     tags = (f"{step:06d}", "latest")
-    write_pictures(run_dir, model, config, state.ema_params, test_images, jax.random.fold_in(key, step), tags)
+    write_pictures(
+        run_dir, model, state.ema_params, test_images, jax.random.fold_in(key, step),
+        likelihood_input=config.likelihood_input, grid_size=config.grid_size, tags=tags,
+    )  # fmt: skip
     outputs.plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
     return result

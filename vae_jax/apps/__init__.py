@@ -6,12 +6,13 @@
 - ``restoration``: denoising (posterior mean, latent MAP) and inpainting (iterative resampling,
   latent optimisation) of whole images, scored by PSNR/SSIM next to simple baselines;
 - ``compression``: lossless bits-back ANS coding of 8-bit images into real files;
-- ``tiling``, ``images``: whole images through fixed-size models; PNG grids.
+- ``tiling``: whole images through fixed-size models.
 
 Each module has a ``run_*`` function for the command line: it writes its files and returns a
-dict of numbers. The cores are pure; files are written only by ``run_*`` and ``images``.
+dict of numbers. The cores are pure; files are written only by ``run_*`` (through ``vae_jax.images`` and
+``vae_jax.outputs``).
 """
 
-from vae_jax.apps import compression, generation, images, representation, restoration, tiling
+from vae_jax.apps import compression, generation, representation, restoration, tiling
 
-__all__ = ["compression", "generation", "images", "representation", "restoration", "tiling"]
+__all__ = ["compression", "generation", "representation", "restoration", "tiling"]

@@ -72,9 +72,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import distributions
+from vae_jax import checkpoints, distributions
 from vae_jax.apps import tiling
-from vae_jax.model import VAE
 
 MAGIC = b"VAEBBANS"
 VERSION = 3  # 2: the edge padding of border tiles is not coded; 3: any channel count, and the mode
@@ -100,22 +99,16 @@ def model_hash(model, params) -> bytes:
 
     Two models share a hash only if they have the same description and bit-identical params.
     """
-    digest = hashlib.sha256()
-    digest.update(repr(model).encode())
-    leaves, _ = jax.tree_util.tree_flatten_with_path(params)
-    for path, leaf in leaves:
-        array = np.ascontiguousarray(np.asarray(leaf))
-        digest.update(jax.tree_util.keystr(path).encode())
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
-    return digest.digest()
+    digest = hashlib.sha256(repr(model).encode())
+    return checkpoints.digest_tree(digest, params).digest()
 
 
 def check_codable(model):
     """Raise a clear error unless ``model`` can code 8-bit pixels with this coder."""
-    if not isinstance(model, VAE):
-        raise TypeError(
-            f"model: bits-back coding here handles one latent group (vae_jax.VAE), got {type(model).__name__}"
+    if model.num_groups != 1:
+        raise ValueError(
+            f"model: this bits-back coder handles models of one latent group; {type(model).__name__} has "
+            f"{model.num_groups}, each needing its own nested bits-back step"
         )
     if model.likelihood.input_kind != "discrete":
         raise ValueError(
@@ -140,7 +133,7 @@ def _posterior_in_bins(model, bin_width, params, tile):
 @partial(jax.jit, static_argnums=(0, 1))
 def _pixel_probabilities(model, bin_width, params, z_bins):
     """P(x|z) as unnormalized probabilities ``(D, 256)`` for every sub-pixel at z = w * z_bins."""
-    z = (z_bins.astype(jnp.float32) * bin_width).reshape(1, *model.latent_shape)
+    z = (z_bins.astype(jnp.float32) * bin_width).reshape(1, *model.latent_template.shape)
     out = model.decoder_output(params, z)[0]  # (H, W, C, P)
     values = jnp.broadcast_to(jnp.arange(256, dtype=jnp.float32), (*out.shape[:-1], 256))
     log_p = model.likelihood.log_prob(values, out[..., None, :]).reshape(-1, 256)
@@ -266,7 +259,7 @@ def valid_sizes(grid):
 
 def num_initial_words(model):
     """Words that cover the first tile's bits back (every latent symbol and the component index)."""
-    latent_size = math.prod(model.latent_shape)
+    latent_size = math.prod(model.latent_template.shape)
     return -(-(latent_size + 1) * _MAX_BITS_PER_SYMBOL // 32) + 2
 
 
@@ -497,10 +490,10 @@ def _coded_elbo(model, params, image, key):
     return total
 
 
-def compression_report(model, params, pixels, key, *, mode=None, seed=0, elbo_samples=1, progress=None):
+def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples=1, progress=None):
     """Compress ``pixels`` once and decode the result once, and compare with the model and with
-    the codecs a user would pick instead. Returns ``(blob, report)``; ``report`` is a dict of
-    JSON-ready numbers:
+    the codecs a user would pick instead. ``seed`` fixes the initial bits and the ELBO's draws.
+    Returns ``(blob, report)``; ``report`` is a dict of JSON-ready numbers:
 
     - ``bits_per_dim``: the whole file (header, CRC, initial-bits overhead included) over the
       image's ``H * W * n`` dims; ``png_bits_per_dim`` and ``webp_bits_per_dim`` of the same
@@ -527,7 +520,8 @@ def compression_report(model, params, pixels, key, *, mode=None, seed=0, elbo_sa
     fields = read_header(blob)
     dims = image.size
     stream_words = fields["stripped_words"] + fields["num_words"]
-    neg_elbo_nats = np.mean([-_coded_elbo(model, params, image, k) for k in jax.random.split(key, elbo_samples)])
+    keys = jax.random.split(jax.random.key(seed), elbo_samples)
+    neg_elbo_nats = np.mean([-_coded_elbo(model, params, image, k) for k in keys])
     codecs = codec_bits_per_dim(image, mode) if mode in ("L", "LA", "RGB", "RGBA", "I;16") else {}
     report = {
         "image_shape": list(image.shape),
@@ -547,13 +541,13 @@ def compression_report(model, params, pixels, key, *, mode=None, seed=0, elbo_sa
     return blob, report
 
 
-def run_compression(model, params, pixels, key, out_path, *, mode=None, seed=0, force=False, progress=None):
+def run_compression(model, params, pixels, *, out_path, mode=None, seed=0, force=False, progress=None):
     """Code ``pixels`` once, verify by decoding once, then write the file to ``out_path`` (never
     over an existing file unless ``force``; checked before any work). Returns
     ``compression_report``'s dict plus ``"file"``."""
     from vae_jax.images import check_writable
 
     out_path = check_writable(out_path, force=force)
-    blob, report = compression_report(model, params, pixels, key, mode=mode, seed=seed, progress=progress)
+    blob, report = compression_report(model, params, pixels, mode=mode, seed=seed, progress=progress)
     out_path.write_bytes(blob)
     return {**report, "file": str(out_path)}

@@ -7,21 +7,22 @@ hierarchical model keeps) are in the model's input kind, like everything ``vae_j
 
 from __future__ import annotations
 
-import inspect
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 import vae_jax
-from vae_jax import checks
-from vae_jax.apps import images as images_lib
+from vae_jax import checks, outputs
+from vae_jax import images as images_lib
+from vae_jax.model import HierarchicalModel
 
 INTERPOLATIONS = ("linear", "slerp")
 
 
-def sample_grids(model, params, key, num_samples=16, temperatures=(0.5, 0.7, 0.85, 1.0), *, return_mean=True):
+def sample_grids(model, params, key, *, num_samples=16, temperatures=(0.5, 0.7, 0.85, 1.0), return_mean=True):
     """{temperature: (num_samples, H, W, C) in [0, 1]}: x ~ p(x|z), z ~ p(z) at each temperature.
 
     Temperature ``T`` scales the prior's noise, z = mu + T sigma eps (Kingma & Dhariwal 2018
@@ -33,7 +34,7 @@ def sample_grids(model, params, key, num_samples=16, temperatures=(0.5, 0.7, 0.8
     grids = {}
     for temperature in temperatures:
         values = vae_jax.sample(
-            model, params, key, num_samples, temperature=float(temperature), return_mean=return_mean
+            model, params, key, num_samples=num_samples, temperature=float(temperature), return_mean=return_mean
         )
         grids[float(temperature)] = (
             jnp.clip(values, 0.0, 1.0)
@@ -71,18 +72,20 @@ def slerp(z_a, z_b, t, eps=1e-7):
 
 
 def interpolation_path(z_a, z_b, num_steps, method="slerp"):
-    """``(num_steps, *z.shape)`` latents from ``z_a`` (t = 0) to ``z_b`` (t = 1), equally spaced in t."""
+    """``num_steps`` latents from ``z_a`` (t = 0) to ``z_b`` (t = 1), equally spaced in t, each
+    shaped like z (every leaf gains a leading axis of ``num_steps``). A latent of several groups
+    is interpolated as one vector (all groups flattened and joined)."""
     if method not in INTERPOLATIONS:
         raise ValueError(f"method: expected one of {INTERPOLATIONS}, got {method!r}")
-    checks.check_positive_int("num_steps", num_steps)
-    if num_steps < 2:
-        raise ValueError(f"num_steps: expected at least 2 (the two endpoints), got {num_steps}")
-    ts = jnp.linspace(0.0, 1.0, num_steps)
+    checks.check_count("num_steps", num_steps, 2)
+    flat_a, unravel = ravel_pytree(z_a)
+    flat_b, _ = ravel_pytree(z_b)
     step = lerp if method == "linear" else slerp
-    return jax.vmap(lambda t: step(z_a, z_b, t))(ts)
+    path = jax.vmap(lambda t: step(flat_a, flat_b, t))(jnp.linspace(0.0, 1.0, num_steps))
+    return jax.vmap(unravel)(path)
 
 
-def interpolate(model, params, x_a, x_b, num_steps=8, method="slerp"):
+def interpolate(model, params, x_a, x_b, *, num_steps=8, method="slerp"):
     """(num_steps, H, W, C) in [0, 1]: the likelihood's mean decoded along a path between the
     posterior means of two images (``x_a``, ``x_b`` one example each, in the model's input kind).
 
@@ -94,31 +97,24 @@ def interpolate(model, params, x_a, x_b, num_steps=8, method="slerp"):
     return jnp.clip(model.likelihood.mean(vae_jax.decode(model, params, path)), 0.0, 1.0)
 
 
-def resample_finer(model, params, x, key, keep_groups, num_samples=8, temperature=1.0, *, return_mean=True):
-    """(num_samples, H, W, C) in [0, 1]: variations of one image ``x`` from a hierarchical model
-    that keeps the first ``keep_groups`` latent groups' posterior path and redraws the finer
-    groups from the prior at ``temperature`` (Vahdat & Kautz 2020, Child 2021 show the coarse
-    groups fixing layout and the fine ones texture).
-
-    Every variation shares one posterior draw (the same key for the kept groups) and gets its
-    own prior draws for the rest: this needs the model's
-    ``generate_from(params, x, keys, keep_groups, temperature, prior_keys)``; a
-    ``generate_from`` without ``prior_keys`` gets one key per variation for both.
+def resample_finer(model: HierarchicalModel, params, x, key, *, keep_groups, num_samples=8, temperature=1.0,
+                   return_mean=True):  # fmt: skip
+    """(num_samples, H, W, C) in [0, 1]: variations of one image ``x`` that keep the top
+    ``keep_groups`` latent groups of its posterior path and redraw the finer groups from the prior
+    at ``temperature`` (Vahdat & Kautz 2020, Child 2021 show the coarse groups fixing layout and
+    the fine ones texture). Every variation shares one posterior draw and gets its own prior draws.
     """
-    if not hasattr(model, "generate_from"):
+    if model.num_groups < 2:
         raise ValueError(
-            f"resample_finer: {type(model).__name__} has no generate_from(params, x, keys, keep_groups, "
-            "temperature); only hierarchical models can keep coarse groups and resample finer ones"
+            f"resample_finer: needs a model of several latent groups (a HierarchicalModel); "
+            f"{type(model).__name__} has one, so there is nothing finer to redraw"
         )
-    checks.check_positive_int("num_samples", num_samples)
+    checks.check_count("num_samples", num_samples)
     posterior_key, prior_key, pixel_key = jax.random.split(key, 3)
     xs = jnp.broadcast_to(jnp.asarray(x), (num_samples, *jnp.shape(x)))
+    keys = jnp.broadcast_to(posterior_key, (num_samples,))
     prior_keys = jax.random.split(prior_key, num_samples)
-    if "prior_keys" in inspect.signature(model.generate_from).parameters:
-        keys = jnp.broadcast_to(posterior_key, (num_samples,))
-        out = model.generate_from(params, xs, keys, keep_groups, temperature, prior_keys=prior_keys)
-    else:
-        out = model.generate_from(params, xs, prior_keys, keep_groups, temperature)
+    out = model.generate_from(params, xs, keys, keep_groups, temperature, prior_keys=prior_keys)
     if return_mean:
         return jnp.clip(model.likelihood.mean(out), 0.0, 1.0)
     return images_lib.from_model_values(model.likelihood.sample(out, pixel_key), model.likelihood.input_kind)
@@ -126,7 +122,9 @@ def resample_finer(model, params, x, key, keep_groups, num_samples=8, temperatur
 
 def _interpolation_rows(model, params, xs, num_steps, method):
     """One interpolation strip per consecutive pair of images, stacked: (pairs * num_steps, H, W, C)."""
-    strips = [interpolate(model, params, xs[i], xs[i + 1], num_steps, method) for i in range(xs.shape[0] - 1)]
+    strips = [
+        interpolate(model, params, xs[i], xs[i + 1], num_steps=num_steps, method=method) for i in range(xs.shape[0] - 1)
+    ]
     return jnp.concatenate(strips)
 
 
@@ -135,7 +133,7 @@ def _resample_rows(model, params, xs, originals, key, keep_groups, num_steps, ma
     rows = []
     for i in range(min(max_rows, xs.shape[0])):
         variations = resample_finer(
-            model, params, xs[i], jax.random.fold_in(key, i), keep_groups, num_steps - 1
+            model, params, xs[i], jax.random.fold_in(key, i), keep_groups=keep_groups, num_samples=num_steps - 1
         )
         rows.append(jnp.concatenate([originals[i][None], variations]))
     return jnp.concatenate(rows)
@@ -145,8 +143,8 @@ def run_generation(
     model,
     params,
     key,
-    out_dir,
     *,
+    out_dir,
     images_uint8=None,
     num_samples=16,
     temperatures=(0.5, 0.7, 0.85, 1.0),
@@ -166,10 +164,10 @@ def run_generation(
     """
     key_samples, key_resample = jax.random.split(key)
     files, report = [], {"temperatures": [float(t) for t in temperatures]}
-    grids = sample_grids(model, params, key_samples, num_samples, temperatures)
+    grids = sample_grids(model, params, key_samples, num_samples=num_samples, temperatures=temperatures)
     report["sample_pixel_std"] = {t: float(jnp.std(g, axis=0).mean()) for t, g in grids.items()}
     for temperature, samples in grids.items():
-        files.append(images_lib.save_grid(os.path.join(out_dir, f"samples_t{temperature:g}.png"), samples))
+        files.append(outputs.save_grid(os.path.join(out_dir, f"samples_t{temperature:g}.png"), samples))
     if images_uint8 is None:
         return {**report, "files": files}
 
@@ -186,18 +184,19 @@ def run_generation(
     for method in INTERPOLATIONS:
         path = os.path.join(out_dir, f"interpolation_{method}.png")
         files.append(
-            images_lib.save_grid(
+            outputs.save_grid(
                 path, _interpolation_rows(model, params, xs, num_steps, method), cols=num_steps
             )
         )
-        latents = interpolation_path(mean_a, mean_b, num_steps, method).reshape(num_steps, -1)
+        path_latents = interpolation_path(mean_a, mean_b, num_steps, method)
+        latents = jax.vmap(lambda z: ravel_pytree(z)[0])(path_latents)
         report["interpolation_latent_norms"][method] = [float(n) for n in jnp.linalg.norm(latents, axis=-1)]
-    if hasattr(model, "generate_from"):
+    if model.num_groups > 1:
         originals = images_lib.to_unit(np.asarray(images_uint8))
         for groups in keep_groups:
             rows = _resample_rows(model, params, xs, originals, key_resample, groups, num_steps)
             files.append(
-                images_lib.save_grid(
+                outputs.save_grid(
                     os.path.join(out_dir, f"resample_keep{groups}.png"), rows, cols=num_steps
                 )
             )

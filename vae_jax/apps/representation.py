@@ -1,7 +1,7 @@
 """Representation: how much of a label the posterior means carry, against raw pixels.
 
-Features are the flattened posterior means E_q[z|x] (the top group's for hierarchical
-models). Two read-outs, both also run on raw pixels with the same budget:
+Features are the flattened posterior means E_q[z|x] (for a hierarchy, every group's along the
+path of posterior means, joined). Two read-outs, both also run on raw pixels with the same budget:
 
 - a linear probe: multinomial logistic regression on standardised features, fitted by Adam
   for a fixed number of steps (full batch, or minibatches drawn with replacement) with L2
@@ -24,13 +24,13 @@ import numpy as np
 import optax
 
 from vae_jax import checks
-from vae_jax.apps import images as images_lib
+from vae_jax import images as images_lib
 
 
-def features(model, params, x, batch_size=256):
-    """(N, prod(latent_shape)) posterior means of ``x`` (a batch in the model's input kind),
-    computed ``batch_size`` examples at a time."""
-    checks.check_positive_int("batch_size", batch_size)
+def features(model, params, x, *, batch_size=256):
+    """(N, F) posterior means of ``x`` (a batch in the model's input kind), every latent group
+    flattened and joined (F = the latent's size), computed ``batch_size`` examples at a time."""
+    checks.check_count("batch_size", batch_size)
     if not checks.check_data("x", x, model.likelihood.input_kind, model.data_shape):
         raise ValueError(f"x: expected a batch (N, *{model.data_shape}), got one example {jnp.shape(x)}")
     x = jnp.asarray(x)
@@ -40,7 +40,8 @@ def features(model, params, x, batch_size=256):
 
 @partial(jax.jit, static_argnums=0)
 def _posterior_mean(model, params, x):
-    return model.posterior(params, x)[0]
+    means = jax.tree_util.tree_leaves(model.posterior(params, x)[0])
+    return jnp.concatenate([m.reshape(m.shape[0], -1) for m in means], axis=-1)
 
 
 def standardise(train, *others, eps=1e-6):
@@ -99,7 +100,6 @@ def linear_probe(train_features, train_labels, test_features, test_labels, key=N
     num_classes = num_classes or int(max(train_y.max(), test_y.max())) + 1
     if batch_size is not None and key is None:
         raise ValueError("key: a minibatch probe (batch_size set) needs a PRNG key")
-    key = jax.random.key(0) if key is None else key
     train_f, test_f = standardise(train_f, test_f)
     (weights, bias), losses = _fit_probe(
         train_f, train_y, key, num_classes=num_classes, steps=steps, learning_rate=learning_rate,
@@ -142,7 +142,7 @@ def knn_accuracy(
     """Accuracy of the majority vote of the ``k`` nearest training points (Euclidean)."""
     train_f, train_y = _check_labelled("train", train_features, train_labels)
     test_f, test_y = _check_labelled("test", test_features, test_labels)
-    checks.check_positive_int("k", k)
+    checks.check_count("k", k)
     if k > train_f.shape[0]:
         raise ValueError(f"k: expected at most the {train_f.shape[0]} training points, got {k}")
     num_classes = num_classes or int(max(train_y.max(), test_y.max())) + 1
@@ -201,7 +201,7 @@ def representation_report(model, params, train_x, train_y, test_x, test_y, key=N
 
 
 def run_representation(
-    model, params, train_uint8, train_labels, test_uint8, test_labels, key, out_dir, **options
+    model, params, train_uint8, train_labels, test_uint8, test_labels, key, *, out_dir, **options
 ):
     """``representation_report`` on uint8 images (converted to the model's input kind); for a
     2-D latent also writes ``latent_scatter.png`` of the test set. Returns the report plus ``"files"``."""

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vae_jax import checks, distributions, priors
-from vae_jax.apps import images as images_lib
+from vae_jax import checks, distributions, outputs
+from vae_jax import images as images_lib
 from vae_jax.apps import tiling
 
 DENOISERS = ("posterior_mean", "map")
@@ -101,21 +101,6 @@ def ssim(restored, clean):
 # ---------------------------------------------------------------- the model's pieces
 
 
-def _require_decoder(model, what, needs_prior=False):
-    """Latent-space methods decode a (top) latent directly and may score it under the prior."""
-    needed = ("decoder_output", "prior_components") if needs_prior else ("decoder_output",)
-    missing = [name for name in needed if not hasattr(model, name)]
-    if missing:
-        raise ValueError(
-            f"{what}: needs a model with {' and '.join(needed)}; {type(model).__name__} lacks {missing}"
-        )
-
-
-def _prior_log_prob(model, params, z):
-    """log p(z) per example for the (top) latent, from the prior's mixture components."""
-    return jax.vmap(priors.mixture_log_prob, in_axes=(None, 0))(model.prior_components(params), z)
-
-
 def _mean_image(model, out):
     return jnp.clip(model.likelihood.mean(out), 0.0, 1.0)
 
@@ -154,7 +139,7 @@ def _maximise_in_latent_space(model, params, z0, target, mask, log_var, *, objec
     def loss(z):
         out = model.decoder_output(params, z)
         data = _log_likelihood(model, objective, out, target, mask, log_var)
-        return -(data + jnp.sum(_prior_log_prob(model, params, z)))
+        return -(data + jnp.sum(model.prior_log_prob(params, z)))
 
     def step(carry, _):
         z, state = carry
@@ -171,7 +156,6 @@ def _maximise_in_latent_space(model, params, z0, target, mask, log_var, *, objec
 
 def denoise_posterior_mean_tiles(model, params, noisy):
     """x_hat = E[x | z = mean of q(z | clip(y))]: encode the (clipped) noisy tiles, decode the mean."""
-    _require_decoder(model, "denoise_posterior_mean_tiles")
     _check_tiles(model, "noisy", noisy)
     return _decode_posterior_mean(model, params, jnp.clip(noisy, 0.0, 1.0))[1]
 
@@ -179,10 +163,10 @@ def denoise_posterior_mean_tiles(model, params, noisy):
 def denoise_map_tiles(model, params, noisy, sigma, *, steps=200, learning_rate=0.05):
     """x_hat = x(z*), z* = argmax_z log N(y; x(z), sigma^2 I) + log p(z) (MAP in latent space).
 
-    ``x(z)`` is the likelihood's mean at z; the search starts at the posterior mean of
-    ``clip(y)`` and takes ``steps`` Adam steps.
+    ``x(z)`` is the likelihood's mean at z; for a hierarchy z is every group and log p(z) the
+    whole top-down prior. The search starts at the posterior mean of ``clip(y)`` and takes
+    ``steps`` Adam steps.
     """
-    _require_decoder(model, "denoise_map_tiles", needs_prior=True)
     _check_tiles(model, "noisy", noisy)
     if not sigma > 0:
         raise ValueError(f"sigma: expected a positive noise standard deviation, got {sigma!r}")
@@ -218,7 +202,7 @@ def inpaint_resample_tiles(model, params, images01, mask, key, *, iterations=50)
     """
     _check_tiles(model, "images01", images01)
     checks.check_key("key", key)
-    checks.check_positive_int("iterations", iterations)
+    checks.check_count("iterations", iterations)
     mask = jnp.broadcast_to(mask, images01.shape)
     return _resample(model, params, jnp.asarray(images01, jnp.float32), mask, key, iterations=iterations)
 
@@ -229,7 +213,6 @@ def inpaint_optimise_tiles(model, params, images01, mask, *, steps=200, learning
     The model's own likelihood scores the known pixels; the search starts at the posterior
     mean of the mean-filled tiles.
     """
-    _require_decoder(model, "inpaint_optimise_tiles", needs_prior=True)
     _check_tiles(model, "images01", images01)
     images01 = jnp.asarray(images01, jnp.float32)
     mask = jnp.broadcast_to(mask, images01.shape)
@@ -357,20 +340,20 @@ def restoration_report(model, params, image_uint8, key, *, noise_sigma=0.1, blur
             ),
         }
     report = {
-        task: {method: _scores(image, clean) for method, image in outputs.items() if method != "clean"}
-        for task, outputs in results.items()
+        task: {method: _scores(image, clean) for method, image in restored.items() if method != "clean"}
+        for task, restored in results.items()
     }
     report["noise_sigma"] = noise_sigma
     return report, results
 
 
-def run_restoration(model, params, image_uint8, key, out_dir, **options):
+def run_restoration(model, params, image_uint8, key, *, out_dir, **options):
     """Write ``{task}.png`` (a row: clean, degraded, baselines, restorations) under ``out_dir``
     and return ``restoration_report``'s numbers plus ``"files"`` and each row's ``"columns"``."""
     report, results = restoration_report(model, params, image_uint8, key, **options)
     files, columns = [], {}
-    for task, outputs in results.items():
-        columns[task] = list(outputs)
-        row = jnp.stack(list(outputs.values()))
-        files.append(images_lib.save_grid(os.path.join(out_dir, f"{task}.png"), row, cols=len(outputs)))
+    for task, restored in results.items():
+        columns[task] = list(restored)
+        row = jnp.stack(list(restored.values()))
+        files.append(outputs.save_grid(os.path.join(out_dir, f"{task}.png"), row, cols=len(restored)))
     return {**report, "files": files, "columns": columns}

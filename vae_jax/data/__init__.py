@@ -1,4 +1,5 @@
-"""Data: sources yielding uint8 NHWC NumPy batches, and the JAX transforms a likelihood needs.
+"""Data: sources yielding uint8 NHWC NumPy batches (and, from ``vae_jax.images``, the JAX
+transforms that turn them into what a likelihood reads).
 
     source = load_source("photos")                      # or "tfds:mnist", "folder:DIR", "idx:DIR"
     x = source.train_batch(step, batch_size=64, seed=0)  # uint8 (64, 32, 32, 3), pure in its args
@@ -11,7 +12,7 @@ by the source that needs them.
 from vae_jax.data.errors import DatasetNotFoundError, DataSourceError, IdxFormatError
 from vae_jax.data.load import SPECS, load_source
 from vae_jax.data.source import ArraySource, DataSource, epoch_permutation
-from vae_jax.data.transforms import (
+from vae_jax.images import (
     LIKELIHOOD_INPUTS,
     dequantize,
     dynamic_binarize,

@@ -34,6 +34,26 @@ def tiles(image: np.ndarray, size: int) -> np.ndarray:
     return grid.transpose(0, 2, 1, 3, 4).reshape(rows * cols, size, size, image.shape[2])
 
 
+def downscaled(image: np.ndarray, factor: int) -> np.ndarray:
+    """``image`` (uint8 (H, W, C)) reduced ``factor`` times by averaging each factor x factor block
+    (Pillow's ``reduce``, a box filter): the image a camera of 1/factor the resolution takes."""
+    if factor == 1:
+        return image
+    from PIL import Image
+
+    picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).reduce(factor)
+    pixels = np.asarray(picture, np.uint8)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def at_scales(images, scales, size: int) -> list[np.ndarray]:
+    """Every image at every downscaling factor in ``scales`` (1 = as it is), where it still holds a
+    ``size`` x ``size`` crop: natural images of a tile's size are mostly whole scenes downsampled
+    (ImageNet 32x32), full-resolution crops are smoother; training on both covers both."""
+    scaled = [downscaled(image, factor) for image in images for factor in scales]
+    return [image for image in scaled if min(image.shape[:2]) >= size]
+
+
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """The central ``size`` x ``size`` window of ``(H, W, C)`` ``image`` (H, W >= size)."""
     top = (image.shape[0] - size) // 2

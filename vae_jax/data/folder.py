@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vae_jax.checks import check_count, check_scales
 from vae_jax.data.channels import check_channels
-from vae_jax.data.crops import CropSource, center_crop
+from vae_jax.data.crops import CropSource, at_scales, center_crop
 from vae_jax.data.errors import DataSourceError
-from vae_jax.data.source import check_count
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 TEST_FRACTION = 0.1
@@ -65,9 +65,11 @@ def read_image(path: Path, size: int, channels: int | None) -> tuple[np.ndarray,
     return pixels, dropped_alpha
 
 
-def folder_source(path: str | Path, crop_size: int = 32, channels: int | None = None) -> CropSource:
-    """The images under ``path`` as a ``CropSource`` of ``crop_size`` crops (RGB, or gray if channels=1)."""
+def folder_source(path: str | Path, crop_size: int = 32, channels: int | None = None, scales=(1,)) -> CropSource:
+    """The images under ``path`` as a ``CropSource`` of ``crop_size`` crops (RGB, or gray if channels=1),
+    the training images at each downscaling factor in ``scales`` (``crops.at_scales``)."""
     crop_size = check_count("crop_size", crop_size, 1)
+    scales = check_scales(scales)
     check_channels(channels)
     folder = Path(path)
     if not folder.exists():
@@ -91,7 +93,7 @@ def folder_source(path: str | Path, crop_size: int = 32, channels: int | None = 
     depth = images[0].shape[2]
     return CropSource(
         name=f"folder:{folder}",
-        train_images=[image for image, test in zip(images, is_test) if not test],
+        train_images=at_scales([image for image, test in zip(images, is_test) if not test], scales, crop_size),
         test_images=np.stack(test) if test else np.zeros((0, crop_size, crop_size, depth), dtype=np.uint8),
         crop_size=crop_size,
     )

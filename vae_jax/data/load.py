@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from vae_jax.checks import check_count
 from vae_jax.data.channels import check_channels
-from vae_jax.data.source import DataSource, check_count
+from vae_jax.data.source import DataSource
 
 SPECS = ("photos", "tfds:NAME", "folder:PATH", "idx:PATH")
 
@@ -13,6 +14,7 @@ def load_source(
     *,
     crop_size: int = 32,
     channels: int | None = None,
+    scales=(1,),
     data_dir=None,
     manual_dir=None,
     download: bool = False,
@@ -25,6 +27,8 @@ def load_source(
         idx files).
       crop_size: side of the square crops of ``photos`` and ``folder``; TFDS and idx datasets
         keep their own image size.
+      scales: ``photos`` and ``folder``: train on every image at each of these downscaling
+        factors (1 = full resolution).
       channels: None keeps the source's channels; 1 converts to gray, 3 to colour.
       data_dir, manual_dir, download: TFDS only: where prepared datasets live, where archives
         for a manual build are, and whether it may download and build (default: never).
@@ -38,7 +42,7 @@ def load_source(
     if spec == "photos":
         from vae_jax.data.photos import photos_source
 
-        return photos_source(crop_size, channels)
+        return photos_source(crop_size, channels, scales)
     if colon and argument and scheme == "tfds":
         from vae_jax.data.tfds_source import tfds_source
 
@@ -48,7 +52,7 @@ def load_source(
     if colon and argument and scheme == "folder":
         from vae_jax.data.folder import folder_source
 
-        return folder_source(argument, crop_size, channels)
+        return folder_source(argument, crop_size, channels, scales)
     if colon and argument and scheme == "idx":
         from vae_jax.data.idx import idx_source
 

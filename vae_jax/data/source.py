@@ -11,10 +11,9 @@ generator seeded by ``(seed, epoch)``. Within an epoch no example repeats.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from vae_jax.checks import check_count
 from vae_jax.data.errors import DataSourceError
 
 
@@ -38,13 +37,6 @@ def read_only(array):
     if isinstance(array, np.ndarray):
         array.flags.writeable = False
     return array
-
-
-def check_count(name: str, value, minimum: int) -> int:
-    """``value`` as an ``int`` if it is an integer >= ``minimum``; a clear ``ValueError`` if not."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class DataSource:

@@ -42,9 +42,10 @@ def how_to_get(name: str, where: str) -> str:
     """The message for a dataset that is not prepared: what to pass to get it."""
     return (
         f"TFDS dataset {name!r} is not prepared in {where}, and downloading is off. To get it:\n"
-        f"  * download and build it: download=True (CLI: --download; needs network access), or\n"
-        f"  * build it from archives you already have: manual_dir=DIR (CLI: --manual-dir DIR);\n"
-        f"  * or point data_dir (CLI: --data-dir) at a directory where it is already prepared.\n"
+        f"  * download and build it: download=True (needs network access), or\n"
+        f"  * build it from archives you already have: manual_dir=DIR;\n"
+        f"  * or point data_dir at a directory where it is already prepared (for MNIST-format idx\n"
+        f"    files: python -m vae_jax.data.tfds_idx_builder IDX_DIR DATA_DIR builds one offline).\n"
         f"Building needs TensorFlow: pip install 'vae-jax[tfds-build]' (tensorflow-cpu)."
     )
 

@@ -1,12 +1,13 @@
 """Flax linen encoders and decoders.
 
 Encoders map a batch of images ``(B, *data_shape)`` to the posterior's ``(mean, log_var)``,
-each ``(B, *latent_shape)``. Decoders map ``(B, *latent_shape)`` to the likelihood's
-parameters ``(B, *data_shape, params_per_subpixel)``.
+each ``(B, *latent_shape)``, through ``gaussian_head``. Decoders map ``(B, *latent_shape)`` to
+the likelihood's parameters ``(B, *params_shape)``.
 """
 
-from vae_jax.networks.conv import ConvDecoder, ConvEncoder, ResBlock
-from vae_jax.networks.ladder import BottomUp, TopDown, TopDownGroup
+from vae_jax.networks.conv import BottomUp, ConvDecoder, ConvEncoder, ResBlock
+from vae_jax.networks.heads import gaussian_head
+from vae_jax.networks.ladder import TopDown, TopDownGroup
 from vae_jax.networks.mlp import MLPDecoder, MLPEncoder
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "ResBlock",
     "TopDown",
     "TopDownGroup",
+    "gaussian_head",
 ]

@@ -1,4 +1,5 @@
-"""Bad input at a public function raises a clear error naming the argument, expected and received."""
+"""vae_jax.checks at the public functions: bad input raises a clear error naming the argument, the
+expected and the received, eagerly and under jit."""
 
 import jax
 import jax.numpy as jnp
@@ -12,13 +13,13 @@ KEY = jax.random.key(0)
 
 @pytest.fixture(scope="module")
 def mlp():
-    model = vae_jax.mlp_vae((4, 4, 1), (8,), 2)
+    model = vae_jax.mlp_vae((4, 4, 1), hidden=(8,), latent_dim=2)
     return model, vae_jax.init(model, KEY)
 
 
 @pytest.fixture(scope="module")
 def discrete():
-    model = vae_jax.mlp_vae((4, 4, 3), (8,), 2, likelihood=vae_jax.DiscretizedLogisticMixture(2))
+    model = vae_jax.mlp_vae((4, 4, 3), hidden=(8,), latent_dim=2, likelihood=vae_jax.DiscretizedLogisticMixture(2))
     return model, vae_jax.init(model, KEY)
 
 
@@ -51,7 +52,7 @@ def test_values_out_of_range(mlp, discrete):
         vae_jax.elbo(model, params, jnp.full((4, 4, 3), 3.5), KEY)
     with pytest.raises(ValueError, match="non-finite"):
         vae_jax.elbo(model, params, jnp.full((4, 4, 3), jnp.nan), KEY)
-    unit = vae_jax.mlp_vae((3,), (), 1, likelihood=vae_jax.Gaussian(0.1))
+    unit = vae_jax.mlp_vae((3,), hidden=(), latent_dim=1, likelihood=vae_jax.Gaussian(0.1))
     with pytest.raises(ValueError, match=r"values in \[0, 1\], got values in \[-1, 2\]"):
         vae_jax.elbo(unit, vae_jax.init(unit, KEY), jnp.array([-1.0, 0.0, 2.0]), KEY)
 
@@ -63,7 +64,7 @@ def test_the_linear_gaussian_model_takes_real_data_and_matches_its_closed_form()
     exact = vae_jax.exact_log_marginal(model, params, x)
     encoder = vae_jax.optimal_encoder_params(model, params)
     # With the exact posterior every importance weight equals p(x).
-    log_w = vae_jax.log_importance_weights(model, {**params, "encoder": encoder}, x, KEY, 3)
+    log_w = vae_jax.log_importance_weights(model, {**params, "encoder": encoder}, x, KEY, k=3)
     np.testing.assert_allclose(log_w, np.repeat(np.asarray(exact)[:, None], 3, axis=1), rtol=1e-5)
 
 
@@ -74,17 +75,17 @@ def test_bad_key_and_counts(mlp):
         vae_jax.elbo(model, params, x, 0)
     with pytest.raises(ValueError, match="key: expected a single PRNG key"):
         vae_jax.elbo(model, params, x, jax.random.split(KEY, 2))
-    with pytest.raises(ValueError, match="k: expected a positive int, got 0"):
+    with pytest.raises(ValueError, match="k: expected an integer >= 1, got 0"):
         vae_jax.iwae_bound(model, params, x, KEY, k=0)
-    with pytest.raises(ValueError, match="chunk_size: expected a positive int"):
+    with pytest.raises(ValueError, match="chunk_size: expected an integer >= 1"):
         vae_jax.log_likelihood(model, params, x, KEY, k=10, chunk_size=-1)
-    with pytest.raises(ValueError, match="num_samples: expected a positive int"):
-        vae_jax.sample(model, params, KEY, 0)
+    with pytest.raises(ValueError, match="num_samples: expected an integer >= 1"):
+        vae_jax.sample(model, params, KEY, num_samples=0)
     with pytest.raises(ValueError, match="temperature"):
-        vae_jax.sample(model, params, KEY, 2, temperature=-1.0)
+        vae_jax.sample(model, params, KEY, num_samples=2, temperature=-1.0)
     for bad in (float("inf"), float("nan")):
         with pytest.raises(ValueError, match="temperature: expected a finite non-negative number"):
-            vae_jax.sample(model, params, KEY, 2, temperature=bad)
+            vae_jax.sample(model, params, KEY, num_samples=2, temperature=bad)
     with pytest.raises(ValueError, match=r"key: expected a PRNG key.*got str 'abc'"):
         vae_jax.elbo(model, params, x, "abc")
 
@@ -117,10 +118,10 @@ def test_iwae_bound_of_a_large_batch_is_evaluated_in_groups(mlp, monkeypatch):
 
 def test_models_that_do_not_fit_are_refused_at_construction():
     with pytest.raises(ValueError, match="divisible"):
-        vae_jax.conv_vae((30, 30, 3), (8, 16, 32))
+        vae_jax.conv_vae((30, 30, 3), widths=(8, 16, 32))
     with pytest.raises(ValueError, match="activation"):
         vae_jax.init(
-            vae_jax.mlp_vae((4,), (3,), 2, activation="relux", likelihood=vae_jax.Gaussian(1.0)), KEY
+            vae_jax.mlp_vae((4,), hidden=(3,), latent_dim=2, activation="relux", likelihood=vae_jax.Gaussian(1.0)), KEY
         )
     with pytest.raises(ValueError, match="num_components"):
         vae_jax.DiscretizedLogisticMixture(0)

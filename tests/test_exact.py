@@ -1,4 +1,5 @@
-"""The linear-Gaussian VAE against its closed-form marginal p(x) = N(b, W W^T + s^2 I)."""
+"""The closed forms of vae_jax.exact (the linear-Gaussian VAE's marginal p(x) = N(b, W W^T + s^2 I)),
+and every estimator (ELBO, IWAE, the chunked log-likelihood) checked against them."""
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +64,7 @@ def test_exact_posterior_encoder_attains_the_marginal_sample_by_sample():
     with jax.enable_x64(True):
         params64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
         log_w = vae_jax.log_importance_weights(
-            model, params64, jnp.asarray(x, jnp.float64), jax.random.key(0), 200
+            model, params64, jnp.asarray(x, jnp.float64), jax.random.key(0), k=200
         )
     # log p(x, z) - log q(z|x) = log p(x) for every z when q is the exact posterior.
     assert np.max(np.abs(np.asarray(log_w) - np.asarray(exact)[:, None])) < 1e-4
@@ -141,14 +142,14 @@ def test_chunked_log_likelihood_handles_a_ragged_last_chunk():
 def test_default_chunking_is_even_and_batch_independent():
     """chunk_size=None takes ``evaluation.chunking``'s even split; the batch is evaluated in
     groups, and every example's value is the one it gets alone (same draws)."""
-    from vae_jax import evaluation
+    from vae_jax import batching, evaluation
 
     model, params = _model_and_params(seed=8)
     params["encoder"] = _approximate_posterior_params(model, params)
     x = _data(n=5, seed=9)
     chunk_size, num_chunks = evaluation.chunking(model, params, k=5000)
     assert chunk_size * num_chunks >= 5000 > chunk_size * (num_chunks - 1)
-    assert chunk_size <= evaluation.samples_per_chunk(model, params)
+    assert chunk_size <= batching.samples_per_chunk(model, params)
     key = jax.random.key(1)
     default = vae_jax.log_likelihood(model, params, x, key, k=5000)
     explicit = vae_jax.log_likelihood(model, params, x, key, k=5000, chunk_size=chunk_size)

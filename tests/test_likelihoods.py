@@ -1,0 +1,117 @@
+"""Observation models p(x|z): every discrete one sums to one over its 256 values, the Gaussian
+matches scipy, samples lie in the data's domain."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from vae_jax import likelihoods
+
+RNG = np.random.default_rng(0)
+
+
+def test_discretized_logistic_mixture_sums_to_one_for_every_pixel():
+    likelihood = likelihoods.DiscretizedLogisticMixture(num_components=5)
+    out = jnp.asarray(RNG.normal(scale=2.0, size=(4, 4, 3, 15)), jnp.float32)
+    values = jnp.arange(256).reshape(256, 1, 1, 1)
+    log_probs = likelihood.log_prob(values, out[None])  # (256, 4, 4, 3)
+    np.testing.assert_allclose(jax.nn.logsumexp(log_probs, axis=0), 0.0, atol=3e-5)
+
+
+def test_gaussian_likelihood_fixed_and_learned_scale():
+    x = jnp.asarray(RNG.uniform(size=(5,)), jnp.float32)
+    out = jnp.asarray(RNG.normal(size=(5, 2)), jnp.float32)
+    fixed = likelihoods.Gaussian(obs_var=0.25)
+    np.testing.assert_allclose(fixed.log_prob(x, out[:, :1]), stats.norm.logpdf(x, out[:, 0], 0.5), rtol=1e-5)
+    learned = likelihoods.Gaussian()
+    want = stats.norm.logpdf(x, out[:, 0], np.exp(0.5 * out[:, 1]))
+    np.testing.assert_allclose(learned.log_prob(x, out), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="obs_var"):
+        likelihoods.Gaussian(obs_var=-1.0)
+
+
+def test_likelihood_samples_lie_in_the_data_domain():
+    key = jax.random.key(3)
+    out = 3 * jax.random.normal(key, (8, 8, 3, 15))
+    x = likelihoods.DiscretizedLogisticMixture(5).sample(out, key)
+    assert x.dtype == jnp.int32 and int(x.min()) >= 0 and int(x.max()) <= 255
+    b = likelihoods.Bernoulli().sample(out[..., :1], key)
+    assert set(np.unique(np.asarray(b))) <= {0.0, 1.0}
+
+
+def _coupled_case(k, seed=0, shape=(6,)):
+    rng = np.random.default_rng(seed)
+    out = jnp.asarray(rng.normal(scale=2.0, size=(*shape, 10 * k)), jnp.float32)
+    x = jnp.asarray(rng.integers(0, 256, (*shape, 3)), jnp.int32)
+    return likelihoods.CoupledLogisticMixture(k), out, x
+
+
+def test_coupled_conditionals_sum_to_one_and_multiply_to_the_joint():
+    """For random parameters: each channel's probabilities over its 256 values, given the actual
+    previous channels, sum to 1, and log p(r, g, b) = log p(r) + log p(g | r) + log p(b | r, g)."""
+    likelihood, out, x = _coupled_case(4)
+    conditionals = likelihood.channel_log_probs(x, out)
+    assert conditionals.shape == (6, 3, 256)
+    np.testing.assert_allclose(np.exp(conditionals).sum(-1), 1.0, atol=2e-5)
+    picked = jnp.take_along_axis(conditionals, x[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(picked.sum(-1), likelihood.log_prob(x, out), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_coupled_joint_sums_to_one_over_all_colours():
+    """Brute force over all 256^3 colours of one pixel: sum_{r,g,b} p(r, g, b) = 1."""
+    likelihood, out, _ = _coupled_case(2, seed=1, shape=())
+    values = jnp.arange(256)
+    grid = jnp.stack(jnp.meshgrid(values, values, indexing="ij"), -1).reshape(-1, 2)  # (r, g) pairs
+    total = 0.0
+    for b in range(0, 256, 64):  # blocks of blue values keep memory small
+        colours = jnp.concatenate(
+            [jnp.repeat(grid, 64, axis=0), jnp.tile(jnp.arange(b, b + 64), grid.shape[0])[:, None]], axis=-1
+        )
+        total += float(jnp.sum(jnp.exp(likelihood.log_prob(colours, jnp.broadcast_to(out, (colours.shape[0], 20))))))
+    assert total == pytest.approx(1.0, abs=1e-3)
+
+
+def test_coupled_with_one_component_and_no_coupling_is_the_independent_likelihood():
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.integers(0, 256, (5, 3)), jnp.int32)
+    means, log_scales = rng.normal(size=(2, 5, 3))
+    coupled_out = jnp.concatenate(
+        [jnp.zeros((5, 1)), jnp.asarray(means), jnp.asarray(log_scales) - 2, jnp.zeros((5, 3))], axis=-1
+    )  # logits, 3 means, 3 log-scales, 3 coefficients (tanh(0) = 0)
+    independent_out = jnp.stack([jnp.zeros((5, 3)), jnp.asarray(means), jnp.asarray(log_scales) - 2], axis=-1)
+    coupled = likelihoods.CoupledLogisticMixture(1).log_prob(x, coupled_out)
+    independent = likelihoods.DiscretizedLogisticMixture(1).log_prob(x, independent_out).sum(-1)
+    np.testing.assert_allclose(coupled, independent, rtol=1e-6)
+
+
+def test_coupled_sample_mean_and_layout():
+    likelihood, out, _ = _coupled_case(3, seed=3, shape=(4, 4))
+    assert likelihood.params_shape((4, 4, 3)) == (4, 4, 30)
+    with pytest.raises(ValueError, match="RGB"):
+        likelihood.params_shape((4, 4, 1))
+    draws = likelihood.sample(out, jax.random.key(0))
+    assert draws.shape == (4, 4, 3) and draws.dtype == jnp.int32 and int(draws.min()) >= 0 and int(draws.max()) <= 255
+    mean = likelihood.mean(out)
+    assert mean.shape == (4, 4, 3) and float(mean.min()) >= 0 and float(mean.max()) <= 1
+    # A component with tiny scales puts ~all mass where its coupled means say: the sample there.
+    sharp = jnp.concatenate([jnp.array([30.0, 0, 0]), jnp.array([0.2, 0, 0, 0.1, 0, 0, -0.3, 0, 0]),
+                             jnp.full(9, -7.0), jnp.array([2.0, 0, 0, -1.0, 0, 0, 0.5, 0, 0])])  # fmt: skip
+    r, g, b = np.asarray(likelihoods.CoupledLogisticMixture(3).sample(sharp, jax.random.key(1)))
+    centre = lambda v: 2 * v / 255 - 1
+    a, be, ga = np.tanh([2.0, -1.0, 0.5])
+    assert abs(centre(r) - 0.2) < 0.01
+    assert abs(centre(g) - (0.1 + a * centre(r))) < 0.01
+    assert abs(centre(b) - (-0.3 + be * centre(r) + ga * centre(g))) < 0.01
+
+
+def test_independent_channel_log_probs_are_each_sub_pixels_distribution():
+    likelihood = likelihoods.DiscretizedLogisticMixture(3)
+    out = jnp.asarray(RNG.normal(size=(2, 3, 9)), jnp.float32)
+    table = likelihood.channel_log_probs(None, out)
+    assert table.shape == (2, 3, 256)
+    np.testing.assert_allclose(np.exp(table).sum(-1), 1.0, atol=3e-5)
+    x = jnp.asarray(RNG.integers(0, 256, (2, 3)), jnp.int32)
+    np.testing.assert_allclose(jnp.take_along_axis(table, x[..., None], -1)[..., 0], likelihood.log_prob(x, out), rtol=1e-5)
