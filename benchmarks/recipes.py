@@ -32,10 +32,14 @@ from vae_jax import photo_eval, runs
 RECIPES: dict[str, tuple[str, dict]] = {
     "conv": ("photos", {}),
     "conv-dlm": ("photos", {"likelihood": "dlm"}),
+    "conv-coupled": ("photos", {"likelihood": "coupled"}),
     "conv-scales": ("photos", {"scales": (1, 2, 4)}),
+    "conv-coupled-scales": ("photos", {"likelihood": "coupled", "scales": (1, 2, 4)}),
     "hvae": ("photos-hvae", {}),
     "hvae-dlm": ("photos-hvae", {"likelihood": "dlm"}),
     "hvae-no-full-res": ("photos-hvae", {"groups_per_stage": (0, 2, 2)}),
+    "hvae-coupled-full-res": ("photos-hvae", {"likelihood": "coupled", "groups_per_stage": (1, 2, 2), "scales": (1, 2)}),
+    "hvae-coupled-scales": ("photos-hvae", {"likelihood": "coupled", "scales": (1, 2)}),
     "hvae-scales": ("photos-hvae", {"scales": (1, 2, 4)}),
     "hvae-lr3e-3": ("photos-hvae", {"learning_rate": 3e-3}),
     "hvae-lr5e-4": ("photos-hvae", {"learning_rate": 5e-4}),
@@ -65,8 +69,10 @@ def steps_per_second(config) -> float:
     return float(np.median(rates))
 
 
-def run_recipe(name, minutes, out_dir: Path, heldout: dict, heldout_tiles: int) -> dict:
+def run_recipe(name, minutes, out_dir: Path, heldout: dict, heldout_tiles: int, data: str | None = None) -> dict:
     preset, overrides = RECIPES[name]
+    if data:
+        overrides = {**overrides, "data": data}
     probe = config_lib.preset(preset, overrides)
     rate = steps_per_second(probe)
     steps = max(probe.steps_per_dispatch, int(rate * minutes * 60) // probe.steps_per_dispatch * probe.steps_per_dispatch)
@@ -74,7 +80,7 @@ def run_recipe(name, minutes, out_dir: Path, heldout: dict, heldout_tiles: int) 
         probe, steps=steps, eval_every=0, checkpoint_every=max(steps // 4, 1), warmup_steps=min(probe.warmup_steps, steps // 10),
         kl_warmup_steps=min(probe.kl_warmup_steps, steps // 4),
     )  # fmt: skip
-    run_dir = out_dir / f"{name}-{minutes}min"
+    run_dir = out_dir / f"{_label(name, data)}-{minutes}min"
     started = time.perf_counter()
     summary = runs.train(config, run_dir, resume=(run_dir / "config.json").is_file(), progress=False, log=lambda *_: None)
     train_seconds = time.perf_counter() - started
@@ -83,7 +89,7 @@ def run_recipe(name, minutes, out_dir: Path, heldout: dict, heldout_tiles: int) 
     options = dict(likelihood_input=config.likelihood_input, batch_size=64)
     held = photo_eval.evaluate_photos(run.model, run.params, heldout, key, max_tiles=heldout_tiles, **options) if heldout else None
     return {
-        "recipe": name,
+        "recipe": _label(name, data),
         "preset": preset,
         "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
         "minutes_budget": minutes,
@@ -95,6 +101,11 @@ def run_recipe(name, minutes, out_dir: Path, heldout: dict, heldout_tiles: int) 
         "machine": {"cpu_count": os.cpu_count(), "device": jax.devices()[0].device_kind},
         "commit": runs_commit(),
     }
+
+
+def _label(name: str, data: str | None) -> str:
+    """The recipe's name, with the training data when it is not the preset's."""
+    return f"{name}@{Path(data.split(':', 1)[-1]).name}" if data else name
 
 
 def runs_commit() -> str:
@@ -124,6 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("--recipes", default="", help=f"comma-separated, from {', '.join(RECIPES)}")
     parser.add_argument("--minutes", type=float, default=8.0, help="training wall time per recipe")
     parser.add_argument("--heldout", help="a folder of held-out photographs")
+    parser.add_argument("--data", help="train every recipe on this source instead of its preset's (e.g. folder:DIR)")
     parser.add_argument("--heldout-tiles", type=int, default=256, help="about this many tiles of each held-out photo")
     parser.add_argument("--out", default="runs/recipes/results.json")
     parser.add_argument("--report", action="store_true", help="print the results file as a table")
@@ -138,9 +150,9 @@ def main(argv=None) -> int:
     for name in filter(None, args.recipes.split(",")):
         if name not in RECIPES:
             raise SystemExit(f"--recipes: unknown {name!r}; expected one of {', '.join(RECIPES)}")
-        if any(r["recipe"] == name and r["minutes_budget"] == args.minutes for r in results):
+        if any(r["recipe"] == _label(name, args.data) and r["minutes_budget"] == args.minutes for r in results):
             continue
-        result = run_recipe(name, args.minutes, out.parent, heldout, args.heldout_tiles)
+        result = run_recipe(name, args.minutes, out.parent, heldout, args.heldout_tiles, args.data)
         results.append(result)
         out.write_text(json.dumps(results, indent=2) + "\n")
         print(json.dumps({k: result[k] for k in ("recipe", "steps", "chelsea_elbo_bits_per_dim")}), flush=True)

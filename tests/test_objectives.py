@@ -67,8 +67,8 @@ class ConformanceTest(chex.TestCase):
     @parameterized.named_parameters(*NAMED_FAMILIES)
     def test_vmap_and_single_examples_equal_the_batched_call_which_equals_jit(self, name):
         """The batched call (jitted once per family) is the reference: this variant's batched call,
-        its vmap over single examples and its call on one example all equal it (op by op, every
-        function but the chunked log-likelihood, which the jitted variant covers, and no vmap)."""
+        its vmap over single examples and its call on one example all equal it (op by op: the
+        batched call of every function but the chunked log-likelihood, which the jitted variant covers)."""
         case = setup(name)
         x, key = case["x"], jax.random.key(2)
         keys = jax.random.split(key, x.shape[0])
@@ -79,10 +79,10 @@ class ConformanceTest(chex.TestCase):
         f = case["keyed"] if jitted else case["eager"]
         reference = {fn: value for fn, value in reference.items() if jitted or fn != "log_likelihood"}
         chex.assert_trees_all_close(self.variant(f)(x, key), reference, **TOLERANCES)
-        if jitted:  # op by op, vmap traces every primitive anew: the batched call stands for it
+        if jitted:  # op by op every primitive compiles on its own: the batched call stands for the rest
             chex.assert_trees_all_close(self.variant(case["vmapped"])(x, keys), reference, **TOLERANCES)
-        one = jax.tree_util.tree_map(lambda a: a[1], reference)
-        chex.assert_trees_all_close(self.variant(f)(x[1], keys[1]), one, **TOLERANCES)
+            one = jax.tree_util.tree_map(lambda a: a[1], reference)
+            chex.assert_trees_all_close(self.variant(f)(x[1], keys[1]), one, **TOLERANCES)
 
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(*NAMED_FAMILIES)

@@ -24,7 +24,9 @@ def _setup(config):
 
 
 def _step(model, config, state, batch):
-    return training.train_step(runs.loss_of(model, config), runs.optimizer_of(config), state, batch, runs.step_options(config))
+    loss_fn, optimizer, options = runs.loss_of(model, config), runs.optimizer_of(config), runs.step_options(config)
+    # Jitted: op by op, a convolutional train step compiles every primitive on its own (a minute).
+    return jax.jit(lambda s, b: training.train_step(loss_fn, optimizer, s, b, options))(state, batch)
 
 
 def test_non_finite_update_is_skipped_and_counted():
@@ -103,7 +105,7 @@ def test_burda_schedule_stages():
 
 def test_a_few_hundred_steps_on_photos_lower_the_test_loss(tmp_path):
     config = tiny_conv_config(
-        steps=300, steps_per_dispatch=10, eval_every=0, checkpoint_every=0, log_every=100, learning_rate=3e-3,
+        steps=300, steps_per_dispatch=1, eval_every=0, checkpoint_every=0, log_every=100, learning_rate=3e-3,
         warmup_steps=20,
     )  # fmt: skip
     source = runs.open_source(config)

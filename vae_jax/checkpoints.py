@@ -23,6 +23,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vae_jax import parallel
+
 CHECKSUMS = "checksums.json"
 
 
@@ -82,15 +84,18 @@ def _write_checksums(directory: Path, checksums: dict) -> None:
 
 def save(checkpoints: ocp.CheckpointManager, state) -> None:
     """Save ``state`` at its step (once): its checksum first, then the arrays."""
-    step = int(state.step)
+    step = int(parallel.host_copy(state.step))
     if step in checkpoints.all_steps():
         return
-    tree = flax.serialization.to_state_dict(state)
+    # Host copies: identical in every process of a multi-process job, so the checkpoint is written
+    # once (orbax writes replicated arrays from the primary process) and its checksum is defined.
+    tree = parallel.host_copy(flax.serialization.to_state_dict(state))
     directory = Path(checkpoints.directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    recorded = _read_checksums(directory) or {}
-    kept = {str(s) for s in checkpoints.all_steps()}
-    _write_checksums(directory, {**{s: c for s, c in recorded.items() if s in kept}, str(step): checksum(tree)})
+    if parallel.is_primary():
+        directory.mkdir(parents=True, exist_ok=True)
+        recorded = _read_checksums(directory) or {}
+        kept = {str(s) for s in checkpoints.all_steps()}
+        _write_checksums(directory, {**{s: c for s, c in recorded.items() if s in kept}, str(step): checksum(tree)})
     checkpoints.save(step, args=ocp.args.StandardSave(tree))
     checkpoints.wait_until_finished()
 

@@ -95,7 +95,23 @@ def cmd_train(args) -> int:
     if args.coordinator:
         from vae_jax import parallel
 
-        parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+        # A process missing at the start makes JAX abort (not raise) after the timeout: say first what
+        # is being waited for, so the abort's "DEADLINE_EXCEEDED ... RegisterTask" has its context.
+        print(
+            f"vae-jax: process {args.process_id} of {args.num_processes} joining the job at {args.coordinator} "
+            f"(every process must join within {args.join_timeout} s)",
+            file=sys.stderr, flush=True,
+        )
+        try:
+            parallel.initialize_distributed(
+                args.coordinator, args.num_processes, args.process_id, join_timeout_s=args.join_timeout
+            )
+        except Exception as error:  # noqa: BLE001 (JAX raises bare runtime errors with a long service dump)
+            raise UsageError(
+                f"--coordinator {args.coordinator}: process {args.process_id} of {args.num_processes} could not "
+                f"join the job within {args.join_timeout} s (is every process started, with the same "
+                f"--coordinator and --num-processes and its own --process-id?): {str(error).splitlines()[0][:200]}"
+            ) from None
     summary = runs.train(
         config, run_dir, resume=args.resume, progress=not args.no_progress, devices=args.devices
     )
@@ -403,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--coordinator", help="multi-host: coordinator HOST:PORT for jax.distributed")
     train.add_argument("--num-processes", type=_count(1), help="multi-host: number of processes")
     train.add_argument("--process-id", type=_count(0), help="multi-host: this process's index")
+    train.add_argument("--join-timeout", type=_count(1), default=120,
+                       help="multi-host: seconds to wait for every process to join before failing")  # fmt: skip
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test ELBO, IWAE-k NLL and bits/dim of a run")

@@ -260,6 +260,8 @@ def train(
     global batch, split by rows, with replicated parameters (see ``vae_jax.parallel``).
     """
     run_dir = Path(run_dir)
+    # In a multi-process job every process trains; process 0 alone writes files and evaluates.
+    primary = parallel.is_primary()
     # Everything that can be wrong is checked before the run directory is touched.
     config_lib.validate(config)
     check_run_directory(run_dir, config, resume)
@@ -276,12 +278,17 @@ def train(
                 f"{run_dir} is already at step {int(state.step)}: steps={config.steps} leaves nothing to train "
                 f"(give more steps to continue it)"
             )
-        truncate_metrics(run_dir, int(state.step))
+        if primary:
+            truncate_metrics(run_dir, int(state.step))
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(config_lib.to_json(config) + "\n")
+        # Every process has checked the directory before any of them writes to it.
+        parallel.barrier("vae-jax: run directory checked")
+        if primary:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(config_lib.to_json(config) + "\n")
         manager = checkpoints.manager(run_dir)
-    _write_json(run_dir / "data_shape.json", list(source.image_shape))
+    if primary:
+        _write_json(run_dir / "data_shape.json", list(source.image_shape))
     if on_start is not None:
         on_start()
     start = int(state.step)
@@ -315,7 +322,7 @@ def train(
                 batches = parallel.shard_batches(batches, mesh)
             tick = time.perf_counter()
             state, metrics = train_steps(state, batches)
-            metrics = jax.device_get(metrics)
+            metrics = parallel.host_copy(metrics)
             elapsed = time.perf_counter() - tick
             if step == start:
                 summary["first_dispatch_seconds"] = elapsed  # includes compilation
@@ -331,8 +338,9 @@ def train(
             if bar is not None:
                 bar.update(n)
             if _crossed(step, n, config.log_every) or step == config.steps:
-                record = _train_record(step, window, config, int(state.skipped))
-                _append_metrics(run_dir, record)
+                record = _train_record(step, window, config, int(parallel.host_copy(state.skipped)))
+                if primary:
+                    _append_metrics(run_dir, record)
                 if bar is not None:
                     bar.set_postfix(
                         loss=f"{record['loss']:.1f}",
@@ -342,24 +350,28 @@ def train(
                 window = {"steps": 0, "time": 0.0, "sums": {}}
             if _crossed(step, n, config.checkpoint_every):
                 checkpoints.save(manager, state)
-            if _crossed(step, n, config.eval_every) and step < config.steps:
-                _evaluate_and_draw(run_dir, model, config, state, test_images, eval_key, step)
+            if _crossed(step, n, config.eval_every) and step < config.steps and primary:
+                _evaluate_and_draw(run_dir, model, config, parallel.host_copy(state), test_images, eval_key, step)
     except KeyboardInterrupt as signal_received:
         interrupted = "SIGTERM" if isinstance(signal_received, Terminated) else "SIGINT"
-        log(f"\n{interrupted} at step {int(state.step)}: saving a checkpoint")
+        log(f"\n{interrupted} at step {int(parallel.host_copy(state.step))}: saving a checkpoint")
     finally:
         if bar is not None:
             bar.close()
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+    state = parallel.host_copy(state)
     checkpoints.save(manager, state)
     summary["wall_seconds"] = time.perf_counter() - began
     if interrupted:
         summary["interrupted_at"] = int(state.step)
         summary["signal"] = interrupted
         return summary
+    summary.update(final_step=int(state.step), skipped_updates=int(state.skipped))
+    if not primary:
+        return summary
     final = _evaluate_and_draw(run_dir, model, config, state, test_images, eval_key, int(state.step))
-    summary.update(final_step=int(state.step), test=final, skipped_updates=int(state.skipped))
+    summary["test"] = final
     train_records = [r for r in outputs.read_metrics(run_dir / "metrics.jsonl") if r.get("split") == "train"]
     rates = [r["steps_per_s"] for r in train_records if "steps_per_s" in r]
     if rates:
@@ -400,7 +412,7 @@ def _check_progress(state, metrics, skipped_streak, step, manager):
     in a row skipped; the checkpoints on disk (all from before) stay as they are."""
     last = manager.latest_step()
     intact = f"the last checkpoint (step {last}) is intact" if last is not None else "no checkpoint was written"
-    if not bool(_all_finite(state.params)):
+    if not bool(parallel.host_copy(_all_finite(state.params))):
         raise RunError(f"training stopped at step {step}: the parameters became non-finite; {intact}; "
                        f"lower learning_rate or set grad_clip")  # fmt: skip
     if skipped_streak >= MAX_SKIPPED_STREAK:
