@@ -19,6 +19,19 @@ def conv_mixture():
     return model, vae_jax.init(model, jax.random.key(1))
 
 
+@pytest.fixture(scope="module")
+def conv_coupled():
+    """The channel-coupled mixture: coded R, then G given R, then B given R and G. Perturbed
+    parameters, so that the coupling coefficients are not zero and the conditionals really differ."""
+    from conftest import perturbed
+
+    model = vae_jax.conv_vae(
+        (8, 8, 3), widths=(8, 16), blocks_per_stage=1, latent_channels=2,
+        likelihood=vae_jax.CoupledLogisticMixture(2),
+    )  # fmt: skip
+    return model, perturbed(vae_jax.init(model, jax.random.key(2)), 5)
+
+
 def _random_image(shape, seed=0):
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
@@ -33,8 +46,9 @@ def test_round_trip_random_images(discrete_mlp, shape):
     np.testing.assert_array_equal(decoded, image)
 
 
-def test_round_trip_photo_and_exact_bytes(conv_mixture):
-    model, params = conv_mixture
+@pytest.mark.parametrize("which", ["conv_mixture", "conv_coupled"])
+def test_round_trip_photo_and_exact_bytes(which, request):
+    model, params = request.getfixturevalue(which)
     image = skimage.data.chelsea()[:24, :40]
     blob = compression.compress_image(model, params, image)
     decoded = compression.decompress_image(model, params, blob)
@@ -159,7 +173,9 @@ def test_initial_words_deterministic():
     assert not np.array_equal(a, compression.initial_words(6, 37))
 
 
-@pytest.mark.parametrize(("which", "size"), [("discrete_mlp", 64), ("conv_mixture", 64), ("discrete_mlp", 60)])
+@pytest.mark.parametrize(
+    ("which", "size"), [("discrete_mlp", 64), ("conv_mixture", 64), ("discrete_mlp", 60), ("conv_coupled", 60)]
+)
 def test_rate_is_close_to_negative_elbo(which, size, request):
     model, params = request.getfixturevalue(which)
     # 64: whole tiles. 60: the border tiles are 4/8 padding, which must not be coded (were it

@@ -59,6 +59,17 @@ def test_coupled_conditionals_sum_to_one_and_multiply_to_the_joint():
     np.testing.assert_allclose(picked.sum(-1), likelihood.log_prob(x, out), rtol=1e-5)
 
 
+def test_coupled_conditional_of_a_channel_ignores_the_later_channels_bit_for_bit():
+    """What a decoder relies on: it asks for channel c's conditional before it knows channels c.., so
+    their values must not change a single bit of it (jitted, as the coder runs it)."""
+    likelihood, out, x = _coupled_case(3, seed=4, shape=(5, 7))
+    table = jax.jit(likelihood.channel_log_probs)
+    full = np.asarray(table(x, out))
+    for channel in range(3):
+        scrambled = x.at[..., channel:].set((x[..., channel:] * 7 + 11) % 256)
+        np.testing.assert_array_equal(np.asarray(table(scrambled, out))[..., channel, :], full[..., channel, :])
+
+
 @pytest.mark.slow
 def test_coupled_joint_sums_to_one_over_all_colours():
     """Brute force over all 256^3 colours of one pixel: sum_{r,g,b} p(r, g, b) = 1."""

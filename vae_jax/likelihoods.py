@@ -252,8 +252,11 @@ class CoupledLogisticMixture:
         and likewise B with weights propto pi_k L(r) L(g | r).
         """
         log_weights, per_channel = self._component_log_probs(x, out)
-        # Component weights after seeing the channels before c: pi, pi L_R, pi L_R L_G.
-        seen = jnp.cumsum(per_channel, axis=-2) - per_channel  # (..., 3, K): sum over c' < c
+        # Component weights after seeing the channels before c: pi, pi L_R, pi L_R L_G. Summed
+        # without channel c itself (not cumsum minus it): a decoder that has not seen x_c yet must get
+        # the very same float bits as the encoder that has.
+        first = per_channel[..., :1, :]
+        seen = jnp.concatenate([jnp.zeros_like(first), first, first + per_channel[..., 1:2, :]], axis=-2)
         weights = jax.nn.log_softmax(log_weights[..., None, :] + seen, axis=-1)
         _, means, log_scales, coefficients = self._split(out)
         coupled = self._coupled_means(means, coefficients, x)

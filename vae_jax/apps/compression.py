@@ -131,12 +131,18 @@ def _posterior_in_bins(model, bin_width, params, tile):
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _pixel_probabilities(model, bin_width, params, z_bins):
-    """P(x|z) as unnormalized probabilities ``(D, 256)`` for every sub-pixel at z = w * z_bins."""
+def _decoder_output(model, bin_width, params, z_bins):
+    """The decoder's output ``(H, W, C, P)`` (or ``(H, W, P)`` for a coupled likelihood) at z = w * z_bins."""
     z = (z_bins.astype(jnp.float32) * bin_width).reshape(1, *model.latent_template.shape)
-    out = model.decoder_output(params, z)[0]  # (H, W, C, P)
-    values = jnp.broadcast_to(jnp.arange(256, dtype=jnp.float32), (*out.shape[:-1], 256))
-    log_p = model.likelihood.log_prob(values, out[..., None, :]).reshape(-1, 256)
+    return model.decoder_output(params, z)[0]
+
+
+@partial(jax.jit, static_argnums=0)
+def _channel_probabilities(likelihood, out, tile):
+    """P(x_c | z, x_<c) as unnormalized probabilities ``(H, W, C, 256)``, every sub-pixel's
+    conditional given the tile's earlier channels (channel c reads only channels < c of ``tile``,
+    so a decoder passes the channels it has and anything after them)."""
+    log_p = likelihood.channel_log_probs(tile.astype(jnp.float32), out)
     return jnp.exp(log_p - jnp.max(log_p, axis=-1, keepdims=True))
 
 
@@ -185,9 +191,15 @@ class _Coder:
         mean, std = _posterior_in_bins(self.model, self.bin_width, self.params, jnp.asarray(tile)[None])
         return self._checked("posterior", np.asarray(mean, np.float64), np.asarray(std, np.float64))
 
-    def pixel_probabilities(self, z_bins):
-        probs = _pixel_probabilities(self.model, self.bin_width, self.params, jnp.asarray(z_bins))
-        return self._checked("likelihood", np.asarray(probs, np.float64))[0]
+    def decoder_output(self, z_bins):
+        return _decoder_output(self.model, self.bin_width, self.params, jnp.asarray(z_bins))
+
+    def channel_probabilities(self, out, tile, channel, valid_hw):
+        """The valid sub-pixels' ``(D, 256)`` conditionals of ``channel`` given the tile's earlier ones."""
+        probs = _channel_probabilities(self.model.likelihood, out, jnp.asarray(tile, jnp.int32))
+        probs = self._checked("likelihood", np.asarray(probs, np.float64))[0]
+        # constriction reads contiguous rows only; a channel's slice of the table is strided.
+        return np.ascontiguousarray(_valid(probs[..., channel, :], valid_hw).reshape(-1, 256))
 
     def component_posterior(self, z_bins):
         probs = _component_posterior(*self._prior_jax, jnp.asarray(z_bins))
@@ -216,28 +228,31 @@ class _Coder:
     def push_tile(self, ans, tile, valid_hw):
         """Encode one uint8 tile: z <- Q(z|x) (bits back), push x under P(x|z), push z under P(z).
 
-        Only the tile's first ``valid_hw`` rows and columns are image pixels; the rest is edge
-        padding, which the decoder rebuilds from them, so it is not coded."""
+        The channels are pushed last to first, so that a decoder pops the first channel, then the
+        second given the first, and so on (a coupled likelihood's R, G | R, B | R, G). Only the
+        tile's first ``valid_hw`` rows and columns are image pixels; the rest is edge padding,
+        which the decoder rebuilds from them, so it is not coded."""
         mean, std = self.posterior(tile.astype(np.int32))
         z_bins = ans.decode(self.latent_family, mean, std)
-        symbols = _valid(tile, valid_hw).reshape(-1).astype(np.int32)
-        ans.encode_reverse(symbols, self.categorical, self._valid_probabilities(z_bins, valid_hw))
+        out = self.decoder_output(z_bins)
+        for channel in reversed(range(tile.shape[-1])):
+            symbols = np.ascontiguousarray(_valid(tile[..., channel], valid_hw).reshape(-1), dtype=np.int32)
+            ans.encode_reverse(symbols, self.categorical, self.channel_probabilities(out, tile, channel, valid_hw))
         self.push_latent(ans, z_bins)
 
     def pop_tile(self, ans, valid_hw):
-        """Decode one tile: z <- P(z), x <- P(x|z), then push z back under Q(z|x)."""
+        """Decode one tile: z <- P(z), x <- P(x|z) channel by channel, then push z back under Q(z|x)."""
         z_bins = self.pop_latent(ans)
-        symbols = ans.decode(self.categorical, self._valid_probabilities(z_bins, valid_hw))
+        out = self.decoder_output(z_bins)
         (height, width, channels), (valid_h, valid_w) = self.model.data_shape, valid_hw
-        pixels = symbols.reshape(valid_h, valid_w, channels)
-        tile = np.pad(pixels, ((0, height - valid_h), (0, width - valid_w), (0, 0)), mode="edge")
+        tile = np.zeros((height, width, channels), np.int32)
+        for channel in range(channels):
+            symbols = ans.decode(self.categorical, self.channel_probabilities(out, tile, channel, valid_hw))
+            tile[:valid_h, :valid_w, channel] = symbols.reshape(valid_h, valid_w)
+        tile = np.pad(tile[:valid_h, :valid_w], ((0, height - valid_h), (0, width - valid_w), (0, 0)), mode="edge")
         mean, std = self.posterior(tile)
         ans.encode_reverse(z_bins, self.latent_family, mean, std)
         return tile.astype(np.uint8)
-
-    def _valid_probabilities(self, z_bins, valid_hw):
-        probabilities = self.pixel_probabilities(z_bins).reshape(*self.model.data_shape, 256)
-        return _valid(probabilities, valid_hw).reshape(-1, 256)
 
 
 def _valid(tile, valid_hw):
@@ -484,8 +499,10 @@ def _coded_elbo(model, params, image, key):
         keys = jax.random.split(tile_key, tiles.shape[0])
         terms = model.infer(params, jnp.asarray(tiles, jnp.int32), keys)
         log_px = model.likelihood.log_prob(jnp.asarray(tiles, jnp.float32), terms.decoder_out)
+        if log_px.ndim == 4:  # per sub-pixel: sum to per pixel, as a coupled likelihood gives it
+            log_px = jnp.sum(log_px, axis=-1)
         rows, cols = np.indices(tiles.shape[1:3])
-        valid = np.stack([(rows < h) & (cols < w) for h, w in valid_sizes(grid)])[..., None]
+        valid = np.stack([(rows < h) & (cols < w) for h, w in valid_sizes(grid)])
         total += float(jnp.sum(jnp.where(valid, log_px, 0.0)) - jnp.sum(sum(terms.kl_groups)))
     return total
 
