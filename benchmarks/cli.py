@@ -62,6 +62,8 @@ def parse_args(argv=None):
         help="seconds after which a log_likelihood pass stops and projects (default 150; 0: none)",
     )
     parser.add_argument("--quick", action="store_true", help="a short smoke run on tiny sizes")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="the networks' compute dtype (parameters stay float32); rows record it")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the rows (with the environment) to this file")
     parser.add_argument("--out", type=Path, default=None, help=f"results directory (default {DEFAULT_OUT})")
     parser.add_argument("--no-write", action="store_true", help="write nothing to --out (only --json)")
@@ -104,6 +106,7 @@ def main(argv=None) -> int:
         ll_chunk_size=args.ll_chunk_size,
         ll_budget_s=(args.ll_budget if args.ll_budget is not None else 150.0) or None,
         memory_limit_bytes=int(args.memory_limit_gb * 2**30),
+        compute_dtype=args.dtype,
         log=log,
     )
     started = time.perf_counter()
@@ -114,10 +117,12 @@ def main(argv=None) -> int:
             seconds=0.3 if args.quick else 1.0,
         )
     }
-    if env["backend"] != "cpu":
-        ceilings["bf16"] = timing.matmul_ceiling(jax.numpy.bfloat16, 8192, seconds=1.0)
-    settings.ceiling_flop_per_s = ceilings["fp32"]["flop_per_s"]
-    log(f"fp32 matmul ceiling: {settings.ceiling_flop_per_s / 1e9:.1f} GFLOP/s")
+    if env["backend"] != "cpu" or args.dtype == "bfloat16":
+        ceilings["bf16"] = timing.matmul_ceiling(jax.numpy.bfloat16, 8192 if env["backend"] != "cpu" else 2048, seconds=1.0)
+    # Rows are read against the ceiling of the dtype they compute in.
+    ceiling_name = "bf16" if args.dtype == "bfloat16" else "fp32"
+    settings.ceiling_flop_per_s = ceilings[ceiling_name]["flop_per_s"]
+    log(f"{ceiling_name} matmul ceiling: {settings.ceiling_flop_per_s / 1e9:.1f} GFLOP/s")
 
     rows = []
     for name in [n for n in ORDER if n in args.only]:

@@ -59,24 +59,25 @@ def markdown(results: dict) -> str:
         ),
         "",
         (
-            "| benchmark | model | impl | batch | images/s | ms/call (p25-p75) | compile s | GFLOP/s | %ceil "
+            "| benchmark | model | impl | dtype | batch | images/s | ms/call (p25-p75) | compile s | GFLOP/s | %ceil "
             "| peak RSS MB | details |"
         ),
-        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---|",
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for row in results["rows"]:
         if "skipped" in row:
             lines.append(
-                f"| {row['benchmark']} | {row['model']} | {row['params'].get('impl', 'vae-jax')} | | | | | | | "
+                f"| {row['benchmark']} | {row['model']} | {row['params'].get('impl', 'vae-jax')} | | | | | | | | "
                 f"| skipped: {row['skipped']} |"
             )
             continue
         frac = row.get("fraction_of_ceiling")
         lines.append(
-            "| {b} | {m} | {i} | {bs} | {ips} | {ms} ({lo}-{hi}) | {c} | {g} | {f} | {rss} | {d} |".format(
+            "| {b} | {m} | {i} | {dt} | {bs} | {ips} | {ms} ({lo}-{hi}) | {c} | {g} | {f} | {rss} | {d} |".format(
                 b=row["benchmark"],
                 m=row["model"],
                 i=row["impl"],
+                dt=row.get("dtype", "float32"),
                 bs=row["batch_size"],
                 ips=f"{row['images_per_s']:,.0f}"
                 if row["images_per_s"] >= 10

@@ -24,6 +24,7 @@ ROW_KEYS = (
     "benchmark",
     "model",
     "impl",
+    "dtype",
     "batch_size",
     "images_per_call",
     "seconds_per_call",
@@ -63,6 +64,7 @@ class Settings:
     ll_budget_s: float | None = None  # stop a log-likelihood pass after this many seconds
     memory_limit_bytes: int = 4 << 30  # skip a row whose XLA scratch memory exceeds this
     ceiling_flop_per_s: float | None = None  # fp32 matmul ceiling of this run
+    compute_dtype: str = "float32"  # the networks' matmul/conv dtype ("bfloat16" on accelerators)
     torch_one_thread_row: bool = True
     log: Callable = print
 
@@ -107,6 +109,7 @@ def make_row(
         "benchmark": benchmark,
         "model": model,
         "impl": impl,
+        "dtype": settings.compute_dtype if impl == "vae-jax" else "float32",
         "batch_size": batch_size,
         "images_per_call": images_per_call,
         "seconds_per_call": t.median_s,
@@ -207,7 +210,7 @@ def _time_jitted(
 
 def _function_setup(settings, name):
     """``(config, model, batch, params, x)`` for timing one core function at the model's batch."""
-    config, model = build(name)
+    config, model = build(name, compute_dtype=settings.compute_dtype)
     batch = settings.batch_size or config.batch_size
     params = _device_put(model.init(jax.random.key(0)))
     _, x = _model_inputs(config, model, batch)
@@ -250,7 +253,7 @@ def bench_elbo(settings, name):
 
 
 def bench_iwae(settings, name):
-    config, model = build(name)
+    config, model = build(name, compute_dtype=settings.compute_dtype)
     params = _device_put(model.init(jax.random.key(0)))
     rows = []
     ks = (1, 50, 5000) if (config.model == "mlp" or not settings.quick) else (1, 50)
@@ -361,10 +364,10 @@ def time_train_steps(
 
 
 def bench_train_step(settings, name):
-    config, model = build(name)
+    config, model = build(name, compute_dtype=settings.compute_dtype)
     batch = settings.batch_size or config.batch_size
     if batch != config.batch_size:
-        config, model = build(name, batch_size=batch)
+        config, model = build(name, batch_size=batch, compute_dtype=settings.compute_dtype)
     return [time_train_steps(settings, name, config, model, batch_size=batch)]
 
 
@@ -395,7 +398,7 @@ def _ll_images_for(settings, name, config):
 def time_log_likelihood(
     settings, name, *, images_count=None, batch_size=None, chunk_size=None, k=None, benchmark="log_likelihood"
 ):
-    config, model = build(name)
+    config, model = build(name, compute_dtype=settings.compute_dtype)
     k = k or (settings.ll_k if (config.model == "mlp" or not settings.quick) else 100)
     count = images_count or _ll_images_for(settings, name, config)
     batch = min(batch_size or (settings.ll_batch_size if config.model == "mlp" else 2), count)
@@ -482,7 +485,7 @@ def bench_log_likelihood(settings, name):
 def bench_log_likelihood_chunks(settings, name):
     """Chunk size and evaluation batch of ``log_likelihood`` (k = 5000) on a few images: the
     working set is batch x chunk x D floats, which decides whether it lives in cache."""
-    config, _model = build(name)
+    config, _model = build(name, compute_dtype=settings.compute_dtype)
     if config.model != "mlp":
         raise Skip("chunk sweep is for the MLP models")
     # (images per call, chunk; None: the library's default): the library groups a call's images so a chunk holds about
@@ -524,7 +527,7 @@ def bench_log_likelihood_chunks(settings, name):
 
 def _scaling_point(settings, name, benchmark, axis, value, *, batch, seconds, **overrides):
     """One point of a scaling curve: the train step of ``name`` built with ``overrides``."""
-    config, model = build(name, batch_size=batch, **overrides)
+    config, model = build(name, batch_size=batch, compute_dtype=settings.compute_dtype, **overrides)
     params = {"axis": axis, "value": value}
     return time_train_steps(
         settings, name, config, model, batch_size=batch, benchmark=benchmark, params=params, seconds=seconds
@@ -545,7 +548,7 @@ def bench_scaling_batch(settings, name):
 
 
 def bench_scaling_latent(settings, name):
-    config, _ = build(name)
+    config, _ = build(name, compute_dtype=settings.compute_dtype)
     if config.model != "mlp":
         raise Skip("latent scaling is run on the MLP")
     latents = (2, 20) if settings.quick else (2, 20, 64, 256)
@@ -582,7 +585,7 @@ def bench_scaling_image(settings, name):
             continue
         batch = settings.batch_size or (128 if family == "mlp" else 16)
         for size in sizes:
-            config, model = build(model_name, data_shape=(size, size, 1), batch_size=batch, **overrides)
+            config, model = build(model_name, data_shape=(size, size, 1), batch_size=batch, compute_dtype=settings.compute_dtype, **overrides)
             label = model_name if family == "mlp" else "conv-bernoulli-32-64"
             row = time_train_steps(
                 settings,
@@ -604,7 +607,7 @@ def bench_scaling_devices(settings, name):
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     devices = jax.devices()
-    config, _ = build(name)
+    config, _ = build(name, compute_dtype=settings.compute_dtype)
     per_device = settings.batch_size or config.batch_size
     counts = sorted({2**i for i in range(int(math.log2(len(devices))) + 1)} | {len(devices)})
     rows = []
@@ -637,11 +640,11 @@ def bench_peers(settings, name):
     Adam 1e-3, dynamically binarized uint8 data; interleaved A, B, C, A, B, C, ..."""
     from benchmarks import peers_flax
 
-    config, model = build(name)
+    config, model = build(name, compute_dtype=settings.compute_dtype)
     if config.model != "mlp":
         raise Skip("peers are the MLP VAE")
     batch = settings.batch_size or 128
-    config, model = build(name, batch_size=batch)
+    config, model = build(name, batch_size=batch, compute_dtype=settings.compute_dtype)
     steps = config.steps_per_dispatch
     hidden = config.hidden[0]
     data = synthetic_images(steps * batch, model.data_shape).reshape(steps, batch, -1)

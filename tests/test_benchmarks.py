@@ -47,10 +47,19 @@ def test_train_step_row_and_its_flops(tmp_path):
     results = _run(tmp_path, "--only", "train_step", "--model", "mlp-784-400-20", "--batch-size", "16")
     _check_rows(results)
     (row,) = results["rows"]
-    assert row["benchmark"] == "train_step" and row["batch_size"] == 16
+    assert row["benchmark"] == "train_step" and row["batch_size"] == 16 and row["dtype"] == "float32"
     assert row["images_per_call"] == 16 * row["params"]["steps_per_dispatch"]
     # XLA's count adds the optimizer, the likelihood and the random bits to the matmuls.
     assert row["params"]["xla_over_analytic"] >= 1.0
+
+
+def test_rows_name_their_dtype_and_bfloat16_is_read_against_its_own_ceiling(tmp_path):
+    results = _run(tmp_path, "--only", "elbo", "--model", "mlp-784-400-20", "--batch-size", "8", "--dtype", "bfloat16")
+    _check_rows(results)
+    assert results["ceilings"]["bf16"]["dtype"] == "bfloat16"
+    for row in results["rows"]:
+        assert row["dtype"] == "bfloat16"
+        assert row["ceiling_gflop_per_s"] == pytest.approx(results["ceilings"]["bf16"]["flop_per_s"] / 1e9)
 
 
 def test_function_rows(tmp_path):
