@@ -28,7 +28,7 @@ class Config:
     download: bool = False
     # Model
     model: str = "conv"  # "mlp" | "conv" | "hvae" | "stochastic_mlp"
-    likelihood: str = "dlm"  # "bernoulli" | "gaussian" | "logistic" | "dlm" | "coupled" (RGB only)
+    likelihood: str = "dlm"  # "bernoulli" | "gaussian" | "logistic" | "dlm" | "coupled" (RGB; else dlm)
     mixture_components: int = 5
     obs_var: float | None = None  # Gaussian likelihood: None learns a per-pixel variance
     prior: str = "standard"  # "standard" | "mog" | "vamp"
@@ -127,10 +127,12 @@ BURDA_TWO_LAYERS = dict(_BURDA, latent_sizes=(100, 50), widths=(200, 100))
 
 PRESETS: dict[str, dict] = {
     # The main job: a convolutional VAE on the embedded photographs (its wall time: README, Quick start).
-    "photos": {},
+    # Channel-coupled likelihood: at equal wall time 0.49 bits/dim lower on chelsea (README, Results).
+    "photos": dict(likelihood="coupled"),
     # The hierarchical model for the embedded photographs (its wall time: README, Results).
     "photos-hvae": dict(
         model="hvae",
+        likelihood="coupled",
         widths=(32, 64, 96),
         groups_per_stage=(0, 2, 2),
         latent_channels=8,
@@ -160,6 +162,7 @@ PRESETS: dict[str, dict] = {
     ),
     "cifar10": dict(
         data="tfds:cifar10",
+        likelihood="coupled",
         widths=(64, 128, 256),
         blocks_per_stage=2,
         latent_channels=16,
@@ -172,6 +175,7 @@ PRESETS: dict[str, dict] = {
     # The accelerator recipe: a deeper ladder in bfloat16; see README for its expected cost.
     "cifar10-hvae": dict(
         data="tfds:cifar10",
+        likelihood="coupled",
         model="hvae",
         widths=(128, 256, 256, 256),
         groups_per_stage=(4, 4, 4, 2),
@@ -374,6 +378,10 @@ def build_model(config: Config, data_shape: tuple[int, int, int]):
     """The model a configuration describes, for images of ``data_shape``."""
     validate(config)
     likelihood, prior = build_likelihood(config), build_prior(config)
+    if config.likelihood == "coupled" and data_shape[-1] != 3:
+        # Coupling orders R, G, B; one channel (or a greyscale photo under an RGB preset) has nothing
+        # to couple, and the coupled mixture of one channel is the independent one.
+        likelihood = likelihoods.DiscretizedLogisticMixture(config.mixture_components)
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
     common = dict(likelihood=likelihood, activation=config.activation or DEFAULT_ACTIVATIONS[config.model], dtype=dtype)
     if config.model == "mlp":

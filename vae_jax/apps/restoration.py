@@ -128,7 +128,10 @@ def _log_likelihood(model, objective, out, target, mask, log_var):
     if objective == "gaussian_noise":
         # The mean unclipped: clipping to [0, 1] would zero the gradient wherever it binds.
         return jnp.sum(distributions.diag_gaussian_log_prob(target, model.likelihood.mean(out), log_var))
-    return jnp.sum(jnp.where(mask, model.likelihood.log_prob(target, out), 0.0))
+    log_p = model.likelihood.log_prob(target, out)
+    if log_p.ndim < mask.ndim:  # a coupled likelihood scores whole pixels: those with every channel known
+        mask = jnp.all(mask, axis=-1)
+    return jnp.sum(jnp.where(mask, log_p, 0.0))
 
 
 @partial(jax.jit, static_argnames=("model", "objective", "steps", "learning_rate"))
