@@ -194,12 +194,10 @@ class _Coder:
     def decoder_output(self, z_bins):
         return _decoder_output(self.model, self.bin_width, self.params, jnp.asarray(z_bins))
 
-    def channel_probabilities(self, out, tile, channel, valid_hw):
-        """The valid sub-pixels' ``(D, 256)`` conditionals of ``channel`` given the tile's earlier ones."""
+    def channel_probabilities(self, out, tile):
+        """Every sub-pixel's ``(H, W, C, 256)`` conditional given the tile's earlier channels."""
         probs = _channel_probabilities(self.model.likelihood, out, jnp.asarray(tile, jnp.int32))
-        probs = self._checked("likelihood", np.asarray(probs, np.float64))[0]
-        # constriction reads contiguous rows only; a channel's slice of the table is strided.
-        return np.ascontiguousarray(_valid(probs[..., channel, :], valid_hw).reshape(-1, 256))
+        return self._checked("likelihood", np.asarray(probs, np.float64))[0]
 
     def component_posterior(self, z_bins):
         probs = _component_posterior(*self._prior_jax, jnp.asarray(z_bins))
@@ -234,10 +232,10 @@ class _Coder:
         which the decoder rebuilds from them, so it is not coded."""
         mean, std = self.posterior(tile.astype(np.int32))
         z_bins = ans.decode(self.latent_family, mean, std)
-        out = self.decoder_output(z_bins)
+        table = self.channel_probabilities(self.decoder_output(z_bins), tile)  # the whole tile is known
         for channel in reversed(range(tile.shape[-1])):
             symbols = np.ascontiguousarray(_valid(tile[..., channel], valid_hw).reshape(-1), dtype=np.int32)
-            ans.encode_reverse(symbols, self.categorical, self.channel_probabilities(out, tile, channel, valid_hw))
+            ans.encode_reverse(symbols, self.categorical, _channel_rows(table, channel, valid_hw))
         self.push_latent(ans, z_bins)
 
     def pop_tile(self, ans, valid_hw):
@@ -246,8 +244,9 @@ class _Coder:
         out = self.decoder_output(z_bins)
         (height, width, channels), (valid_h, valid_w) = self.model.data_shape, valid_hw
         tile = np.zeros((height, width, channels), np.int32)
-        for channel in range(channels):
-            symbols = ans.decode(self.categorical, self.channel_probabilities(out, tile, channel, valid_hw))
+        for channel in range(channels):  # channel c's conditionals need the channels decoded before it
+            table = self.channel_probabilities(out, tile)
+            symbols = ans.decode(self.categorical, _channel_rows(table, channel, valid_hw))
             tile[:valid_h, :valid_w, channel] = symbols.reshape(valid_h, valid_w)
         tile = np.pad(tile[:valid_h, :valid_w], ((0, height - valid_h), (0, width - valid_w), (0, 0)), mode="edge")
         mean, std = self.posterior(tile)
@@ -257,6 +256,11 @@ class _Coder:
 
 def _valid(tile, valid_hw):
     return tile[: valid_hw[0], : valid_hw[1]]
+
+
+def _channel_rows(table, channel, valid_hw):
+    """The valid sub-pixels' ``(D, 256)`` rows of one channel, contiguous as constriction reads them."""
+    return np.ascontiguousarray(_valid(table[..., channel, :], valid_hw).reshape(-1, 256))
 
 
 def valid_sizes(grid):
