@@ -37,7 +37,7 @@ FAMILIES = {
     ),
     "hierarchical": lambda: vae_jax.hierarchical_vae(
         (8, 8, 3), widths=(8, 8), blocks_per_stage=0, latent_channels=2, groups_per_stage=(1, 2),
-        likelihood=vae_jax.DiscretizedLogistic(),
+        likelihood=vae_jax.DiscretizedLogistic(), patch_size=2,  # space-to-depth: the photos-hvae layout
     ),
     "stochastic_mlp": lambda: vae_jax.stochastic_mlp_vae((4, 4, 1), widths=(8, 6), latent_sizes=(5, 3)),
 }

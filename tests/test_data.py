@@ -533,3 +533,31 @@ def test_prepare_dispatches_and_checks():
         prepare(x, "dequantized")
     with pytest.raises(ValueError, match="uint8"):
         prepare(x.astype(jnp.float32), "unit")
+
+
+def test_zooms_and_scales_give_every_scale_its_source_tile_count():
+    from PIL import Image
+
+    from vae_jax.data.crops import at_scales, enlarged
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    small = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    copies, crops = at_scales([image, small], (1, 2), 16, zooms=(2, 3))
+    # image: 2 x 4 tiles of 16 at full resolution; small: 2 x 2. Every kept copy gets its source's count.
+    assert [c.shape[:2] for c in copies] == [(40, 70), (20, 35), (80, 140), (120, 210),
+                                             (32, 32), (16, 16), (64, 64), (96, 96)]  # fmt: skip
+    assert crops == [8, 8, 8, 8, 4, 4, 4, 4]
+    expected = np.asarray(Image.fromarray(image).resize((140, 80), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(enlarged(image, 2), expected)
+    assert enlarged(image, 1) is image
+    source = load_source("photos", scales=(1,), zooms=(2,))
+    assert source.num_train == 2 * 1942  # the enlarged copies as often as the photos themselves
+    plan = source.crop_plan(0, 0)
+    assert np.bincount(plan.image).tolist() == source._crops_per_image.tolist()
+
+
+@pytest.mark.parametrize("zooms", [(1,), (2, 2), (0,), "2"])
+def test_zooms_are_checked(zooms):
+    with pytest.raises(ValueError, match="zooms"):
+        load_source("photos", zooms=zooms)

@@ -50,13 +50,15 @@ def mlp_784_500_20(**kwargs) -> VAE:
     return mlp_vae((28, 28, 1), hidden=(500,), latent_dim=20, **kwargs)
 
 
-def check_divisible(data_shape, num_stages):
-    """Raise unless H and W halve cleanly ``num_stages - 1`` times."""
-    factor = 2 ** (num_stages - 1)
+def check_divisible(data_shape, num_stages, patch_size=1):
+    """Raise unless H and W divide by ``patch_size`` and then halve cleanly ``num_stages - 1`` times."""
+    if not (isinstance(patch_size, int) and patch_size >= 1):
+        raise ValueError(f"patch_size: expected an integer >= 1, got {patch_size!r}")
+    factor = patch_size * 2 ** (num_stages - 1)
     if len(data_shape) != 3 or data_shape[0] % factor or data_shape[1] % factor:
         raise ValueError(
             f"data_shape {data_shape}: expected (height, width, channels) with height and width "
-            f"divisible by 2**(len(widths)-1) = {factor}"
+            f"divisible by patch_size * 2**(len(widths)-1) = {factor}"
         )
     return factor
 
@@ -71,14 +73,17 @@ def conv_vae(
     prior: Prior = StandardNormal(),
     activation="silu",
     dtype: Any = jnp.float32,
+    patch_size: int = 1,
 ) -> VAE:
-    """ResNet encoder/decoder with a spatial latent at 1/2^(len(widths)-1) resolution."""
+    """ResNet encoder/decoder with a spatial latent at 1/(patch_size 2^(len(widths)-1)) resolution
+    (``patch_size``: see ``networks.conv``)."""
     data_shape, widths = tuple(data_shape), tuple(widths)
-    factor = check_divisible(data_shape, len(widths))
+    factor = check_divisible(data_shape, len(widths), patch_size)
     height, width, _ = data_shape
+    params_shape = likelihood.params_shape(data_shape)
     return VAE(
-        encoder=ConvEncoder(widths, blocks_per_stage, latent_channels, activation, dtype),
-        decoder=ConvDecoder(likelihood.params_shape(data_shape), widths, blocks_per_stage, activation, dtype),
+        encoder=ConvEncoder(widths, blocks_per_stage, latent_channels, activation, dtype, patch_size),
+        decoder=ConvDecoder(params_shape, widths, blocks_per_stage, activation, dtype, patch_size),
         likelihood=likelihood,
         data_shape=data_shape,
         latent_shape=(height // factor, width // factor, latent_channels),

@@ -115,6 +115,14 @@ def check_scales(scales) -> tuple[int, ...]:
     return tuple(check_count("scales", factor, 1) for factor in scales)
 
 
+def check_zooms(zooms) -> tuple[int, ...]:
+    """Enlarging factors: a tuple (possibly empty) of distinct integers >= 2."""
+    zooms = tuple(zooms) if isinstance(zooms, (tuple, list)) else zooms
+    if not (isinstance(zooms, tuple) and len(set(zooms)) == len(zooms)):
+        raise ValueError(f"zooms: expected a tuple of distinct enlarging factors, got {zooms!r}")
+    return tuple(check_count("zooms", factor, 2) for factor in zooms)
+
+
 def check_latent(name, z, template) -> bool:
     """Check a latent against the model's ``latent_template`` (one ``ShapeDtypeStruct`` per group);
     return whether ``z`` is a batch. Every group must be batched alike."""

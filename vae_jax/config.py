@@ -21,6 +21,7 @@ class Config:
     data: str = "photos"
     crop_size: int = 32
     scales: tuple[int, ...] = (1,)  # photos/folder: also train on copies downscaled by these factors
+    zooms: tuple[int, ...] = ()  # photos/folder: and on copies enlarged by these (each scale equally often)
     channels: int | None = None  # None: as the source gives them
     binarize: str = "dynamic"  # for a Bernoulli likelihood: "dynamic" or "static"
     data_dir: str | None = None
@@ -38,6 +39,7 @@ class Config:
     activation: str | None = None  # None: the family's default (relu for MLPs, tanh for stochastic_mlp, silu for convolutions)
     widths: tuple[int, ...] = (32, 64, 128)
     blocks_per_stage: int = 1
+    patch_size: int = 1  # conv/hvae: stage 0 works on p x p patches (space-to-depth) at H / p
     latent_channels: int = 8
     groups_per_stage: tuple[int, ...] = (1, 1, 1)
     latent_sizes: tuple[int, ...] = (50,)  # stochastic_mlp: units per stochastic layer, z_1 first
@@ -220,7 +222,7 @@ CHOICES = {
     "output_bias": ("zero", "data_mean"),
 }
 _POSITIVE_INTS = (
-    "crop_size", "mixture_components", "prior_components", "latent_dim", "latent_channels", "depth",
+    "crop_size", "mixture_components", "prior_components", "latent_dim", "latent_channels", "depth", "patch_size",
     "batch_size", "k", "steps_per_dispatch", "eval_batch_size", "grid_size",
 )  # fmt: skip
 _NON_NEGATIVE_INTS = (
@@ -271,7 +273,7 @@ def validate(config: Config) -> Config:
         raise ConfigError("channels", f"expected None (as the source gives them), 1 or 3, got {config.channels!r}")
     for field, minimum, allow_empty in (
         ("widths", 1, False), ("latent_sizes", 1, False), ("hidden", 1, True), ("groups_per_stage", 0, False),
-        ("scales", 1, False),
+        ("scales", 1, False), ("zooms", 2, True),
     ):  # fmt: skip
         value = getattr(config, field)
         if not (isinstance(value, tuple) and all(_is_int(v) and v >= minimum for v in value)) or (
@@ -393,7 +395,8 @@ def build_model(config: Config, data_shape: tuple[int, int, int]):
             data_shape, widths=config.widths, depth=config.depth, latent_sizes=config.latent_sizes, **common
         )
     convolutional = dict(widths=config.widths, blocks_per_stage=config.blocks_per_stage,
-                         latent_channels=config.latent_channels, prior=prior, **common)  # fmt: skip
+                         latent_channels=config.latent_channels, prior=prior, **common,
+                         patch_size=config.patch_size)  # fmt: skip
     if config.model == "conv":
         return architectures.conv_vae(data_shape, **convolutional)
     if config.model == "hvae":

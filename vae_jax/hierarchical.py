@@ -207,12 +207,14 @@ def hierarchical_vae(
     prior: Prior = StandardNormal(),
     activation="silu",
     dtype: Any = jnp.float32,
+    patch_size: int = 1,
 ) -> HierarchicalVAE:
     """A ladder over stages of resolution H / 2**s with ``widths[s]`` channels (s = 0 finest).
 
     ``groups_per_stage[s]`` latent groups of ``latent_channels`` channels sit at stage s (an
     int: the same at every stage); the coarsest stage needs at least one (it holds z_1).
     The default, for 32x32 images: 8 groups at 4x4 (2), 8x8 (4) and 16x16 (2).
+    ``patch_size`` p > 1 runs stage s at H / (p 2**s) on space-to-depth patches (``networks.conv``).
     """
     data_shape, widths = tuple(data_shape), tuple(widths)
     if isinstance(groups_per_stage, int):
@@ -227,17 +229,18 @@ def hierarchical_vae(
             f"groups_per_stage: expected counts >= 0 with at least one group at the coarsest stage, "
             f"got {groups_per_stage}"
         )
-    check_divisible(data_shape, len(widths))
+    check_divisible(data_shape, len(widths), patch_size)
     height, width, _ = data_shape
     top_down = TopDown(
         likelihood.params_shape(data_shape), widths, groups_per_stage, latent_channels, blocks_per_stage,
-        activation, dtype,
+        activation, dtype, patch_size,
     )  # fmt: skip
+    scale = lambda stage: patch_size * 2**stage
     group_shapes = tuple(
-        (height // 2**stage, width // 2**stage, latent_channels) for stage in top_down.group_stages()
+        (height // scale(stage), width // scale(stage), latent_channels) for stage in top_down.group_stages()
     )
     return HierarchicalVAE(
-        bottom_up=BottomUp(widths, blocks_per_stage, activation, dtype),
+        bottom_up=BottomUp(widths, blocks_per_stage, activation, dtype, patch_size),
         top_down=top_down,
         likelihood=likelihood,
         data_shape=data_shape,

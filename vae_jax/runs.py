@@ -49,6 +49,7 @@ def open_source(config: Config, spec: str | None = None):
         crop_size=config.crop_size,
         channels=config.channels,
         scales=config.scales,
+        zooms=config.zooms,
         data_dir=config.data_dir,
         manual_dir=config.manual_dir,
         download=config.download,

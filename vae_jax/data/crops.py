@@ -39,19 +39,51 @@ def downscaled(image: np.ndarray, factor: int) -> np.ndarray:
     (Pillow's ``reduce``, a box filter): the image a camera of 1/factor the resolution takes."""
     if factor == 1:
         return image
+    return _pixels(_picture(image).reduce(factor))
+
+
+def enlarged(image: np.ndarray, factor: int) -> np.ndarray:
+    """``image`` (uint8 (H, W, C)) enlarged ``factor`` times, bicubic: a stand-in for the same scene
+    photographed at ``factor`` times the resolution, whose 32x32 tiles are smooth (a few percent of
+    the scene each) where the source's tiles are busy."""
+    if factor == 1:
+        return image
     from PIL import Image
 
-    picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).reduce(factor)
+    height, width = image.shape[:2]
+    return _pixels(_picture(image).resize((width * factor, height * factor), Image.Resampling.BICUBIC))
+
+
+def _picture(image):
+    from PIL import Image
+
+    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def _pixels(picture) -> np.ndarray:
     pixels = np.asarray(picture, np.uint8)
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
-def at_scales(images, scales, size: int) -> list[np.ndarray]:
-    """Every image at every downscaling factor in ``scales`` (1 = as it is), where it still holds a
-    ``size`` x ``size`` crop: natural images of a tile's size are mostly whole scenes downsampled
-    (ImageNet 32x32), full-resolution crops are smoother; training on both covers both."""
-    scaled = [downscaled(image, factor) for image in images for factor in scales]
-    return [image for image in scaled if min(image.shape[:2]) >= size]
+def at_scales(images, scales, size: int, zooms=()) -> tuple[list[np.ndarray], list[int]]:
+    """Every image at every downscaling factor in ``scales`` (1 = as it is) and enlarged by every
+    factor in ``zooms``, where it still holds a ``size`` x ``size`` crop, and how many crops per
+    epoch each copy gets: as many as its source has tiles at full resolution, whatever the copy's
+    own size, so every scale is seen equally often (natural images look alike at every scale).
+
+    Downscaled copies are what tiles of ImageNet 32x32 are (whole scenes, busy); enlarged copies
+    are what tiles of a modern camera's full-resolution photograph are (smooth, a small part of
+    the scene); training on the whole range is what lets a model code photographs of any size.
+    """
+    copies, crops = [], []
+    for image in images:
+        full_resolution_tiles = int(np.prod(tile_counts(image.shape[0], image.shape[1], size)))
+        scaled = [downscaled(image, factor) for factor in scales] + [enlarged(image, factor) for factor in zooms]
+        for copy in scaled:
+            if min(copy.shape[:2]) >= size:
+                copies.append(copy)
+                crops.append(max(full_resolution_tiles, 1))
+    return copies, crops
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -152,7 +184,7 @@ class CropSource(DataSource):
     """Random ``crop_size`` crops (with horizontal flips) of a few images of any size >= crop_size.
 
     ``test_images`` is fixed and given by the caller (tiles or centre crops); training examples
-    per epoch = the training images' non-overlapping tiles.
+    per epoch: ``crops_per_image`` per image (default: each image's non-overlapping tiles).
     """
 
     def __init__(
@@ -161,6 +193,7 @@ class CropSource(DataSource):
         train_images: Sequence[np.ndarray],
         test_images: np.ndarray,
         crop_size: int,
+        crops_per_image: Sequence[int] | None = None,
     ):
         if not train_images:
             raise DataSourceError(f"{name}: no training images")
@@ -170,13 +203,14 @@ class CropSource(DataSource):
         self.name = name
         self.crop_size = crop_size
         self._packed = pack_images(train_images)
-        self._crops_per_image = np.array(
-            [
-                np.prod(tile_counts(h, w, crop_size))
-                for h, w in zip(self._packed.heights, self._packed.widths)
-            ],
-            dtype=np.int64,
-        )
+        if crops_per_image is None:  # each image in proportion to its area
+            crops_per_image = [np.prod(tile_counts(h, w, crop_size)) for h, w in zip(self._packed.heights, self._packed.widths)]
+        if len(crops_per_image) != len(train_images) or min(crops_per_image) < 1:
+            raise DataSourceError(
+                f"{name}: crops_per_image needs one count >= 1 per training image ({len(train_images)}), "
+                f"got {list(crops_per_image)}"
+            )
+        self._crops_per_image = np.asarray(crops_per_image, dtype=np.int64)
         self.image_shape = (crop_size, crop_size, self._packed.channels)
         self.num_train = int(self._crops_per_image.sum())
         self._test_images = read_only(test_images)

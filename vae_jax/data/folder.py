@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_jax.checks import check_count, check_scales
+from vae_jax.checks import check_count, check_scales, check_zooms
 from vae_jax.data.channels import check_channels
 from vae_jax.data.crops import CropSource, at_scales, center_crop
 from vae_jax.data.errors import DataSourceError
@@ -65,11 +65,14 @@ def read_image(path: Path, size: int, channels: int | None) -> tuple[np.ndarray,
     return pixels, dropped_alpha
 
 
-def folder_source(path: str | Path, crop_size: int = 32, channels: int | None = None, scales=(1,)) -> CropSource:
+def folder_source(
+    path: str | Path, crop_size: int = 32, channels: int | None = None, scales=(1,), zooms=()
+) -> CropSource:
     """The images under ``path`` as a ``CropSource`` of ``crop_size`` crops (RGB, or gray if channels=1),
-    the training images at each downscaling factor in ``scales`` (``crops.at_scales``)."""
+    the training images at each downscaling factor in ``scales`` and enlarging factor in ``zooms``,
+    each scale equally often (``crops.at_scales``)."""
     crop_size = check_count("crop_size", crop_size, 1)
-    scales = check_scales(scales)
+    scales, zooms = check_scales(scales), check_zooms(zooms)
     check_channels(channels)
     folder = Path(path)
     if not folder.exists():
@@ -91,9 +94,12 @@ def folder_source(path: str | Path, crop_size: int = 32, channels: int | None = 
         )
     test = [center_crop(image, crop_size) for image, test in zip(images, is_test) if test]
     depth = images[0].shape[2]
+    train = [image for image, test in zip(images, is_test) if not test]
+    train_images, crops_per_image = at_scales(train, scales, crop_size, zooms)
     return CropSource(
         name=f"folder:{folder}",
-        train_images=at_scales([image for image, test in zip(images, is_test) if not test], scales, crop_size),
+        train_images=train_images,
         test_images=np.stack(test) if test else np.zeros((0, crop_size, crop_size, depth), dtype=np.uint8),
         crop_size=crop_size,
+        crops_per_image=crops_per_image,
     )

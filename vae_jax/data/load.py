@@ -15,6 +15,7 @@ def load_source(
     crop_size: int = 32,
     channels: int | None = None,
     scales=(1,),
+    zooms=(),
     data_dir=None,
     manual_dir=None,
     download: bool = False,
@@ -29,6 +30,8 @@ def load_source(
         keep their own image size.
       scales: ``photos`` and ``folder``: train on every image at each of these downscaling
         factors (1 = full resolution).
+      zooms: ``photos`` and ``folder``: and at each of these enlarging factors (>= 2); every
+        scale is seen equally often.
       channels: None keeps the source's channels; 1 converts to gray, 3 to colour.
       data_dir, manual_dir, download: TFDS only: where prepared datasets live, where archives
         for a manual build are, and whether it may download and build (default: never).
@@ -42,7 +45,7 @@ def load_source(
     if spec == "photos":
         from vae_jax.data.photos import photos_source
 
-        return photos_source(crop_size, channels, scales)
+        return photos_source(crop_size, channels, scales, zooms)
     if colon and argument and scheme == "tfds":
         from vae_jax.data.tfds_source import tfds_source
 
@@ -52,7 +55,7 @@ def load_source(
     if colon and argument and scheme == "folder":
         from vae_jax.data.folder import folder_source
 
-        return folder_source(argument, crop_size, channels, scales)
+        return folder_source(argument, crop_size, channels, scales, zooms)
     if colon and argument and scheme == "idx":
         from vae_jax.data.idx import idx_source
 

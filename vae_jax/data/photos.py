@@ -3,7 +3,7 @@ trains offline with no download.
 
 Training draws random ``crop_size`` crops (mirrored at random) from scikit-image's astronaut,
 coffee, rocket, both views of stereo_motorcycle, and scikit-learn's china and flower, at full
-resolution and at the downscaling factors ``scales`` asks for. The test set is the
+resolution and at the downscaling (``scales``) and enlarging (``zooms``) factors asked for. The test set is the
 non-overlapping tiles of scikit-image's chelsea (the cat), row-major: a photo the model never
 trains on. At 32 x 32 that is 1,942 full-resolution training tiles (an epoch; more with other
 scales) and 9 x 14 = 126 test tiles.
@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 
-from vae_jax.checks import check_count, check_scales
+from vae_jax.checks import check_count, check_scales, check_zooms
 from vae_jax.data.channels import convert_channels
 from vae_jax.data.crops import CropSource, at_scales, tiles
 from vae_jax.data.errors import DataSourceError
@@ -56,18 +56,21 @@ def load_photos() -> dict[str, np.ndarray]:
     return photos
 
 
-def photos_source(crop_size: int = 32, channels: int | None = None, scales=(1,)) -> CropSource:
+def photos_source(crop_size: int = 32, channels: int | None = None, scales=(1,), zooms=()) -> CropSource:
     """The embedded photos as a ``CropSource`` of ``crop_size`` crops (colour, or gray if channels=1),
-    training on every photo at each downscaling factor in ``scales`` (``crops.at_scales``)."""
+    training on every photo at each downscaling factor in ``scales`` and enlarging factor in
+    ``zooms``, each scale equally often (``crops.at_scales``)."""
     crop_size = check_count("crop_size", crop_size, 1)
-    scales = check_scales(scales)
+    scales, zooms = check_scales(scales), check_zooms(zooms)
     photos = {name: convert_channels(photo, channels) for name, photo in load_photos().items()}
     smallest = min(min(photo.shape[:2]) for photo in photos.values())
     if crop_size > smallest:
         raise DataSourceError(f"crop_size: the photos need crop_size <= {smallest} pixels, got {crop_size}")
+    train_images, crops_per_image = at_scales([photos[name] for name in TRAIN_PHOTOS], scales, crop_size, zooms)
     return CropSource(
         name="photos",
-        train_images=at_scales([photos[name] for name in TRAIN_PHOTOS], scales, crop_size),
+        train_images=train_images,
         test_images=tiles(photos[TEST_PHOTO], crop_size),
         crop_size=crop_size,
+        crops_per_image=crops_per_image,
     )

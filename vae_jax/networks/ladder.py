@@ -22,8 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax.networks.activations import accumulation_dtype, activation
-from vae_jax.networks.conv import ResBlock
+from vae_jax.networks.activations import activation
+from vae_jax.networks.conv import ResBlock, as_pixel_params
 from vae_jax.networks.heads import gaussian_head
 
 # The posterior head starts 10x smaller than the default initialisation: q(z_g|.) is then close
@@ -123,6 +123,7 @@ class TopDown(nn.Module):
     blocks_per_stage: int = 1
     activation: str = "silu"
     dtype: Any = jnp.float32
+    patch_size: int = 1  # stage 0 works at H / patch_size (``networks.conv``)
 
     def setup(self):
         num_stages, num_groups = len(self.widths), sum(self.groups_per_stage)
@@ -137,7 +138,7 @@ class TopDown(nn.Module):
             for _ in range(self.blocks_per_stage)
         ]
         self.ups = [nn.Conv(width, (3, 3), dtype=self.dtype) for width in self.widths[:-1]]
-        outputs = 1
+        outputs = self.patch_size**2
         for size in self.output_shape[2:]:
             outputs *= size
         self.out = nn.Conv(outputs, (3, 3), dtype=self.dtype)
@@ -151,7 +152,7 @@ class TopDown(nn.Module):
     def coarsest_hw(self, image_hw=None):
         """The coarsest stage's (height, width) for images of ``image_hw`` (default: the training size)."""
         height, width = image_hw or self.output_shape[:2]
-        factor = 2 ** (len(self.widths) - 1)
+        factor = self.patch_size * 2 ** (len(self.widths) - 1)
         return height // factor, width // factor
 
     def _start(self, batch_size, coarsest_hw):
@@ -186,8 +187,7 @@ class TopDown(nn.Module):
             for block in range(self.blocks_per_stage):
                 h = self.blocks[stage * self.blocks_per_stage + block](h)
         out = self.out(activation(self.activation)(h))
-        out = out.reshape(*out.shape[:3], *self.output_shape[2:])
-        return out.astype(accumulation_dtype(self.dtype)), tuple(records)
+        return as_pixel_params(out, self.output_shape, self.dtype, self.patch_size), tuple(records)
 
     def top_posterior(self, features):
         """q(z_1 | x): the top group's (mean, log_var), which needs no other latent."""
