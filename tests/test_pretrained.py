@@ -1,0 +1,64 @@
+"""The shipped model: export a run, load it back bit for bit, and refuse altered files."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from conftest import quiet, tiny_conv_config
+
+import vae_jax
+from vae_jax import pretrained, runs
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrained")
+    runs.train(tiny_conv_config(steps=2, eval_every=0, checkpoint_every=0), root / "run", progress=False, log=quiet)
+    folder = pretrained.export(root / "run", "tiny", command="vae-jax train ...", commit="abc", directory=root / "tiny")
+    return root / "run", folder
+
+
+def test_export_and_load_give_the_runs_model_and_ema_params(exported):
+    run_dir, folder = exported
+    run = runs.load_run(run_dir)
+    shipped = pretrained.load("tiny", directory=folder)
+    assert shipped.model == run.model and shipped.config == run.config
+    for a, b in zip(jax.tree_util.tree_leaves(shipped.params), jax.tree_util.tree_leaves(run.params)):
+        np.testing.assert_array_equal(a, b)
+    assert shipped.provenance["command"] == "vae-jax train ..." and shipped.provenance["step"] == 2
+    x = np.random.default_rng(0).integers(0, 256, (3, *run.model.data_shape))
+    key = jax.random.key(0)
+    np.testing.assert_array_equal(
+        vae_jax.elbo(shipped.model, shipped.params, x, key), vae_jax.elbo(run.model, run.params, x, key)
+    )
+
+
+def test_altered_or_missing_files_are_refused(exported, tmp_path):
+    _, folder = exported
+    for name in ("config.json", "params.msgpack", "provenance.json"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    params = tmp_path / "params.msgpack"
+    params.write_bytes(params.read_bytes()[:-10])
+    with pytest.raises(pretrained.PretrainedError, match="does not match the SHA-256"):
+        pretrained.load("tiny", directory=tmp_path)
+    params.unlink()
+    with pytest.raises(pretrained.PretrainedError, match="params.msgpack is missing"):
+        pretrained.load("tiny", directory=tmp_path)
+    with pytest.raises(pretrained.PretrainedError, match="no shipped model 'nope'"):
+        pretrained.load("nope")
+
+
+@pytest.mark.skipif(not pretrained.available(), reason="no model shipped in this checkout")
+def test_the_shipped_model_measures_what_its_provenance_says():
+    """The shipped parameters give, on the held-out chelsea tiles, the ELBO recorded when they were
+    exported (a changed likelihood, network or loader would move it)."""
+    from vae_jax.data.crops import tiles
+    from vae_jax.data.photos import load_photos
+
+    shipped = pretrained.load()
+    recorded = shipped.provenance["measured"]["chelsea_elbo_bits_per_dim"]
+    x = tiles(load_photos()["chelsea"], shipped.model.data_shape[0])
+    result = runs.evaluate_elbo(shipped.model, shipped.params, x, jax.random.key(0),
+                                likelihood_input=shipped.config.likelihood_input, batch_size=128)  # fmt: skip
+    assert abs(result["bits_per_dim"] - recorded) < 0.02, json.dumps(shipped.provenance)
