@@ -561,3 +561,19 @@ def test_zooms_and_scales_give_every_scale_its_source_tile_count():
 def test_zooms_are_checked(zooms):
     with pytest.raises(ValueError, match="zooms"):
         load_source("photos", zooms=zooms)
+
+
+def test_permuted_channels_are_the_same_crops_in_a_drawn_order(photos32):
+    permuted = load_source("photos", permute_channels=True)
+    plan, plain = permuted.crop_plan(3, 0), photos32.crop_plan(3, 0)
+    for field in ("image", "top", "left", "flip"):  # the same crops as without permutation
+        np.testing.assert_array_equal(getattr(plan, field), getattr(plain, field))
+    assert plain.channel_order is None and plan.channel_order.shape == (len(plan.image), 3)
+    np.testing.assert_array_equal(np.sort(plan.channel_order, axis=1), np.broadcast_to([0, 1, 2], plan.channel_order.shape))
+    orders = {tuple(o) for o in plan.channel_order}
+    assert len(orders) == 6  # all 3! orders occur
+    batch, reference = permuted.train_batch(0, 16, 3), photos32.train_batch(0, 16, 3)
+    for j in range(16):
+        np.testing.assert_array_equal(batch[j], reference[j][..., plan.channel_order[j]])
+    gray = load_source("photos", channels=1, permute_channels=True)
+    assert gray.crop_plan(0, 0).channel_order is None  # one channel: nothing to permute

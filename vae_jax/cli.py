@@ -363,7 +363,8 @@ def cmd_compress(args) -> int:
         f"{output}: {report['file_bytes']} bytes, {report['bits_per_dim']:.4f} bits/dim ({mode}, "
         f"-ELBO {report['neg_elbo_bits_per_dim']:.4f}, PNG {report['png_bits_per_dim']:.4f}"
         + (f", WebP-lossless {webp:.4f}" if webp is not None else "")
-        + f"); verified by decoding: exact, {report['encode_seconds']:.1f} s + {report['decode_seconds']:.1f} s"
+        + f"); verified by decoding: exact; encode {report['encode_mpps']:.3f} MP/s, "
+        f"decode {report['decode_mpps']:.3f} MP/s"
     )
     return 0
 
@@ -381,7 +382,8 @@ def cmd_decompress(args) -> int:
     fields = compression.read_header(blob)
     run = runs.load_run(_run_dir(args))
     shape = (fields["height"], fields["width"], fields["channels"])
-    bar, progress = _tile_progress(not args.no_progress, compression.num_tiles(run.model, shape), "decompress")
+    total = compression.num_tiles(run.model, shape, (fields["tile_height"], fields["tile_width"]))
+    bar, progress = _tile_progress(not args.no_progress, total, "decompress")
     try:
         pixels = compression.decompress_image(run.model, run.params, blob, progress=progress)
     finally:

@@ -22,6 +22,7 @@ class Config:
     crop_size: int = 32
     scales: tuple[int, ...] = (1,)  # photos/folder: also train on copies downscaled by these factors
     zooms: tuple[int, ...] = ()  # photos/folder: and on copies enlarged by these (each scale equally often)
+    permute_channels: bool = False  # photos/folder: each crop's colour channels in a random order
     channels: int | None = None  # None: as the source gives them
     binarize: str = "dynamic"  # for a Bernoulli likelihood: "dynamic" or "static"
     data_dir: str | None = None
@@ -260,6 +261,9 @@ def validate(config: Config) -> Config:
     for field in _NON_NEGATIVE_FLOATS:
         if not (_is_number(getattr(config, field)) and getattr(config, field) >= 0):
             raise ConfigError(field, f"expected a finite number >= 0, got {getattr(config, field)!r}")
+    for field in ("permute_channels", "download"):
+        if not isinstance(getattr(config, field), bool):
+            raise ConfigError(field, f"expected true or false, got {getattr(config, field)!r}")
     if not (_is_number(config.learning_rate) and config.learning_rate > 0):
         raise ConfigError("learning_rate", f"expected a finite number > 0, got {config.learning_rate!r}")
     if not (_is_number(config.adam_eps) and config.adam_eps > 0):

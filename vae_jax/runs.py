@@ -50,6 +50,7 @@ def open_source(config: Config, spec: str | None = None):
         channels=config.channels,
         scales=config.scales,
         zooms=config.zooms,
+        permute_channels=config.permute_channels,
         data_dir=config.data_dir,
         manual_dir=config.manual_dir,
         download=config.download,

@@ -127,30 +127,36 @@ def pack_images(images: Sequence[np.ndarray]) -> PackedImages:
 
 @dataclass(frozen=True)
 class CropPlan:
-    """Where each crop comes from: image index, top-left corner and whether it is mirrored."""
+    """Where each crop comes from: image index, top-left corner, whether it is mirrored, and
+    which source channel each of its channels reads (``None``: the image's own order)."""
 
     image: np.ndarray  # int64 (n,)
     top: np.ndarray  # int64 (n,)
     left: np.ndarray  # int64 (n,)
     flip: np.ndarray  # bool (n,)
+    channel_order: np.ndarray | None = None  # int64 (n, C)
 
     def take(self, positions) -> CropPlan:
         """The crops at ``positions`` (an index array or a slice) of this plan."""
-        return CropPlan(
-            self.image[positions], self.top[positions], self.left[positions], self.flip[positions]
-        )
+        order = None if self.channel_order is None else self.channel_order[positions]
+        return CropPlan(self.image[positions], self.top[positions], self.left[positions], self.flip[positions], order)
 
 
 def random_crop_plan(
-    rng: np.random.Generator, heights: np.ndarray, widths: np.ndarray, crops_per_image: np.ndarray, size: int
-) -> CropPlan:
+    rng: np.random.Generator, heights: np.ndarray, widths: np.ndarray, crops_per_image: np.ndarray, size: int,
+    permute_channels: int = 0,
+) -> CropPlan:  # fmt: skip
     """Image ``i`` gets ``crops_per_image[i]`` crops at uniform positions, in a shuffled order,
-    each mirrored left-right with probability 1/2."""
+    each mirrored left-right with probability 1/2 and, when ``permute_channels`` is the channel
+    count C, with its C channels in a uniformly random order (all C! equally likely)."""
     image = rng.permutation(np.repeat(np.arange(len(heights)), crops_per_image))
     top = rng.integers(0, heights[image] - size + 1)
     left = rng.integers(0, widths[image] - size + 1)
     flip = rng.integers(0, 2, size=len(image)).astype(bool)
-    return CropPlan(image, top, left, flip)
+    order = None
+    if permute_channels:  # drawn last, so plans without it are what they always were
+        order = rng.permuted(np.broadcast_to(np.arange(permute_channels), (len(image), permute_channels)), axis=1)
+    return CropPlan(image, top, left, flip, order)
 
 
 def gather_crops(packed: PackedImages, plan: CropPlan, size: int) -> np.ndarray:
@@ -173,18 +179,16 @@ def _crop_indices(packed: PackedImages, plan: CropPlan, size: int) -> np.ndarray
     cols = plan.left[:, None] + np.where(plan.flip[:, None], size - 1 - offset, offset)  # (n, size)
     channels = packed.channels
     row_starts = packed.offsets[plan.image][:, None] + rows * (packed.widths[plan.image][:, None] * channels)
-    return (
-        row_starts[:, :, None, None]
-        + cols[:, None, :, None] * channels
-        + np.arange(channels)[None, None, None, :]
-    )
+    order = np.arange(channels)[None] if plan.channel_order is None else plan.channel_order
+    return row_starts[:, :, None, None] + cols[:, None, :, None] * channels + order[:, None, None, :]
 
 
 class CropSource(DataSource):
     """Random ``crop_size`` crops (with horizontal flips) of a few images of any size >= crop_size.
 
     ``test_images`` is fixed and given by the caller (tiles or centre crops); training examples
-    per epoch: ``crops_per_image`` per image (default: each image's non-overlapping tiles).
+    per epoch: ``crops_per_image`` per image (default: each image's non-overlapping tiles), each
+    with its colour channels in a random order if ``permute_channels``.
     """
 
     def __init__(
@@ -194,6 +198,7 @@ class CropSource(DataSource):
         test_images: np.ndarray,
         crop_size: int,
         crops_per_image: Sequence[int] | None = None,
+        permute_channels: bool = False,
     ):
         if not train_images:
             raise DataSourceError(f"{name}: no training images")
@@ -212,6 +217,9 @@ class CropSource(DataSource):
             )
         self._crops_per_image = np.asarray(crops_per_image, dtype=np.int64)
         self.image_shape = (crop_size, crop_size, self._packed.channels)
+        # A colour photo's channels in any order are another plausible photo's (a green leaf is a
+        # red one with R and G swapped): a few photos then cover every hue, not only their own.
+        self._permute_channels = self._packed.channels if permute_channels and self._packed.channels > 1 else 0
         self.num_train = int(self._crops_per_image.sum())
         self._test_images = read_only(test_images)
 
@@ -219,8 +227,9 @@ class CropSource(DataSource):
         """Every crop of epoch ``epoch`` in order (exposed so tests can check the epoch's makeup)."""
         rng = epoch_rng(seed, epoch)
         return random_crop_plan(
-            rng, self._packed.heights, self._packed.widths, self._crops_per_image, self.crop_size
-        )
+            rng, self._packed.heights, self._packed.widths, self._crops_per_image, self.crop_size,
+            self._permute_channels,
+        )  # fmt: skip
 
     def _epoch_examples(self, seed, epoch, positions):
         return gather_crops(self._packed, self.crop_plan(seed, epoch).take(positions), self.crop_size)

@@ -66,11 +66,13 @@ def read_image(path: Path, size: int, channels: int | None) -> tuple[np.ndarray,
 
 
 def folder_source(
-    path: str | Path, crop_size: int = 32, channels: int | None = None, scales=(1,), zooms=()
+    path: str | Path, crop_size: int = 32, channels: int | None = None, scales=(1,), zooms=(),
+    permute_channels: bool = False,
 ) -> CropSource:
     """The images under ``path`` as a ``CropSource`` of ``crop_size`` crops (RGB, or gray if channels=1),
     the training images at each downscaling factor in ``scales`` and enlarging factor in ``zooms``,
-    each scale equally often (``crops.at_scales``)."""
+    each scale equally often (``crops.at_scales``), colour channels in random orders if
+    ``permute_channels``."""
     crop_size = check_count("crop_size", crop_size, 1)
     scales, zooms = check_scales(scales), check_zooms(zooms)
     check_channels(channels)
@@ -102,4 +104,5 @@ def folder_source(
         test_images=np.stack(test) if test else np.zeros((0, crop_size, crop_size, depth), dtype=np.uint8),
         crop_size=crop_size,
         crops_per_image=crops_per_image,
+        permute_channels=permute_channels,
     )

@@ -16,6 +16,7 @@ def load_source(
     channels: int | None = None,
     scales=(1,),
     zooms=(),
+    permute_channels: bool = False,
     data_dir=None,
     manual_dir=None,
     download: bool = False,
@@ -32,6 +33,8 @@ def load_source(
         factors (1 = full resolution).
       zooms: ``photos`` and ``folder``: and at each of these enlarging factors (>= 2); every
         scale is seen equally often.
+      permute_channels: ``photos`` and ``folder``: each training crop's colour channels in a
+        random order (a few photos then cover every hue).
       channels: None keeps the source's channels; 1 converts to gray, 3 to colour.
       data_dir, manual_dir, download: TFDS only: where prepared datasets live, where archives
         for a manual build are, and whether it may download and build (default: never).
@@ -45,7 +48,7 @@ def load_source(
     if spec == "photos":
         from vae_jax.data.photos import photos_source
 
-        return photos_source(crop_size, channels, scales, zooms)
+        return photos_source(crop_size, channels, scales, zooms, permute_channels)
     if colon and argument and scheme == "tfds":
         from vae_jax.data.tfds_source import tfds_source
 
@@ -55,7 +58,7 @@ def load_source(
     if colon and argument and scheme == "folder":
         from vae_jax.data.folder import folder_source
 
-        return folder_source(argument, crop_size, channels, scales, zooms)
+        return folder_source(argument, crop_size, channels, scales, zooms, permute_channels)
     if colon and argument and scheme == "idx":
         from vae_jax.data.idx import idx_source
 

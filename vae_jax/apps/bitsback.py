@@ -1,0 +1,436 @@
+"""Bits-back ANS coding of one image tile with every latent group of a model.
+
+A model of latent groups z_1 (top) .. z_G, p(x, z) = p(z_1) prod_{g>1} p(z_g | z_<g) p(x | z)
+and q(z | x) = prod_g q(z_g | x, z_<g) (the one-group VAE is G = 1, the ladder of
+``HierarchicalVAE`` any G), codes a tile ``x`` on an ANS stack (last in, first out) with the
+nested bits-back scheme of HiLLoC (Townsend et al. 2020) and Bit-Swap (Kingma et al. 2019):
+
+    encode:  for g = 1..G:  z_g <- decoded under Q(z_g | x, z_<g)   (bits back: -log2 Q off)
+             push x under P(x | z): channel last to first, so R, G | R, B | R, G pop in order
+             push z_G under P(z_G | z_<G), ..., z_2 under P(z_2 | z_1), z_1 under P(z_1)
+    decode:  pop z_1 under P(z_1), z_2 under P(z_2 | z_1), ..., z_G; pop x under P(x | z);
+             push z_G, ..., z_1 back under Q(z_g | x, z_<g), from the decoded x,
+
+so a tile costs -log2 P(x|z) - sum_g log2 P(z_g|z_<g) + sum_g log2 Q(z_g|x,z_<g) bits, whose
+mean under Q is the negative ELBO of the discretized model.
+
+Without bits back (``bits_back=False``: the first tile of a file, whose stack is empty, or a
+tile that would pop more bits than the stack holds) z_g is the bin of the posterior mean
+given the binned z_<g, nothing is popped, and the decoder pushes nothing back: the tile costs
+-log2 P(x | z) - log2 P(z), about sum_g H(Q(z_g | .)) in bins more than with bits back.
+
+Discretization:
+
+- latents: every dimension on the grid z = w i, w = 2**-bin_log2, i in [-M, M] (M = max_abs / w);
+  Q(i) and P(i) are the Gaussians N(mean, std^2) integrated over the bins of width w, clipped
+  to the range and renormalized (``constriction``'s ``QuantizedGaussian`` on i with mean / w,
+  std / w). For w well below the posterior standard deviations the net latent cost
+  log2 Q(i) - log2 P(i) tends to log2 q(z) - log2 p(z), the ELBO's KL term, and the decoder
+  sees z within w/2 of a continuous draw; the test of the rate against the -ELBO measures what
+  is left. A mixture top prior (``MixtureOfGaussians``, ``VampPrior``) codes z_1 with bits back
+  over the component k: pop k under P(k | z_1) ~ pi_k N(z_1; mu_k, sigma_k^2), push z_1 under
+  component k, push k under pi.
+- pixels: each sub-pixel a categorical over its 256 values, the likelihood's discretized
+  logistic (mixture) of that sub-pixel (the channel-coupled mixture's R, G | R, B | R, G, its
+  component weights updated by the channels seen; independent ones per channel), quantized by
+  ``constriction.stream.model.Categorical(perfect=False)``. The tables are built
+  ``chunk_pixels`` pixels at a time, so memory is bounded for any tile.
+
+Reproducible probabilities: the decoder must rebuild the encoder's probabilities bit for bit.
+
+- Every parameter a distribution is built from is snapped to a fixed grid first: latent means
+  and standard deviations to multiples of 2**-LATENT_GRID_LOG2 of a bin, the decoder's output
+  (the likelihood's means, log-scales, mixture logits, coupling coefficients) to multiples of
+  2**-OUTPUT_GRID_LOG2. A network whose output moves by a few float32 ulps (another fusion,
+  eager execution, another batch layout) then almost always gives the very same snapped value.
+- The 256-value tables are computed in numpy float64 from the snapped parameters, each pixel's
+  alone (``_PixelTables``: the logistic CDF at the 255 bin edges, differenced, the mixture
+  components added in order), and so is the top prior's component posterior: no compiler
+  sits between the encoder's numbers and the decoder's, and the chunking cannot change them.
+  (Computing them with XLA, even in float64, differed by ~6e-8 between a jitted and an eager
+  run: the likelihoods place the bin centres in float32, which XLA rounds differently fused.)
+- Every group's statistics come from one function (``_group_statistics``) of (features, all
+  groups' bins): the encoder's pops, its pushes under the priors and the decoder's pops and
+  pushes run that same compiled program, with the groups not yet known set to zero (they do
+  not feed the group asked for), so encoder and decoder evaluate identical programs on
+  identical inputs. That costs G top-down passes per tile (O(G^2) work), fine for G <= ~10.
+
+What remains: a snapped value can still flip where the network's output sits within an ulp of
+a grid point, and a different backend or library version may round the networks differently;
+decode on the platform that encoded (a flip makes the decoder fail loudly, not silently).
+"""
+
+from __future__ import annotations
+
+import functools
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.errors import FlaxError
+
+from vae_jax.hierarchical import HierarchicalVAE
+from vae_jax.likelihoods import (
+    MAX_LOGISTIC_LOG_SCALE,
+    MIN_LOGISTIC_LOG_SCALE,
+    CoupledLogisticMixture,
+    DiscretizedLogistic,
+    DiscretizedLogisticMixture,
+)
+from vae_jax.model import as_latent, encoder_input, latent_groups
+from vae_jax.priors import StandardNormal
+
+LATENT_GRID_LOG2 = 8  # latent means / stds (in bins) are multiples of 1/256 of a bin
+OUTPUT_GRID_LOG2 = 12  # the likelihood's parameters are multiples of 2**-12
+_VALUES = 256
+# Table memory: a chunk's temporaries are about 256 * 8 bytes * (numbers per pixel) a few times over
+# per pixel; 2**16 / numbers pixels keeps them near 50 MB whatever the likelihood.
+_TABLE_BUDGET = 2**16
+
+
+def check_codable(model):
+    """Raise a clear ValueError unless ``model`` can code 8-bit pixels with this coder."""
+    if model.num_groups != 1 and not isinstance(model, HierarchicalVAE):
+        raise ValueError(
+            f"model: bits-back coding handles the one-group VAE and the top-down HierarchicalVAE, whose "
+            f"posterior q(z_g | x, z_<g) follows the generative order; got {type(model).__name__} with "
+            f"{model.num_groups} groups"
+        )
+    if not isinstance(model.likelihood, (DiscretizedLogistic, DiscretizedLogisticMixture, CoupledLogisticMixture)):
+        raise ValueError(
+            f"model.likelihood: lossless coding of 8-bit pixels needs a discrete likelihood "
+            f"(DiscretizedLogistic, DiscretizedLogisticMixture or CoupledLogisticMixture), got "
+            f"{type(model.likelihood).__name__}"
+        )
+    if len(model.data_shape) != 3:
+        raise ValueError(f"model.data_shape: expected (H, W, C) images, got {model.data_shape}")
+
+
+# ---------------------------------------------------------------- the model's shapes
+
+
+def _sizes(model):
+    """The data's (H, W) over the smallest latent group's: the size a tile's sides must divide by."""
+    height, width = model.data_shape[:2]
+    smallest = min(latent_groups(model.latent_template), key=lambda s: s.shape[0] * s.shape[1])
+    return height // smallest.shape[0], width // smallest.shape[1]
+
+
+@functools.lru_cache(maxsize=32)
+def fully_convolutional(model) -> bool:
+    """Whether the same params code tiles of other sizes: the networks run on a (2H, 2W) image
+    and the prior is the standard normal (a learned mixture's components have the training
+    latent's shape)."""
+    if not isinstance(model.prior, StandardNormal):
+        return False
+    height, width, channels = model.data_shape
+    params = jax.eval_shape(model.init, jax.random.key(0))
+    x = jax.ShapeDtypeStruct((1, 2 * height, 2 * width, channels), jnp.int32)
+    try:
+        mean, _ = jax.eval_shape(model.posterior, params, x)
+        out = jax.eval_shape(model.decoder_output, params, mean)
+    except (TypeError, ValueError, FlaxError):  # a dense layer is tied to the training size
+        return False
+    return tuple(out.shape[1:3]) == (2 * height, 2 * width)
+
+
+def tile_unit(model):
+    """(uh, uw): a tile's padded sides are multiples of it (the whole ``data_shape`` for a model
+    tied to its training size)."""
+    return _sizes(model) if fully_convolutional(model) else tuple(model.data_shape[:2])
+
+
+# ---------------------------------------------------------------- jitted model pieces
+
+
+def _snap(values, grid_log2):
+    """``values`` rounded to multiples of 2**-grid_log2 (exact: scaling by a power of two)."""
+    return jnp.round(values * 2.0**grid_log2) * 2.0**-grid_log2
+
+
+def _in_bins(mean, log_var, bin_log2):
+    """(mean / w, std / w) flattened and snapped; std at least one grid step."""
+    std = jnp.exp(0.5 * jnp.clip(log_var, -60.0, 60.0))
+    step = 2.0**-LATENT_GRID_LOG2
+    return (
+        _snap(jnp.ravel(mean) * 2.0**bin_log2, LATENT_GRID_LOG2),
+        jnp.maximum(_snap(jnp.ravel(std) * 2.0**bin_log2, LATENT_GRID_LOG2), step),
+    )
+
+
+@partial(jax.jit, static_argnums=0)
+def _features(model, params, tile):
+    """What the posteriors read of x (1, H, W, C): the ladder's bottom-up features, or the
+    one-group VAE's q(z | x) itself."""
+    if isinstance(model, HierarchicalVAE):
+        inputs = encoder_input(model.likelihood.input_kind, tile)
+        return model.bottom_up.apply({"params": params["encoder"]}, inputs)
+    return model.posterior(params, tile)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _group_statistics(model, bin_log2, params, features, bins):
+    """Per group g, on the bin-index scale and snapped: Q(z_g | x, z_<g) as (mean, std), and
+    for g > 1 P(z_g | z_<g), with z_g = w * bins[g]. Group g reads only bins[:g]."""
+    if not isinstance(model, HierarchicalVAE):
+        return (_in_bins(*features, bin_log2),), ()
+    width = 2.0**-bin_log2
+    given = lambda g, posterior, prior: bins[g].astype(jnp.float32) * width
+    _, records = model.top_down.apply({"params": params["decoder"]}, features, given, 1)
+    posteriors = tuple(_in_bins(*r.posterior, bin_log2) for r in records)
+    return posteriors, tuple(_in_bins(*r.prior, bin_log2) for r in records[1:])
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _decoder_output(model, bin_log2, params, bins):
+    """P(x | z)'s parameters at z = w * bins, snapped: ``(H, W, ...)``."""
+    z = as_latent(b.astype(jnp.float32) * 2.0**-bin_log2 for b in bins)
+    return _snap(model.decoder_output(params, z)[0], OUTPUT_GRID_LOG2)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _top_prior(model, bin_log2, params):
+    """The top prior's components: snapped logits (K,), means and stds in bins (K, L)."""
+    components = model.prior_components(params)
+    k = components.means.shape[0]
+    means, stds = jax.vmap(lambda m, v: _in_bins(m, v, bin_log2))(
+        components.means.reshape(k, -1), components.log_vars.reshape(k, -1)
+    )
+    return _snap(components.logit_weights, OUTPUT_GRID_LOG2), means, stds
+
+
+# The 255 boundaries between neighbouring 8-bit values on the likelihoods' [-1, 1] scale: value v's
+# bin is [(2v - 1)/255 - 1, (2v + 1)/255 - 1], the first and last reaching out to -inf and +inf.
+_EDGES = (2.0 * np.arange(1, _VALUES) - 1.0) / 255.0 - 1.0
+
+
+def _logistic_bins(means, log_scales):
+    """Every value's probability under logistics discretized into the 256 bins: (n,) -> (n, 256),
+    P(v) = F(e_{v+1}) - F(e_v), F the logistic CDF, F(e_0) = 0, F(e_256) = 1."""
+    inv_scales = np.exp(-np.clip(log_scales, MIN_LOGISTIC_LOG_SCALE, MAX_LOGISTIC_LOG_SCALE))
+    with np.errstate(over="ignore"):  # exp(large) = inf gives a CDF of exactly 0, as it should
+        cdf = 1.0 / (1.0 + np.exp((means[:, None] - _EDGES) * inv_scales[:, None]))
+    n = means.shape[0]
+    return np.diff(np.concatenate([np.zeros((n, 1)), cdf, np.ones((n, 1))], axis=1), axis=1)
+
+
+def _mixture_bins(log_weights, means, log_scales):
+    """sum_k w_k P_k(v) for rows of K components (n, K) -> (n, 256), unnormalized: w_k =
+    exp(log_weights_k - max_k), the components summed in order."""
+    weights = np.exp(log_weights - np.max(log_weights, axis=1, keepdims=True))
+    table = weights[:, :1] * _logistic_bins(means[:, 0], log_scales[:, 0])
+    for k in range(1, means.shape[1]):
+        table = table + weights[:, k : k + 1] * _logistic_bins(means[:, k], log_scales[:, k])
+    return table
+
+
+def _centres(values):
+    return 2.0 * np.asarray(values, np.float64) / 255.0 - 1.0
+
+
+class _PixelTables:
+    """The likelihood's 256-value tables over the valid pixels of one tile, a chunk of pixels at
+    a time, in numpy float64 from the snapped decoder output: no compiler between the encoder's
+    and the decoder's numbers, and every pixel's table computed alone (the chunking cannot
+    change it). The same distributions as the likelihood's ``log_prob``, from its documented
+    parameter layout."""
+
+    def __init__(self, likelihood, out, valid_hw, chunk):
+        valid_h, valid_w = valid_hw
+        pixels = valid_h * valid_w
+        self.likelihood, self.chunk = likelihood, chunk
+        self.rows = np.asarray(out[:valid_h, :valid_w], np.float64).reshape(pixels, *out.shape[2:])
+        self.starts = range(0, pixels, chunk)
+
+    def __call__(self, start, x_rows, channel):
+        """(n, 256) float64: P(x_c = v | z, x_<c) for the pixels start..start+n, c = ``channel``,
+        x_rows (n, C) holding at least the channels before it."""
+        rows = self.rows[start : start + x_rows.shape[0]]
+        likelihood = self.likelihood
+        if isinstance(likelihood, DiscretizedLogistic):  # (n, C, 2): mean, log-scale
+            table = _logistic_bins(rows[:, channel, 0], rows[:, channel, 1])
+        elif isinstance(likelihood, DiscretizedLogisticMixture):  # (n, C, 3K): logits, means, log-scales
+            logits, means, log_scales = np.split(rows[:, channel], 3, axis=-1)
+            table = _mixture_bins(logits, means, log_scales)
+        else:  # coupled, (n, 10K): K logits, then means, log-scales, coefficients, each (R, G, B) x K
+            k = likelihood.num_components
+            logits, rest = rows[:, :k], rows[:, k:].reshape(-1, 3, 3, k)
+            means, log_scales, coefficients = rest[:, 0], rest[:, 1], np.tanh(rest[:, 2])
+            centres = _centres(x_rows[:, :2])[..., None]  # (n, 2, 1): r, g
+            coupled = [
+                means[:, 0],
+                means[:, 1] + coefficients[:, 0] * centres[:, 0],
+                means[:, 2] + coefficients[:, 1] * centres[:, 0] + coefficients[:, 2] * centres[:, 1],
+            ]
+            log_weights = logits
+            for seen in range(channel):  # p(k | x_<c) propto pi_k prod_{c' < c} P_k(x_c')
+                value = x_rows[:, seen]
+                bins = np.stack([_logistic_bins(coupled[seen][:, j], log_scales[:, seen, j]) for j in range(k)], 1)
+                probability = np.take_along_axis(bins, value[:, None, None].astype(np.intp), axis=2)[..., 0]
+                log_weights = log_weights + np.log(np.maximum(probability, 1e-300))
+            table = _mixture_bins(log_weights, coupled[channel], log_scales[:, channel])
+        if not np.all(np.isfinite(table)):
+            raise ValueError("likelihood: the model produced non-finite probabilities; cannot code with it")
+        return table
+
+
+def _checked(arrays):
+    arrays = tuple(np.asarray(a, np.float64) for a in arrays)
+    if not all(np.all(np.isfinite(a)) for a in arrays):
+        raise ValueError("model: the networks produced non-finite latent statistics; cannot code with them")
+    return arrays
+
+
+class TileCoder:
+    """The entropy models of one (model, params, latent grid): codes a tile onto an ANS stack.
+
+    ``chunk_pixels`` only sets memory and speed; files do not depend on it.
+    """
+
+    def __init__(self, model, params, bin_log2, max_abs, chunk_pixels=None):
+        import constriction
+
+        check_codable(model)
+        self.model, self.params, self.bin_log2 = model, params, int(bin_log2)
+        self.max_index = int(max_abs) * 2 ** int(bin_log2)
+        self.latent_family = constriction.stream.model.QuantizedGaussian(-self.max_index, self.max_index)
+        self.categorical = constriction.stream.model.Categorical(perfect=False)
+        numbers = int(np.prod(model.likelihood.params_shape(model.data_shape)[2:]))
+        self.chunk = int(chunk_pixels) if chunk_pixels else max(16, _TABLE_BUDGET // numbers)
+        if self.chunk < 1:
+            raise ValueError(f"chunk_pixels: expected a positive int, got {chunk_pixels!r}")
+        self._shapes, self._blank, self._prior = {}, {}, {}
+
+    # ---- shapes and cached pieces per padded tile shape
+
+    def _group_shapes(self, padded_hw):
+        if padded_hw not in self._shapes:
+            x = jax.ShapeDtypeStruct((1, *padded_hw, self.model.data_shape[-1]), jnp.int32)
+            mean, _ = jax.eval_shape(self.model.posterior, self.params, x)
+            self._shapes[padded_hw] = tuple(g.shape for g in latent_groups(mean))
+        return self._shapes[padded_hw]
+
+    def _top(self, size):
+        """The top prior over a top group of ``size`` dims: (pi unnormalized, means, stds)."""
+        if size not in self._prior:
+            if isinstance(self.model.prior, StandardNormal):  # any size: N(0, 1) is w^-1 bins wide
+                logits, means, stds = np.zeros(1), np.zeros((1, size)), np.full((1, size), 2.0**self.bin_log2)
+            else:
+                logits, means, stds = _checked(_top_prior(self.model, self.bin_log2, self.params))
+                if means.shape[1] != size:
+                    raise ValueError(f"model.prior: its components have {means.shape[1]} dims, the tile's z_1 {size}")
+            self._prior[size] = (np.exp(logits - logits.max())[None], means, stds)
+        return self._prior[size]
+
+    def _statistics(self, features, bins):
+        posteriors, priors = _group_statistics(self.model, self.bin_log2, self.params, features, tuple(bins))
+        return [_checked(p) for p in posteriors], [None] + [_checked(p) for p in priors]
+
+    def _features(self, tile):
+        return _features(self.model, self.params, jnp.asarray(tile, jnp.int32)[None])
+
+    # ---- the top group under its (mixture) prior
+
+    def _component_posterior(self, symbols, means, stds):
+        """P(k | z) proportional to pi_k prod_d N(z_d; mu_kd, sigma_kd^2), numpy float64, fixed order."""
+        weights, _, _ = self._top(symbols.size)
+        z = symbols.astype(np.float64)[None]
+        log_joint = np.log(weights[0]) - np.sum(0.5 * np.square((z - means) / stds) + np.log(stds), axis=1)
+        return np.exp(log_joint - log_joint.max())[None]
+
+    def _push_top(self, ans, symbols):
+        weights, means, stds = self._top(symbols.size)
+        if weights.shape[1] == 1:
+            ans.encode_reverse(symbols, self.latent_family, means[0], stds[0])
+            return
+        k = int(ans.decode(self.categorical, self._component_posterior(symbols, means, stds))[0])
+        ans.encode_reverse(symbols, self.latent_family, means[k], stds[k])
+        ans.encode_reverse(np.array([k], np.int32), self.categorical, weights)
+
+    def _pop_top(self, ans, size):
+        weights, means, stds = self._top(size)
+        if weights.shape[1] == 1:
+            return ans.decode(self.latent_family, means[0], stds[0])
+        k = int(ans.decode(self.categorical, weights)[0])
+        symbols = ans.decode(self.latent_family, means[k], stds[k])
+        ans.encode_reverse(np.array([k], np.int32), self.categorical, self._component_posterior(symbols, means, stds))
+        return symbols
+
+    # ---- one tile
+
+    def _posterior_path(self, ans, features, shapes):
+        """z_1..z_G, each from Q(z_g | x, z_<g): decoded from ``ans`` (bits back) or, with ans None,
+        the posterior mean's bin. Returns the bins and each group's prior (None for the top)."""
+        bins = [np.zeros(shape, np.int32) for shape in shapes]
+        priors = [None] * len(shapes)
+        for g, shape in enumerate(shapes):
+            posteriors, group_priors = self._statistics(features, bins)
+            mean, std = posteriors[g]
+            if ans is None:
+                symbols = np.clip(np.round(mean), -self.max_index, self.max_index).astype(np.int32)
+            else:
+                symbols = ans.decode(self.latent_family, mean, std)
+            bins[g], priors[g] = symbols.reshape(shape), group_priors[g]
+        return bins, priors
+
+    def push(self, ans, tile, valid_hw):
+        """Code one padded tile ``(h, w, C)`` uint8 whose first ``valid_hw`` rows and columns are
+        image (the rest is edge padding, rebuilt by the decoder, not coded). Bits back when the
+        stack holds enough for the pops, else the posterior means' bins; returns
+        ``(ans, bits_back)``: the stack to go on with (a new object after bits back) and which."""
+        shapes = self._group_shapes(tuple(tile.shape[:2]))
+        features = self._features(tile)
+        bits_back = False
+        if not ans.is_empty():
+            trial = ans.clone()
+            bins, priors = self._posterior_path(trial, features, shapes)
+            # An emptied stack means the pops ran dry (popping from nothing gives the lowest bins):
+            # that tile goes without bits back instead.
+            bits_back = not trial.is_empty()
+            if bits_back:
+                ans = trial
+        if not bits_back:
+            bins, priors = self._posterior_path(None, features, shapes)
+        out = np.asarray(_decoder_output(self.model, self.bin_log2, self.params, tuple(bins)))
+        tables = _PixelTables(self.model.likelihood, out, valid_hw, self.chunk)
+        x_rows = tile[: valid_hw[0], : valid_hw[1]].reshape(-1, tile.shape[-1]).astype(np.int32)
+        # Channel-major (all R, then all G, ...), so the symbols' order does not depend on the chunks.
+        for channel in reversed(range(tile.shape[-1])):
+            for start in reversed(tables.starts):
+                x_chunk = x_rows[start : start + tables.chunk]
+                symbols = np.ascontiguousarray(x_chunk[:, channel])
+                ans.encode_reverse(symbols, self.categorical, tables(start, x_chunk, channel))
+        for g in reversed(range(1, len(shapes))):
+            ans.encode_reverse(bins[g].ravel(), self.latent_family, *priors[g])
+        self._push_top(ans, bins[0].ravel())
+        return ans, bits_back
+
+    def pop(self, ans, padded_hw, valid_hw, bits_back):
+        """Decode the tile ``push`` coded: the padded ``(h, w, C)`` uint8 tile (edge padding rebuilt)."""
+        shapes = self._group_shapes(tuple(padded_hw))
+        channels = self.model.data_shape[-1]
+        bins = [np.zeros(shape, np.int32) for shape in shapes]
+        bins[0] = self._pop_top(ans, int(np.prod(shapes[0]))).reshape(shapes[0])
+        if len(shapes) > 1:
+            # The priors do not read x; a blank tile's features stand in, through the same program.
+            if padded_hw not in self._blank:
+                self._blank[padded_hw] = self._features(np.zeros((*padded_hw, channels), np.int32))
+            for g in range(1, len(shapes)):
+                _, priors = self._statistics(self._blank[padded_hw], bins)
+                bins[g] = ans.decode(self.latent_family, *priors[g]).reshape(shapes[g])
+        out = np.asarray(_decoder_output(self.model, self.bin_log2, self.params, tuple(bins)))
+        tables = _PixelTables(self.model.likelihood, out, valid_hw, self.chunk)
+        x_rows = np.zeros((valid_hw[0] * valid_hw[1], channels), np.int32)
+        for channel in range(channels):  # channel c's conditionals read the channels before it
+            for start in tables.starts:
+                x_chunk = x_rows[start : start + tables.chunk]  # a view: filled in place
+                x_chunk[:, channel] = ans.decode(self.categorical, tables(start, x_chunk, channel))
+        valid = x_rows.reshape(*valid_hw, channels)
+        pad = ((0, padded_hw[0] - valid_hw[0]), (0, padded_hw[1] - valid_hw[1]), (0, 0))
+        tile = np.pad(valid, pad, mode="edge").astype(np.uint8)
+        if bits_back:
+            posteriors, _ = self._statistics(self._features(tile), bins)
+            for g in reversed(range(len(shapes))):
+                ans.encode_reverse(bins[g].ravel(), self.latent_family, *posteriors[g])
+        return tile
