@@ -245,3 +245,16 @@ def test_model_hash_tracks_params(discrete_mlp):
     nudged = jax.tree.map(lambda a: a, params)
     nudged["decoder"]["out"]["bias"] = nudged["decoder"]["out"]["bias"].at[0].add(1e-7)
     assert compression.model_hash(model, params) != compression.model_hash(model, nudged)
+
+
+def test_grey_report_counts_image_dims_and_benchmark_table(ladder):
+    """A grey image is coded as (v, v, v) planes; its rates count its own dims, so the -ELBO, net
+    and file rates are comparable. The benchmark prints one Markdown row per report."""
+    from benchmarks.compression import markdown, table_row
+
+    model, params = ladder
+    image = skimage.data.camera()[200:232, 200:264]
+    _, report = compression.compression_report(model, params, image, tile_size=16, elbo_samples=4)
+    assert report["net_bits_per_dim"] == pytest.approx(report["neg_elbo_bits_per_dim"], rel=0.03)
+    table = markdown([table_row("camera", report)])
+    assert table.count("\n") == 2 and "| camera | 64x32 L |" in table

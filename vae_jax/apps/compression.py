@@ -382,13 +382,14 @@ def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples
 
     - ``bits_per_dim``: the whole file over the image's ``H * W * n`` dims (header, tile bitmap,
       CRC and the chain start included); ``png_bits_per_dim``, ``webp_bits_per_dim`` likewise;
-    - ``net_bits_per_dim``: the stack's growth over the tiles coded with bits back, over their
-      image dims: the rate a long image approaches (None if no tile had bits back: an image of
+    - ``net_bits_per_dim``: the stack's growth over the tiles coded with bits back, over the
+      image dims they hold: the rate a long image approaches (None if no tile had bits back: an image of
       one tile); ``neg_elbo_bits_per_dim``: the -ELBO of those same tiles (of every tile if
       none), over ``elbo_samples`` draws: the rate the net one should approach;
     - ``tiles``, ``tiles_without_bits_back``, ``chain_start_bits``: the bits the tiles without
       bits back added beyond their -ELBO (what starting the chain cost), ``header_bits``;
-    - ``encode_mpps``, ``decode_mpps`` (megapixels, H * W, per second, planes together),
+    - ``encode_mpps``, ``decode_mpps`` (megapixels, H * W, per second, planes together; the
+      first image of a tile shape includes compiling for it),
       ``encode_seconds``, ``decode_seconds``, and ``png_`` / ``webp_`` ``encode_mpps`` /
       ``decode_mpps`` of Pillow's codecs on the same machine; ``round_trip_exact`` (always
       True: a mismatch raises ``CompressionError``).
@@ -410,8 +411,13 @@ def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples
     tile_hw = tile_hw_for(model, tile_size)
     neg_elbo = _tiles_neg_elbo_bits(model, params, image, tile_hw, jax.random.key(seed), elbo_samples)
     tiles = tile_layout(model, image.shape[:2], tile_hw)
-    dims = np.array([h * w for h, w in (t.valid_hw for t in tiles)] * (len(flags) // len(tiles)))
-    dims = dims * model.data_shape[-1]  # a plane's dims: its tile pixels times the model's channels
+    # The image dims each coded tile holds: its pixels times the image channels in its plane (a grey
+    # image's plane (v, v, v) holds one), so every rate below is per image dim, as bits_per_dim.
+    channels, n = model.data_shape[-1], image.shape[-1]
+    dims = np.array([
+        h * w * min(channels, n - plane * channels)
+        for plane in range(-(-n // channels)) for h, w in (t.valid_hw for t in tiles)
+    ])  # fmt: skip
     flags, tile_bits = np.array(flags, bool), np.array(tile_bits, float)
     chosen = flags if flags.any() else np.ones_like(flags)
     megapixels = image.shape[0] * image.shape[1] / 1e6
