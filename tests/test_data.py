@@ -577,3 +577,21 @@ def test_permuted_channels_are_the_same_crops_in_a_drawn_order(photos32):
         np.testing.assert_array_equal(batch[j], reference[j][..., plan.channel_order[j]])
     gray = load_source("photos", channels=1, permute_channels=True)
     assert gray.crop_plan(0, 0).channel_order is None  # one channel: nothing to permute
+
+
+def test_saturation_gain_moves_colours_from_grey_and_clips_like_a_camera():
+    from vae_jax.data.crops import saturate
+
+    crops = np.array([[[[100, 150, 200], [10, 10, 10]]]], np.uint8)  # one 1x2 crop
+    np.testing.assert_array_equal(saturate(crops, np.array([1.0])), crops)
+    # grey 150: gain 2 -> 150 + 2 * (-50, 0, 50) = (50, 150, 250); gain 4 -> (-50, 150, 350) clipped
+    np.testing.assert_array_equal(saturate(crops, np.array([2.0]))[0, 0, 0], [50, 150, 250])
+    np.testing.assert_array_equal(saturate(crops, np.array([4.0]))[0, 0, 0], [0, 150, 255])
+    np.testing.assert_array_equal(saturate(crops, np.array([0.5]))[0, 0, 0], [125, 150, 175])
+    np.testing.assert_array_equal(saturate(crops, np.array([3.0]))[0, 0, 1], [10, 10, 10])  # grey stays grey
+    source = load_source("photos", max_saturation=2.0)
+    plan = source.crop_plan(0, 0)
+    assert plan.saturation.min() >= 0.5 and plan.saturation.max() <= 2.0
+    assert (plan.saturation < 1).mean() == pytest.approx(0.5, abs=0.05)  # log-uniform: half below 1
+    with pytest.raises(ValueError, match="max_saturation"):
+        load_source("photos", max_saturation=0.5)

@@ -23,6 +23,7 @@ class Config:
     scales: tuple[int, ...] = (1,)  # photos/folder: also train on copies downscaled by these factors
     zooms: tuple[int, ...] = ()  # photos/folder: and on copies enlarged by these (each scale equally often)
     permute_channels: bool = False  # photos/folder: each crop's colour channels in a random order
+    max_saturation: float = 1.0  # photos/folder: colour gains drawn from [1/s, s], clipped (1: off)
     channels: int | None = None  # None: as the source gives them
     binarize: str = "dynamic"  # for a Bernoulli likelihood: "dynamic" or "static"
     data_dir: str | None = None
@@ -266,6 +267,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(field, f"expected true or false, got {getattr(config, field)!r}")
     if not (_is_number(config.learning_rate) and config.learning_rate > 0):
         raise ConfigError("learning_rate", f"expected a finite number > 0, got {config.learning_rate!r}")
+    if not (_is_number(config.max_saturation) and config.max_saturation >= 1):
+        raise ConfigError("max_saturation", f"expected a finite number >= 1 (1: off), got {config.max_saturation!r}")
     if not (_is_number(config.adam_eps) and config.adam_eps > 0):
         raise ConfigError("adam_eps", f"expected a finite number > 0, got {config.adam_eps!r}")
     for field in ("adam_b1", "adam_b2", "ema_decay"):

@@ -51,6 +51,7 @@ def open_source(config: Config, spec: str | None = None):
         scales=config.scales,
         zooms=config.zooms,
         permute_channels=config.permute_channels,
+        max_saturation=config.max_saturation,
         data_dir=config.data_dir,
         manual_dir=config.manual_dir,
         download=config.download,

@@ -135,20 +135,25 @@ class CropPlan:
     left: np.ndarray  # int64 (n,)
     flip: np.ndarray  # bool (n,)
     channel_order: np.ndarray | None = None  # int64 (n, C)
+    saturation: np.ndarray | None = None  # float64 (n,): each crop's colour gain (``saturate``)
 
     def take(self, positions) -> CropPlan:
         """The crops at ``positions`` (an index array or a slice) of this plan."""
-        order = None if self.channel_order is None else self.channel_order[positions]
-        return CropPlan(self.image[positions], self.top[positions], self.left[positions], self.flip[positions], order)
+        pick = lambda a: None if a is None else a[positions]
+        return CropPlan(
+            self.image[positions], self.top[positions], self.left[positions], self.flip[positions],
+            pick(self.channel_order), pick(self.saturation),
+        )  # fmt: skip
 
 
 def random_crop_plan(
     rng: np.random.Generator, heights: np.ndarray, widths: np.ndarray, crops_per_image: np.ndarray, size: int,
-    permute_channels: int = 0,
+    permute_channels: int = 0, max_saturation: float = 1.0,
 ) -> CropPlan:  # fmt: skip
     """Image ``i`` gets ``crops_per_image[i]`` crops at uniform positions, in a shuffled order,
-    each mirrored left-right with probability 1/2 and, when ``permute_channels`` is the channel
-    count C, with its C channels in a uniformly random order (all C! equally likely)."""
+    each mirrored left-right with probability 1/2; when ``permute_channels`` is the channel
+    count C, with its C channels in a uniformly random order (all C! equally likely); when
+    ``max_saturation`` s > 1, with a colour gain drawn log-uniformly from [1/s, s]."""
     image = rng.permutation(np.repeat(np.arange(len(heights)), crops_per_image))
     top = rng.integers(0, heights[image] - size + 1)
     left = rng.integers(0, widths[image] - size + 1)
@@ -156,7 +161,22 @@ def random_crop_plan(
     order = None
     if permute_channels:  # drawn last, so plans without it are what they always were
         order = rng.permuted(np.broadcast_to(np.arange(permute_channels), (len(image), permute_channels)), axis=1)
-    return CropPlan(image, top, left, flip, order)
+    gain = None
+    if max_saturation > 1:
+        gain = np.exp(rng.uniform(-np.log(max_saturation), np.log(max_saturation), size=len(image)))
+    return CropPlan(image, top, left, flip, order, gain)
+
+
+def saturate(crops: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """Each uint8 RGB crop's colours pushed away from (gain > 1) or towards (gain < 1) its grey,
+
+        x' = clip(round(m + g (x - m)), 0, 255),   m the pixel's mean over channels,
+
+    clipped as a camera clips: saturated photographs (a yellow flower, a green leaf in sunlight)
+    have whole channels at 0 or 255, which a few ordinary photos almost never show."""
+    grey = crops.mean(axis=-1, keepdims=True)
+    pushed = grey + gain[:, None, None, None] * (crops - grey)
+    return np.clip(np.rint(pushed), 0, 255).astype(np.uint8)
 
 
 def gather_crops(packed: PackedImages, plan: CropPlan, size: int) -> np.ndarray:
@@ -168,6 +188,8 @@ def gather_crops(packed: PackedImages, plan: CropPlan, size: int) -> np.ndarray:
     for start in range(0, len(plan.image), chunk):
         part = plan.take(slice(start, start + chunk))
         crops[start : start + chunk] = packed.buffer[_crop_indices(packed, part, size)]
+    if plan.saturation is not None:
+        crops = saturate(crops, plan.saturation)
     return crops
 
 
@@ -188,7 +210,8 @@ class CropSource(DataSource):
 
     ``test_images`` is fixed and given by the caller (tiles or centre crops); training examples
     per epoch: ``crops_per_image`` per image (default: each image's non-overlapping tiles), each
-    with its colour channels in a random order if ``permute_channels``.
+    with its colour channels in a random order if ``permute_channels`` and a colour gain up to
+    ``max_saturation`` (``saturate``).
     """
 
     def __init__(
@@ -199,6 +222,7 @@ class CropSource(DataSource):
         crop_size: int,
         crops_per_image: Sequence[int] | None = None,
         permute_channels: bool = False,
+        max_saturation: float = 1.0,
     ):
         if not train_images:
             raise DataSourceError(f"{name}: no training images")
@@ -220,6 +244,9 @@ class CropSource(DataSource):
         # A colour photo's channels in any order are another plausible photo's (a green leaf is a
         # red one with R and G swapped): a few photos then cover every hue, not only their own.
         self._permute_channels = self._packed.channels if permute_channels and self._packed.channels > 1 else 0
+        if not (isinstance(max_saturation, (int, float)) and max_saturation >= 1):
+            raise DataSourceError(f"{name}: max_saturation must be a number >= 1 (1: off), got {max_saturation!r}")
+        self._max_saturation = float(max_saturation) if self._packed.channels == 3 else 1.0
         self.num_train = int(self._crops_per_image.sum())
         self._test_images = read_only(test_images)
 
@@ -228,7 +255,7 @@ class CropSource(DataSource):
         rng = epoch_rng(seed, epoch)
         return random_crop_plan(
             rng, self._packed.heights, self._packed.widths, self._crops_per_image, self.crop_size,
-            self._permute_channels,
+            self._permute_channels, self._max_saturation,
         )  # fmt: skip
 
     def _epoch_examples(self, seed, epoch, positions):

@@ -67,12 +67,12 @@ def read_image(path: Path, size: int, channels: int | None) -> tuple[np.ndarray,
 
 def folder_source(
     path: str | Path, crop_size: int = 32, channels: int | None = None, scales=(1,), zooms=(),
-    permute_channels: bool = False,
+    permute_channels: bool = False, max_saturation: float = 1.0,
 ) -> CropSource:
     """The images under ``path`` as a ``CropSource`` of ``crop_size`` crops (RGB, or gray if channels=1),
     the training images at each downscaling factor in ``scales`` and enlarging factor in ``zooms``,
     each scale equally often (``crops.at_scales``), colour channels in random orders if
-    ``permute_channels``."""
+    ``permute_channels`` and colour gains up to ``max_saturation``."""
     crop_size = check_count("crop_size", crop_size, 1)
     scales, zooms = check_scales(scales), check_zooms(zooms)
     check_channels(channels)
@@ -105,4 +105,5 @@ def folder_source(
         crop_size=crop_size,
         crops_per_image=crops_per_image,
         permute_channels=permute_channels,
+        max_saturation=max_saturation,
     )

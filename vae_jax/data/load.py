@@ -17,6 +17,7 @@ def load_source(
     scales=(1,),
     zooms=(),
     permute_channels: bool = False,
+    max_saturation: float = 1.0,
     data_dir=None,
     manual_dir=None,
     download: bool = False,
@@ -35,6 +36,8 @@ def load_source(
         scale is seen equally often.
       permute_channels: ``photos`` and ``folder``: each training crop's colour channels in a
         random order (a few photos then cover every hue).
+      max_saturation: ``photos`` and ``folder``: each training crop's colours pushed from or
+        towards grey by a gain drawn log-uniformly from [1/s, s], clipped (1: off).
       channels: None keeps the source's channels; 1 converts to gray, 3 to colour.
       data_dir, manual_dir, download: TFDS only: where prepared datasets live, where archives
         for a manual build are, and whether it may download and build (default: never).
@@ -48,7 +51,7 @@ def load_source(
     if spec == "photos":
         from vae_jax.data.photos import photos_source
 
-        return photos_source(crop_size, channels, scales, zooms, permute_channels)
+        return photos_source(crop_size, channels, scales, zooms, permute_channels, max_saturation)
     if colon and argument and scheme == "tfds":
         from vae_jax.data.tfds_source import tfds_source
 
@@ -58,7 +61,7 @@ def load_source(
     if colon and argument and scheme == "folder":
         from vae_jax.data.folder import folder_source
 
-        return folder_source(argument, crop_size, channels, scales, zooms, permute_channels)
+        return folder_source(argument, crop_size, channels, scales, zooms, permute_channels, max_saturation)
     if colon and argument and scheme == "idx":
         from vae_jax.data.idx import idx_source
 

@@ -57,12 +57,13 @@ def load_photos() -> dict[str, np.ndarray]:
 
 
 def photos_source(
-    crop_size: int = 32, channels: int | None = None, scales=(1,), zooms=(), permute_channels: bool = False
+    crop_size: int = 32, channels: int | None = None, scales=(1,), zooms=(), permute_channels: bool = False,
+    max_saturation: float = 1.0,
 ) -> CropSource:
     """The embedded photos as a ``CropSource`` of ``crop_size`` crops (colour, or gray if channels=1),
     training on every photo at each downscaling factor in ``scales`` and enlarging factor in
     ``zooms``, each scale equally often (``crops.at_scales``), colour channels in random orders if
-    ``permute_channels``."""
+    ``permute_channels`` and colour gains up to ``max_saturation``."""
     crop_size = check_count("crop_size", crop_size, 1)
     scales, zooms = check_scales(scales), check_zooms(zooms)
     photos = {name: convert_channels(photo, channels) for name, photo in load_photos().items()}
@@ -77,4 +78,5 @@ def photos_source(
         crop_size=crop_size,
         crops_per_image=crops_per_image,
         permute_channels=permute_channels,
+        max_saturation=max_saturation,
     )
