@@ -49,6 +49,11 @@ RECIPES: dict[str, tuple[str, dict]] = {
     "hvae-no-skip": ("photos-hvae", {"skip_grad_norm_factor": 0.0}),
     "hvae-batch16": ("photos-hvae", {"batch_size": 16}),
     "hvae-batch64": ("photos-hvae", {"batch_size": 64}),
+    # The recipe search of the natural-image issue, each line one change on the line before it.
+    "conv-32-64-128": ("photos", {"patch_size": 1, "widths": (32, 64, 128), "zooms": (), "scales": (1,), "permute_channels": False}),
+    "conv-patch2": ("photos", {"zooms": (), "scales": (1,), "permute_channels": False}),
+    "conv-patch2-zooms": ("photos", {"permute_channels": False}),
+    "conv-patch2-zooms-permuted": ("photos", {}),
 }
 
 
