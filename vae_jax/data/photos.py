@@ -56,6 +56,17 @@ def load_photos() -> dict[str, np.ndarray]:
     return photos
 
 
+@functools.lru_cache(maxsize=4)
+def _training_copies(crop_size, channels, scales, zooms):
+    """``at_scales`` of the training photos, read-only and cached: enlarging them takes most of a
+    second, and tests and tools open the same source many times."""
+    photos = [convert_channels(load_photos()[name], channels) for name in TRAIN_PHOTOS]
+    copies, crops = at_scales(photos, scales, crop_size, zooms)
+    for copy in copies:
+        copy.flags.writeable = False
+    return tuple(copies), tuple(crops)
+
+
 def photos_source(
     crop_size: int = 32, channels: int | None = None, scales=(1,), zooms=(), permute_channels: bool = False,
     max_saturation: float = 1.0,
@@ -70,7 +81,7 @@ def photos_source(
     smallest = min(min(photo.shape[:2]) for photo in photos.values())
     if crop_size > smallest:
         raise DataSourceError(f"crop_size: the photos need crop_size <= {smallest} pixels, got {crop_size}")
-    train_images, crops_per_image = at_scales([photos[name] for name in TRAIN_PHOTOS], scales, crop_size, zooms)
+    train_images, crops_per_image = _training_copies(crop_size, channels, scales, zooms)
     return CropSource(
         name="photos",
         train_images=train_images,
