@@ -45,6 +45,17 @@ def _run_dir(args) -> Path:
     return Path(run_dir)
 
 
+def _model_of(args):
+    """The run that ``--run`` (or RUN_DIR) names, else the model shipped inside the package."""
+    from vae_jax import pretrained, runs
+
+    if args.run_flag or getattr(args, "run_dir", None):
+        return runs.load_run(_run_dir(args))
+    shipped = pretrained.load()
+    print(f"using the shipped model {shipped.name!r} (pass --run RUN_DIR for your own)", file=sys.stderr)
+    return shipped
+
+
 # Config fields that have a flag of their own; every other field is set with --set FIELD=VALUE.
 FIELD_FLAGS = {
     "steps": "--steps", "batch_size": "--batch-size", "seed": "--seed", "data": "--data",
@@ -200,7 +211,12 @@ def _write_report(path: Path, report: dict) -> Path:
 
 
 def _out_dir(args, run, name) -> Path:
-    return Path(args.out_dir) if args.out_dir else run.directory / name
+    """``--out-dir``, else the run's folder ``name``, else (the shipped model) ``./name``."""
+    from vae_jax import pretrained
+
+    if args.out_dir:
+        return Path(args.out_dir)
+    return Path(name) if isinstance(run, pretrained.Pretrained) else run.directory / name
 
 
 def _input_image(args, run):
@@ -225,10 +241,9 @@ def _default_photo():
 def cmd_sample(args) -> int:
     import jax
 
-    from vae_jax import runs
     from vae_jax.apps import generation
 
-    run = runs.load_run(_run_dir(args))
+    run = _model_of(args)
     out_dir = _out_dir(args, run, "samples")
     temperatures = [float(t) for t in args.temperature.split(",")]
     report = generation.run_generation(
@@ -249,7 +264,7 @@ def cmd_interpolate(args) -> int:
     from vae_jax import images, runs
     from vae_jax.apps import generation
 
-    run = runs.load_run(_run_dir(args))
+    run = _model_of(args)
     if args.images:
         endpoints = np.stack([images.load_image(path, run.model.data_shape[-1]) for path in args.images])
     else:
@@ -299,10 +314,9 @@ def cmd_probe(args) -> int:
 def _restore(args, tasks, name) -> int:
     import jax
 
-    from vae_jax import runs
     from vae_jax.apps import restoration
 
-    run = runs.load_run(_run_dir(args))
+    run = _model_of(args)
     image = _input_image(args, run)
     out_dir = _out_dir(args, run, name)
     report = restoration.run_restoration(
@@ -484,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         restore = commands.add_parser(name, help=help_text)
         restore.add_argument("image", nargs="?", help="image file (default: the run's held-out photograph)")
-        restore.add_argument("--run", dest="run_flag", required=True, help="the run directory")
+        restore.add_argument("--run", dest="run_flag", help="a run directory (default: the shipped model)")
         restore.add_argument(
             "--sigma", type=float, default=0.1, help="noise standard deviation on [0, 1] pixels"
         )

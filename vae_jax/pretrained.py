@@ -67,7 +67,7 @@ def load(name: str = DEFAULT, directory: Path | None = None) -> Pretrained:
         raise PretrainedError(f"no shipped model {name!r} (looked in {folder}); shipped: {available() or 'none'}")
     paths = {part: folder / f"{part}.json" for part in ("config", "provenance")}
     paths["params"] = folder / "params.msgpack"
-    for part, path in paths.items():
+    for path in paths.values():
         if not path.is_file():
             raise PretrainedError(f"shipped model {name!r}: {path} is missing")
     provenance = json.loads(paths["provenance"].read_text())
