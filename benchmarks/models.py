@@ -30,10 +30,14 @@ MODELS = {
         "mnist", (("hidden", (500,)),), (28, 28, 1), "Flax examples' 784-500-20 Bernoulli MLP"
     ),
     "conv": ModelSpec(
-        "photos", (), (32, 32, 3), "ResNet conv VAE, 32x32x3, 5-logistic mixture (preset photos)"
+        "photos", (), (32, 32, 3), "ResNet conv VAE on 2x2 patches, 32x32x3, coupled mixture (preset photos)"
+    ),
+    "conv-full-res": ModelSpec(
+        "photos", (("patch_size", 1), ("widths", (32, 64, 128))), (32, 32, 3),
+        "the same at full resolution, 32-64-128 (the photos preset before patches)",
     ),
     "hvae": ModelSpec(
-        "photos-hvae", (), (32, 32, 3), "hierarchical VAE, 6 groups, 32x32x3 (preset photos-hvae)"
+        "photos-hvae", (), (32, 32, 3), "hierarchical VAE on 2x2 patches, 5 groups, 32x32x3 (preset photos-hvae)"
     ),
 }
 
