@@ -2,12 +2,18 @@
 WebP-lossless, all timed in the same process on the same machine.
 
     python -m benchmarks.compression RUN_DIR IMAGE... [--tile-size N] [--elbo-samples K]
+    python -m benchmarks.compression --untrained photos-hvae IMAGE...   # the coder alone, no run
 
 Prints a Markdown table, one row per image: its size, the file's bits/dim (everything in it),
-the model's -ELBO (the rate the bits-back tiles approach), PNG (Pillow, optimize) and
+the net rate of the tiles coded with bits back, the model's -ELBO over those tiles (the rate
+the net one approaches), the bits the chain start cost (the first tile's missing bits back),
+PNG (Pillow, optimize) and
 WebP-lossless (method 6) bits/dim, and encode / decode speed in megapixels per second of
 vae-jax (the encoder's number includes nothing but encoding; the verifying decode is timed
-apart), PNG and WebP. Every vae-jax file is decoded and checked bit for bit.
+apart), PNG and WebP. Every vae-jax file is decoded and checked bit for bit. ``--untrained
+PRESET`` codes with that preset's model at its initial params plus N(0, 0.01^2) offsets (the
+networks then do something; the rates are an untrained model's, ~9 bits/dim, but the file's
+overheads over the net rate are measured as for a trained one).
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import sys
 from pathlib import Path
 
 COLUMNS = (
-    "image", "size", "vae-jax bits/dim", "-ELBO bits/dim", "PNG bits/dim", "WebP bits/dim",
+    "image", "size", "vae-jax bits/dim", "net bits/dim", "-ELBO bits/dim", "chain start bits", "PNG bits/dim",
+    "WebP bits/dim",
     "vae-jax enc MP/s", "vae-jax dec MP/s", "PNG enc MP/s", "PNG dec MP/s", "WebP enc MP/s", "WebP dec MP/s",
 )  # fmt: skip
 
@@ -33,7 +40,9 @@ def table_row(name, report) -> list[str]:
         name,
         f"{width}x{height} {report['mode']}",
         _number(report["bits_per_dim"], 3),
+        _number(report.get("net_bits_per_dim"), 3),
         _number(report["neg_elbo_bits_per_dim"], 3),
+        _number(report.get("chain_start_bits"), 0),
         _number(report.get("png_bits_per_dim"), 3),
         _number(report.get("webp_bits_per_dim"), 3),
         *(_number(report.get(key), 3) for key in ("encode_mpps", "decode_mpps")),
@@ -46,10 +55,27 @@ def markdown(rows) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def untrained(preset, scale=0.01, seed=0):
+    """(model, params): ``preset``'s model on 32x32 crops, its initial params plus N(0, scale^2)
+    offsets (zero-initialised heads and residual branches then do something)."""
+    import jax
+    import numpy as np
+
+    import vae_jax
+    from vae_jax import config
+
+    model = config.build_model(config.preset(preset), (32, 32, 3))
+    leaves, tree = jax.tree_util.tree_flatten(vae_jax.init(model, jax.random.key(seed)))
+    rng = np.random.default_rng(seed)
+    noisy = [leaf + scale * rng.normal(size=leaf.shape).astype(leaf.dtype) for leaf in leaves]
+    return model, jax.tree_util.tree_unflatten(tree, noisy)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compression", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", help="a training run directory (its latest checkpoint is used)")
+    parser.add_argument("run_dir", nargs="?", help="a training run directory (its latest checkpoint is used)")
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...: coded in their own mode)")
+    parser.add_argument("--untrained", metavar="PRESET", help="no run: PRESET's model, initial params perturbed")
     parser.add_argument("--tile-size", type=int, default=None, help="tile side for fully convolutional models")
     parser.add_argument("--elbo-samples", type=int, default=1, help="posterior draws for the -ELBO column")
     args = parser.parse_args(argv)
@@ -57,12 +83,20 @@ def main(argv=None) -> int:
     from vae_jax import images, runs
     from vae_jax.apps import compression
 
-    run = runs.load_run(args.run_dir)
+    paths = args.images
+    if args.untrained is None:
+        if args.run_dir is None:
+            parser.error("give a RUN_DIR (or --untrained PRESET)")
+        run = runs.load_run(args.run_dir)
+        model, params = run.model, run.params
+    else:
+        model, params = untrained(args.untrained)
+        paths = [args.run_dir, *paths] if args.run_dir else paths  # no run: every positional is an image
     rows = []
-    for path in args.images:
+    for path in paths:
         pixels, mode = images.read_exact(path)
         _, report = compression.compression_report(
-            run.model, run.params, pixels, mode=mode, tile_size=args.tile_size, elbo_samples=args.elbo_samples
+            model, params, pixels, mode=mode, tile_size=args.tile_size, elbo_samples=args.elbo_samples
         )
         rows.append(table_row(Path(path).name, report))
         print(f"{path}: done ({report['tiles']} tiles)", file=sys.stderr)

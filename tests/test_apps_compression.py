@@ -112,21 +112,93 @@ def test_jitted_file_decodes_unjitted_and_in_other_chunks(ladder):
     """Portability within a platform: the decoder's probabilities do not depend on XLA's fusion
     (eager execution) nor on how the likelihood tables are chunked."""
     model, params = ladder
-    image = skimage.data.chelsea()[60:80, 90:114]
+    image = skimage.data.chelsea()[60:76, 90:106]  # one block: ten tiles of 2x2 to 8x8 (eager runs are slow)
     blob = compression.compress_image(model, params, image, tile_size=16, chunk_pixels=64)
     with jax.disable_jit():
         decoded = compression.decompress_image(model, params, blob, chunk_pixels=37)
     np.testing.assert_array_equal(decoded, image)
 
 
-def test_one_tile_has_no_bits_back_and_later_ones_do(ladder):
+def test_chain_starts_with_one_unit_tile_and_tiles_grow(ladder):
+    """The first tile is one tile unit without bits back; the quadtree then codes larger tiles,
+    all with bits back, up to whole blocks once the stack can fund their pops; the layout the
+    decoder reads back is the encoder's."""
     model, params = ladder
-    image = skimage.data.chelsea()[:32, :48]
-    blob, report = compression.compression_report(model, params, image, tile_size=16)
-    assert report["tiles"] == 6 and report["tiles_without_bits_back"] == 1
-    flags = np.unpackbits(np.frombuffer(blob, np.uint8, 1, compression._HEADER.size), bitorder="little")[:6]
-    np.testing.assert_array_equal(flags, [0, 1, 1, 1, 1, 1])
-    assert report["chain_start_bits"] > 0  # the first tile's posterior entropy, not returned
+    unit = bitsback.tile_unit(model)
+    image = skimage.data.chelsea()[:64, :96]
+    blob, coded = compression._encode(model, params, image, "RGB", 16, 6, 16, None, None)
+    first = coded[0]
+    assert (first.tile.top, first.tile.left, first.tile.padded_hw, first.bits_back) == (0, 0, unit, False)
+    assert all(c.bits_back for c in coded[1:])
+    sides = [c.tile.padded_hw[0] for c in coded]
+    assert sides[:4] == [unit[0]] * 4 and sides[-1] == 16 and sides.count(16) > len(sides) // 2
+    fields = compression.read_header(blob)
+    layout_bytes = len(blob) - compression._HEADER.size - 4 * fields["num_words"] - 4
+    bits = np.unpackbits(np.frombuffer(blob, np.uint8, layout_bytes, compression._HEADER.size), bitorder="little")
+    blocks = compression._blocks(model, image.shape[:2], (16, 16))
+    decoded, used = compression._decode_layout(bits, blocks, 1, image.shape[:2], unit)
+    assert [(c.tile, c.bits_back) for c in decoded] == [(c.tile, c.bits_back) for c in coded]
+    assert layout_bytes == -(-used // 8)
+    np.testing.assert_array_equal(compression.decompress_image(model, params, blob), image)
+
+
+def test_chain_start_overhead_is_one_unit_tiles_worth(ladder):
+    """The whole file exceeds the net rate over the whole image by the header, the layout bits,
+    the last ANS word's padding and the first unit tile's missing bits back. That tile costs at
+    most its latents' bins at their full range (log2(2 max_abs / w + 1) bits each) and its
+    pixels at 8 bits each: an honest bound whatever the posteriors (measured: ~130 bits against
+    ~280). The old start, a whole first block without bits back, cost several times more."""
+    import constriction
+
+    model, params = ladder
+    image = skimage.data.chelsea()[:48, :64]
+    blob, report = compression.compression_report(model, params, image, tile_size=32)
+    unit = bitsback.tile_unit(model)
+    coder = bitsback.TileCoder(model, params, compression.DEFAULT_BIN_LOG2, compression.DEFAULT_MAX_ABS)
+    unit_latents = sum(int(np.prod(shape)) for shape in coder._group_shapes(unit))
+    latent_bits = np.log2(2 * compression.DEFAULT_MAX_ABS * 2**compression.DEFAULT_BIN_LOG2 + 1)
+    bound = unit_latents * latent_bits + 8 * unit[0] * unit[1] * 3 + report["layout_bits"] + 32
+    overhead = 8 * len(blob) - report["net_bits_per_dim"] * image.size - report["header_bits"]
+    assert 0 < report["chain_start_bits"] < overhead < bound
+    old_start = constriction.stream.stack.AnsCoder()
+    block = compression._cut(image, compression.Tile(0, 0, (32, 32), (32, 32)))
+    old_start, bits_back = coder.push(old_start, block, (32, 32))
+    assert not bits_back and old_start.num_valid_bits() - report["net_bits_per_dim"] * block.size > 4 * overhead
+
+
+def test_damaged_tile_layout_is_refused(ladder):
+    """A layout whose bits do not fill its bytes exactly (CRC made valid again) is refused."""
+    import zlib
+
+    model, params = ladder
+    blob = compression.compress_image(model, params, skimage.data.chelsea()[:16, :24], tile_size=16)
+    fields = compression.read_header(blob)
+    layout_bytes = len(blob) - compression._HEADER.size - 4 * fields["num_words"] - 4
+    assert layout_bytes >= 1
+    damaged = bytearray(blob[:-4])
+    damaged[compression._HEADER.size + layout_bytes - 1] |= 0x80  # a padding bit, or a flipped layout bit
+    damaged = bytes(damaged) + struct.pack("<I", zlib.crc32(bytes(damaged)))
+    with pytest.raises(compression.CompressionError):
+        compression.decompress_image(model, params, damaged)
+
+
+def test_cli_compress_passes_tile_size(ladder, monkeypatch, tmp_path):
+    """``vae-jax compress --tile-size N`` codes in blocks of N (its file header says so); a size
+    the model cannot take is refused before any work."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from vae_jax import cli, runs
+
+    model, params = ladder
+    monkeypatch.setattr(runs, "load_run", lambda run_dir, step=None: SimpleNamespace(model=model, params=params))
+    photo = tmp_path / "photo.png"
+    Image.fromarray(skimage.data.chelsea()[:20, :28]).save(photo)
+    assert cli.main(["compress", str(photo), "--run", str(tmp_path), "--tile-size", "8", "--no-progress"]) == 0
+    assert compression.read_header((tmp_path / "photo.vae").read_bytes())["tile_height"] == 8
+    assert cli.main(["compress", str(photo), "--run", str(tmp_path), "--tile-size", "7", "--force"]) == 2
+    assert cli.build_parser().parse_args(["compress", "--run", "r"]).tile_size is None
 
 
 @pytest.mark.parametrize(("which", "size", "rel"), [("discrete_mlp", 64, 0.03), ("ladder", 64, 0.01)])
@@ -165,9 +237,10 @@ def test_truncated_corrupted_and_old_files_raise(ladder):
         damaged[position] ^= 0x10
         with pytest.raises(compression.CompressionError):
             compression.decompress_image(model, params, bytes(damaged))
-    old = compression.MAGIC + struct.pack("<B", 3) + blob[9:]
-    with pytest.raises(compression.CompressionError, match="version 3"):
-        compression.decompress_image(model, params, old)
+    for version in (3, 4):
+        old = compression.MAGIC + struct.pack("<B", version) + blob[9:]
+        with pytest.raises(compression.CompressionError, match=f"unsupported file version {version}"):
+            compression.decompress_image(model, params, old)
 
 
 def test_unsupported_models_are_refused():
@@ -211,9 +284,9 @@ def test_compressing_codes_once_and_verifies_by_decoding_once(discrete_mlp, monk
     for name in calls:
         real = getattr(bitsback.TileCoder, name)
 
-        def counted(self, *args, _real=real, _name=name):
+        def counted(self, *args, _real=real, _name=name, **options):
             calls[_name] += 1
-            return _real(self, *args)
+            return _real(self, *args, **options)
 
         monkeypatch.setattr(bitsback.TileCoder, name, counted)
     ticks = []

@@ -361,12 +361,13 @@ def cmd_compress(args) -> int:
     output = Path(args.output or (Path(args.image).with_suffix(".vae") if args.image else "chelsea.vae"))
     images.check_writable(output, force=args.force)  # before any work
     run = runs.load_run(_run_dir(args))
-    total = 2 * compression.num_tiles(run.model, pixels.shape)  # encode, then the verifying decode
+    tile_hw = compression.tile_hw_for(run.model, args.tile_size)  # a bad --tile-size fails before any work
+    total = 2 * compression.num_tiles(run.model, pixels.shape, tile_hw)  # encode, then the verifying decode
     bar, progress = _tile_progress(not args.no_progress, total, "compress")
     try:
         report = compression.run_compression(
-            run.model, run.params, pixels, out_path=output, mode=mode, seed=args.seed, force=args.force,
-            progress=progress,
+            run.model, run.params, pixels, out_path=output, mode=mode, seed=args.seed, tile_size=args.tile_size,
+            force=args.force, progress=progress,
         )  # fmt: skip
     finally:
         if bar is not None:
@@ -513,6 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("-o", "--output", help="compressed file (default IMAGE.vae)")
     compress.add_argument("--run", dest="run_flag", required=True, help="the run directory")
     compress.add_argument("--seed", type=_count(0), default=0)
+    compress.add_argument(
+        "--tile-size", type=_count(1), default=None,
+        help="largest tile side for fully convolutional models (a multiple of the model's tile unit; "
+        "default 128); the first tiles are smaller until the bits-back chain can fund this size",
+    )  # fmt: skip
     compress.add_argument("--force", action="store_true", help="replace the output file if it exists")
     compress.add_argument("--no-progress", action="store_true", help="no progress bar")
     compress.set_defaults(handler=cmd_compress, run_dir=None)

@@ -14,10 +14,14 @@ nested bits-back scheme of HiLLoC (Townsend et al. 2020) and Bit-Swap (Kingma et
 so a tile costs -log2 P(x|z) - sum_g log2 P(z_g|z_<g) + sum_g log2 Q(z_g|x,z_<g) bits, whose
 mean under Q is the negative ELBO of the discretized model.
 
-Without bits back (``bits_back=False``: the first tile of a file, whose stack is empty, or a
-tile that would pop more bits than the stack holds) z_g is the bin of the posterior mean
-given the binned z_<g, nothing is popped, and the decoder pushes nothing back: the tile costs
--log2 P(x | z) - log2 P(z), about sum_g H(Q(z_g | .)) in bins more than with bits back.
+The pops need bits on the stack: about sum_g H(Q(z_g | .)) in bins, (latent dims) x (log2(sigma_q
+/ w) + 2.05) bits, several times what the tile adds net (a ladder has more latent dims than
+pixel dims, and an inactive one, q = p, pops ~log2(1/w) + 2 bits and costs nothing net). A tile
+whose pops would run the stack dry either goes without bits back (``bits_back=False``: z_g is
+the bin of the posterior mean given the binned z_<g, nothing is popped, and the decoder pushes
+nothing back: the tile costs -log2 P(x | z) - log2 P(z), about sum_g H(Q(z_g | .)) in bins more
+than with bits back) or, with ``push(..., require_bits_back=True)``, is not coded at all, so
+that the caller can code it as smaller tiles (``vae_jax.apps.compression`` starts the chain so).
 
 Discretization:
 
@@ -361,7 +365,9 @@ class TileCoder:
 
     def _posterior_path(self, ans, features, shapes):
         """z_1..z_G, each from Q(z_g | x, z_<g): decoded from ``ans`` (bits back) or, with ans None,
-        the posterior mean's bin. Returns the bins and each group's prior (None for the top)."""
+        the posterior mean's bin. Returns the bins and each group's prior (None for the top), or
+        None as soon as the pops empty ``ans`` (popping from nothing gives the lowest bins: the
+        stack ran dry)."""
         bins = [np.zeros(shape, np.int32) for shape in shapes]
         priors = [None] * len(shapes)
         for g, shape in enumerate(shapes):
@@ -371,27 +377,30 @@ class TileCoder:
                 symbols = np.clip(np.round(mean), -self.max_index, self.max_index).astype(np.int32)
             else:
                 symbols = ans.decode(self.latent_family, mean, std)
+                if ans.is_empty():
+                    return None
             bins[g], priors[g] = symbols.reshape(shape), group_priors[g]
         return bins, priors
 
-    def push(self, ans, tile, valid_hw):
+    def push(self, ans, tile, valid_hw, *, require_bits_back=False):
         """Code one padded tile ``(h, w, C)`` uint8 whose first ``valid_hw`` rows and columns are
         image (the rest is edge padding, rebuilt by the decoder, not coded). Bits back when the
         stack holds enough for the pops, else the posterior means' bins; returns
-        ``(ans, bits_back)``: the stack to go on with (a new object after bits back) and which."""
+        ``(ans, bits_back)``: the stack to go on with (a new object after bits back) and which.
+        With ``require_bits_back`` a tile that cannot have bits back is not coded: returns
+        ``(ans, None)``, ``ans`` untouched."""
         shapes = self._group_shapes(tuple(tile.shape[:2]))
         features = self._features(tile)
-        bits_back = False
+        path = None
         if not ans.is_empty():
             trial = ans.clone()
-            bins, priors = self._posterior_path(trial, features, shapes)
-            # An emptied stack means the pops ran dry (popping from nothing gives the lowest bins):
-            # that tile goes without bits back instead.
-            bits_back = not trial.is_empty()
-            if bits_back:
+            path = self._posterior_path(trial, features, shapes)
+            if path is not None:
                 ans = trial
-        if not bits_back:
-            bins, priors = self._posterior_path(None, features, shapes)
+        if path is None and require_bits_back:
+            return ans, None
+        bits_back = path is not None
+        bins, priors = path if bits_back else self._posterior_path(None, features, shapes)
         out = np.asarray(_decoder_output(self.model, self.bin_log2, self.params, tuple(bins)))
         tables = _PixelTables(self.model.likelihood, out, valid_hw, self.chunk)
         x_rows = tile[: valid_hw[0], : valid_hw[1]].reshape(-1, tile.shape[-1]).astype(np.int32)

@@ -17,22 +17,43 @@ than one tile, the 256-value tables a chunk of pixels. Other models (MLPs) code 
 ``data_shape``. Images of any channel count are coded in planes of the model's channels
 (``split_planes``), so greyscale, alpha and 16-bit grey come back exactly in their mode.
 
-Starting the chain. Tiles are coded in raster order on one stack, each taking its bits back
-from the tiles before it. The first tile has nothing to take them from: it is coded without
-bits back, its latents at the bins of the posterior means (as HiLLoC starts its chain with
-another codec). That costs about what bits back would have returned: the entropy of its
-latents' posteriors in bins, sum_g H(Q(z_g | x, z_<g)), roughly (latent dims) x (log2(sigma_q /
-w) + 2.05) bits; ``compression_report``'s ``chain_start_bits`` measures it against the -ELBO.
-No pseudo-random initial bits are needed, and a file codes nothing it does not use. Any later
-tile that would pop more bits than the stack holds (the stack would run dry) is coded the same
-way; which tiles went without bits back is a bitmap in the file.
+Starting the chain. Tiles are coded on one stack, each taking its bits back from the tiles
+before it; a tile's pops need about the entropy of its latents' posteriors in bins on the stack,
+sum_g H(Q(z_g | x, z_<g)) ~ (latent dims) x (log2(sigma_q / w) + 2.05) bits, more than it adds
+net (``photos-hvae`` has 3.25 latent dims per pixel, most of them near their prior after
+training: ~26 bits of pops per pixel against ~13 net at its 4.3 bits/dim). The stack starts
+empty, so an image is coded as a quadtree: each block of ``tile_size`` (raster order) is one tile
+if the stack can fund its pops, else its quadrants (raster order, those holding image pixels),
+each again one tile or four, down to the model's tile unit. The encoder decides greedily by
+trying the pops (a tile whose pops would run the stack dry is split, not coded); a tile of one
+unit that still cannot be funded is coded without bits back (its latents at the bins of the
+posterior means given the binned groups above, nothing popped). So the image's first tile is
+one unit (8 x 8 pixels for ``photos-hvae``), and starting the chain costs that tile's latents'
+posterior entropy: measured 1.5 kbit (``compression_report``'s ``chain_start_bits``; untrained
+``photos-hvae``, perturbed params, ``chelsea``), where the previous format's first 128 x 128 tile
+without bits back cost 384 kbit. Tiles then grow as the stack fills (8, 16, 32, 64 then 128 on
+a 256 x 256 crop; a tile of side s once about (pops / net) x s^2 pixels are coded, so a trained
+model takes a few blocks longer). Measured there: the whole file 0.12% above the net rate on
+the 256 x 256 crop, 0.06% on 300 x 451. Smaller tiles can cost a little more per pixel (the
+networks see less context): ``neg_elbo_bits_per_dim`` is the -ELBO of the tiles actually coded,
+``grid_neg_elbo_bits_per_dim`` that of plain ``tile_size`` tiles (0.01% apart untrained). No
+pseudo-random initial bits, and a file codes nothing it does not use. Rejected: HiLLoC's start,
+the first pixels coded by another codec whose bytes then serve as bits to pop (WebP-lossless of
+an 8 x 8 crop is 864 bits: it would fund only half of one unit tile's pops, and the decoder would
+need that codec), and a larger first tile without bits back (~26 bits per pixel of it).
 
 File format (little-endian): ``_HEADER`` = magic ``b"VAEBBANS"``, version (u8), model hash (32
 bytes, ``model_hash``), image height, width (u32), its channels n (u16), its mode (4 ASCII
-bytes), tile height, width (u16), bin_log2 (i8), max_abs (u16), number of ANS words (u32);
-then one bit per coded tile (planes x tiles, coding order, 1 = bits back, ``numpy.packbits``
-little-endian), the ANS words, and a CRC-32 of everything before it. Version 4; earlier
-versions (tile-by-tile coding with pseudo-random initial bits) are refused by name.
+bytes), block height, width (u16: the tile size), bin_log2 (i8), max_abs (u16), number of ANS
+words (u32); then the layout bits (``numpy.packbits`` little-endian, zero-padded to a byte), the
+ANS words, and a CRC-32 of everything before it. The layout bits walk planes x blocks in coding
+order, each block's quadtree in preorder (``_Node``): a node that can be split (its halves are
+multiples of the tile unit and at least two quadrants hold pixels; a node whose pixels lie in
+one quadrant is that quadrant) has a bit, 1 = split; a leaf that cannot be split has a bit, 1 =
+bits back (a leaf that could have been split always has bits back). A model tied to its training
+size (tiles of its ``data_shape``, never split) has exactly one bit per tile. Version 5; earlier
+versions (v4: one tile size, the first tile without bits back; v1-3: 32x32 tiles, pseudo-random
+initial bits) are refused by name.
 """
 
 from __future__ import annotations
@@ -54,7 +75,9 @@ from vae_jax import checkpoints
 from vae_jax.apps import bitsback
 
 MAGIC = b"VAEBBANS"
-VERSION = 4  # 4: every latent group, large tiles, no initial bits; 3: any channel count; 2: padding not coded
+# 5: quadtree tiles from one unit up; 4: every latent group, large tiles, no initial bits; 3: any channel
+# count; 2: padding not coded
+VERSION = 5
 _HEADER = struct.Struct("<8sB32sIIH4sHHbHI")
 _FIELDS = (
     "magic", "version", "model_hash", "height", "width", "channels", "mode", "tile_height", "tile_width",
@@ -64,7 +87,6 @@ _CRC = struct.Struct("<I")
 DEFAULT_BIN_LOG2 = 6  # latent bin width 1/64
 DEFAULT_MAX_ABS = 16  # latents coded on [-16, 16]; beyond it they are clipped to the edge bins
 DEFAULT_TILE_SIZE = 128  # fully convolutional models: tiles of 128 x 128 pixels at most
-
 
 
 class CompressionError(ValueError):
@@ -138,9 +160,63 @@ def _cut(plane, tile):
     return np.pad(crop, ((0, padded_h - valid_h), (0, padded_w - valid_w), (0, 0)), mode="edge")
 
 
+class _Node(NamedTuple):
+    """A quadtree node: the square (or ``data_shape``) region of nominal size ``hw`` at
+    ``(top, left)``; its tile is that region's image pixels."""
+
+    top: int
+    left: int
+    hw: tuple[int, int]
+
+
+def _node_tile(node, image_hw, unit):
+    valid = (min(node.hw[0], image_hw[0] - node.top), min(node.hw[1], image_hw[1] - node.left))
+    padded = (-(-valid[0] // unit[0]) * unit[0], -(-valid[1] // unit[1]) * unit[1])
+    return Tile(node.top, node.left, valid, padded)
+
+
+def _halves(node, image_hw, unit):
+    """The node's quadrants holding image pixels (raster order), or [] if its halves are not
+    multiples of the tile unit."""
+    (h, w), (unit_h, unit_w) = node.hw, unit
+    if h % (2 * unit_h) or w % (2 * unit_w):
+        return []
+    half = (h // 2, w // 2)
+    return [
+        _Node(node.top + dy, node.left + dx, half)
+        for dy in (0, half[0]) for dx in (0, half[1])
+        if node.top + dy < image_hw[0] and node.left + dx < image_hw[1]
+    ]  # fmt: skip
+
+
+def _reduced(node, image_hw, unit):
+    """The node, or its one quadrant holding pixels while there is only one (the same tile)."""
+    children = _halves(node, image_hw, unit)
+    while len(children) == 1:
+        node = children[0]
+        children = _halves(node, image_hw, unit)
+    return node
+
+
+def _quadrants(node, image_hw, unit):
+    """A reduced node's reduced quadrants: two to four, or [] for a node that cannot be split."""
+    return [_reduced(child, image_hw, unit) for child in _halves(node, image_hw, unit)]
+
+
+def _blocks(model, image_hw, tile_hw):
+    """The quadtree roots: ``tile_layout``'s blocks, reduced (a small image's block is the
+    smallest node holding it)."""
+    unit = bitsback.tile_unit(model)
+    return [
+        _reduced(_Node(tile.top, tile.left, tuple(tile_hw)), image_hw, unit)
+        for tile in tile_layout(model, image_hw, tile_hw)
+    ]
+
+
 def num_tiles(model, shape, tile_hw=None) -> int:
-    """Tiles coded for an image of ``shape`` (H, W, n) in tiles of ``tile_hw`` (default
-    ``tile_hw_for(model)``; a file's is in its header): the progress total."""
+    """Blocks coded for an image of ``shape`` (H, W, n) in blocks of ``tile_hw`` (default
+    ``tile_hw_for(model)``; a file's is in its header): the progress total (``progress(1)`` comes
+    after each block's tiles, however many the quadtree made of it)."""
     height, width, n = shape
     tiles = tile_layout(model, (height, width), tile_hw or tile_hw_for(model))
     return len(tiles) * -(-n // model.data_shape[-1])
@@ -195,21 +271,49 @@ def _check_settings(image, mode, bin_log2, max_abs):
         raise ValueError(f"pixels: sides up to 2**32 - 1, got {image.shape[:2]}")
 
 
+class _Coded(NamedTuple):
+    """One coded tile, in coding order: its plane, its block (index in planes x blocks), the tile,
+    whether it had bits back, and the bits it added to the stack (encoder only)."""
+
+    plane: int
+    block: int
+    tile: Tile
+    bits_back: bool
+    bits: int = 0
+
+
+def _encode_node(coder, ans, plane, node, where, layout, coded):
+    """Code one quadtree node greedily: one tile if the stack funds its pops (or it cannot be
+    split), else its quadrants. Appends its layout bits and coded tiles; returns the stack."""
+    p, block, image_hw, unit = where
+    tile = _node_tile(node, image_hw, unit)
+    children = _quadrants(node, image_hw, unit)
+    before = ans.num_valid_bits()
+    ans, bits_back = coder.push(ans, _cut(plane, tile), tile.valid_hw, require_bits_back=bool(children))
+    if bits_back is None:  # the stack cannot fund this tile's pops yet: its quadrants, smaller
+        layout.append(1)
+        for child in children:
+            ans = _encode_node(coder, ans, plane, child, where, layout, coded)
+        return ans
+    layout.append(0 if children else int(bits_back))
+    coded.append(_Coded(p, block, tile, bits_back, ans.num_valid_bits() - before))
+    return ans
+
+
 def _encode(model, params, image, mode, tile_size, bin_log2, max_abs, chunk_pixels, progress):
-    """(file bytes, per coded tile: bits it added to the stack, bits back or not)."""
+    """(file bytes, the coded tiles: ``_Coded`` in coding order)."""
     import constriction
 
     tile_hw = tile_hw_for(model, tile_size)
-    tiles = tile_layout(model, image.shape[:2], tile_hw)
+    blocks = _blocks(model, image.shape[:2], tile_hw)
+    unit = bitsback.tile_unit(model)
     coder = bitsback.TileCoder(model, params, bin_log2, max_abs, chunk_pixels)
     ans = constriction.stream.stack.AnsCoder()
-    tile_bits, flags = [], []
-    for plane in split_planes(image, model.data_shape[-1]):
-        for tile in tiles:
-            before = ans.num_valid_bits()
-            ans, bits_back = coder.push(ans, _cut(plane, tile), tile.valid_hw)
-            tile_bits.append(ans.num_valid_bits() - before)
-            flags.append(bits_back)
+    layout, coded = [], []
+    for p, plane in enumerate(split_planes(image, model.data_shape[-1])):
+        for b, block in enumerate(blocks):
+            where = (p, p * len(blocks) + b, image.shape[:2], unit)
+            ans = _encode_node(coder, ans, plane, block, where, layout, coded)
             if progress is not None:
                 progress(1)
     words = ans.get_compressed().astype("<u4")
@@ -218,8 +322,38 @@ def _encode(model, params, image, mode, tile_size, bin_log2, max_abs, chunk_pixe
         MAGIC, VERSION, model_hash(model, params), height, width, channels, mode.encode("ascii"), *tile_hw,
         bin_log2, max_abs, words.size,
     )  # fmt: skip
-    body = header + np.packbits(np.array(flags, bool), bitorder="little").tobytes() + words.tobytes()
-    return body + _CRC.pack(zlib.crc32(body)), tile_bits, flags
+    body = header + np.packbits(np.array(layout, bool), bitorder="little").tobytes() + words.tobytes()
+    return body + _CRC.pack(zlib.crc32(body)), coded
+
+
+def _decode_layout(bits, blocks, num_planes, image_hw, unit):
+    """The coded tiles (``_Coded``, coding order) that the layout bits describe, and how many bits
+    they took."""
+    position = 0
+    coded = []
+
+    def take():
+        nonlocal position
+        if position >= bits.size:
+            raise CompressionError("corrupted file: its tile layout ends early")
+        position += 1
+        return bool(bits[position - 1])
+
+    def visit(p, block, node):
+        tile = _node_tile(node, image_hw, unit)
+        children = _quadrants(node, image_hw, unit)
+        if not children:
+            coded.append(_Coded(p, block, tile, take()))
+        elif take():
+            for child in children:
+                visit(p, block, child)
+        else:
+            coded.append(_Coded(p, block, tile, True))
+
+    for p in range(num_planes):
+        for b, node in enumerate(blocks):
+            visit(p, p * len(blocks) + b, node)
+    return coded, position
 
 
 def compress_image(model, params, pixels, *, mode=None, tile_size=None, bin_log2=DEFAULT_BIN_LOG2,
@@ -249,8 +383,9 @@ def read_header(blob):
     version = blob[len(MAGIC)]
     if version != VERSION:
         raise CompressionError(
-            f"unsupported file version {version}: this reader reads version {VERSION} only (versions 1-3 "
-            f"coded 32x32 tiles with pseudo-random initial bits); compress the image again"
+            f"unsupported file version {version}: this reader reads version {VERSION} only (version 4 coded "
+            f"one tile size, its first tile without bits back; versions 1-3 32x32 tiles with pseudo-random "
+            f"initial bits); compress the image again"
         )
     if len(blob) < _HEADER.size + _CRC.size:
         raise CompressionError(f"truncated file: {len(blob)} bytes, shorter than the {_HEADER.size + 4}-byte header")
@@ -284,25 +419,28 @@ def decompress_image(model, params, blob, *, chunk_pixels=None, progress=None):
         raise CompressionError(f"file tiles {tile_hw} do not fit the model's size {model.data_shape}")
     if min(tile_hw) < 1 or min(fields["height"], fields["width"], fields["channels"]) < 1:
         raise CompressionError(f"corrupted file: empty image or tiles in the header {fields}")
-    tiles = tile_layout(model, (fields["height"], fields["width"]), tile_hw)
+    image_hw = (fields["height"], fields["width"])
     channels = model.data_shape[-1]
     num_planes = -(-fields["channels"] // channels)
-    num_coded = num_planes * len(tiles)
-    flag_bytes = -(-num_coded // 8)
-    if len(blob) != _HEADER.size + flag_bytes + 4 * fields["num_words"] + _CRC.size:
+    layout_bytes = len(blob) - _HEADER.size - 4 * fields["num_words"] - _CRC.size
+    if layout_bytes < 0:
         raise CompressionError(f"corrupted file: {len(blob)} bytes do not match its header")
-    flags = np.unpackbits(np.frombuffer(blob, np.uint8, flag_bytes, _HEADER.size), count=num_coded, bitorder="little")
-    words = np.frombuffer(blob, "<u4", fields["num_words"], _HEADER.size + flag_bytes).astype(np.uint32)
+    bits = np.unpackbits(np.frombuffer(blob, np.uint8, layout_bytes, _HEADER.size), bitorder="little")
+    blocks = _blocks(model, image_hw, tile_hw)
+    coded, used = _decode_layout(bits, blocks, num_planes, image_hw, bitsback.tile_unit(model))
+    if layout_bytes != -(-used // 8) or bits[used:].any():
+        raise CompressionError(f"corrupted file: {len(blob)} bytes do not match its header and tile layout")
+    words = np.frombuffer(blob, "<u4", fields["num_words"], _HEADER.size + layout_bytes).astype(np.uint32)
     coder = bitsback.TileCoder(model, params, fields["bin_log2"], fields["max_abs"], chunk_pixels)
-    planes = np.zeros((num_planes, fields["height"], fields["width"], channels), np.uint8)
-    jobs = [(p, tile) for p in range(num_planes) for tile in tiles]
+    planes = np.zeros((num_planes, *image_hw, channels), np.uint8)
     try:
         ans = constriction.stream.stack.AnsCoder(words)
-        for (p, tile), bits_back in reversed(list(zip(jobs, flags))):
-            decoded = coder.pop(ans, tile.padded_hw, tile.valid_hw, bool(bits_back))
+        for i in reversed(range(len(coded))):
+            p, block, tile, bits_back, _ = coded[i]
+            decoded = coder.pop(ans, tile.padded_hw, tile.valid_hw, bits_back)
             (valid_h, valid_w) = tile.valid_hw
             planes[p, tile.top : tile.top + valid_h, tile.left : tile.left + valid_w] = decoded[:valid_h, :valid_w]
-            if progress is not None:
+            if progress is not None and (i == 0 or coded[i - 1].block != block):  # the block's first tile
                 progress(1)
         emptied = ans.is_empty()
     except ValueError as error:
@@ -361,16 +499,17 @@ def _tile_elbo(model, params, tile, valid, keys):
     return jnp.sum(jnp.where(valid, log_px, 0.0), axis=(1, 2)) - sum(terms.kl_groups)
 
 
-def _tiles_neg_elbo_bits(model, params, image, tile_hw, key, samples):
-    """Per coded tile (planes x tiles, coding order): -ELBO in bits, averaged over ``samples`` draws."""
+def _tiles_neg_elbo_bits(model, params, planes, tiles, key, samples):
+    """Per tile, ``tiles`` a sequence of (plane index, ``Tile``): -ELBO in bits, averaged over
+    ``samples`` draws."""
     bits = []
-    for plane in split_planes(image, model.data_shape[-1]):
-        for tile in tile_layout(model, image.shape[:2], tile_hw):
-            key, tile_key = jax.random.split(key)
-            rows, cols = np.indices(tile.padded_hw)
-            valid = (rows < tile.valid_hw[0]) & (cols < tile.valid_hw[1])
-            elbo = _tile_elbo(model, params, _cut(plane, tile).astype(np.int32), valid, jax.random.split(tile_key, samples))
-            bits.append(-float(jnp.mean(elbo)) / math.log(2.0))
+    for p, tile in tiles:
+        key, tile_key = jax.random.split(key)
+        rows, cols = np.indices(tile.padded_hw)
+        valid = (rows < tile.valid_hw[0]) & (cols < tile.valid_hw[1])
+        tile_pixels = _cut(planes[p], tile).astype(np.int32)
+        elbo = _tile_elbo(model, params, tile_pixels, valid, jax.random.split(tile_key, samples))
+        bits.append(-float(jnp.mean(elbo)) / math.log(2.0))
     return np.array(bits)
 
 
@@ -380,14 +519,18 @@ def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples
     the codecs a user would pick instead, timed in the same run. ``seed`` fixes the ELBO's
     draws. Returns ``(blob, report)``; ``report`` is a dict of JSON-ready numbers:
 
-    - ``bits_per_dim``: the whole file over the image's ``H * W * n`` dims (header, tile bitmap,
+    - ``bits_per_dim``: the whole file over the image's ``H * W * n`` dims (header, tile layout,
       CRC and the chain start included); ``png_bits_per_dim``, ``webp_bits_per_dim`` likewise;
     - ``net_bits_per_dim``: the stack's growth over the tiles coded with bits back, over the
-      image dims they hold: the rate a long image approaches (None if no tile had bits back: an image of
-      one tile); ``neg_elbo_bits_per_dim``: the -ELBO of those same tiles (of every tile if
-      none), over ``elbo_samples`` draws: the rate the net one should approach;
-    - ``tiles``, ``tiles_without_bits_back``, ``chain_start_bits``: the bits the tiles without
-      bits back added beyond their -ELBO (what starting the chain cost), ``header_bits``;
+      image dims they hold: the rate a long image approaches (None if no tile had bits back: an
+      image of one unit); ``neg_elbo_bits_per_dim``: the -ELBO of those same tiles (of every tile
+      if none), over ``elbo_samples`` draws: the rate the net one should approach;
+      ``grid_neg_elbo_bits_per_dim``: the -ELBO of the whole image in plain ``tile_hw`` blocks
+      (what the quadtree's smaller tiles cost is the difference);
+    - ``tiles`` (the quadtree's leaves, every plane), ``tile_sizes`` (padded ``"HxW"``: count),
+      ``tiles_without_bits_back``, ``chain_start_bits``: the bits the tiles without bits back
+      added beyond their -ELBO (what starting the chain cost), ``stack_bits`` (all the tiles
+      added), ``layout_bits`` (the quadtree, padded to a byte), ``header_bits``;
     - ``encode_mpps``, ``decode_mpps`` (megapixels, H * W, per second, planes together; the
       first image of a tile shape includes compiling for it),
       ``encode_seconds``, ``decode_seconds``, and ``png_`` / ``webp_`` ``encode_mpps`` /
@@ -399,7 +542,7 @@ def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples
     mode = default_mode(image.shape[-1]) if mode is None else mode
     _check_settings(image, mode, DEFAULT_BIN_LOG2, DEFAULT_MAX_ABS)
     started = time.perf_counter()
-    blob, tile_bits, flags = _encode(
+    blob, coded = _encode(
         model, params, image, mode, tile_size, DEFAULT_BIN_LOG2, DEFAULT_MAX_ABS, chunk_pixels, progress
     )
     encode_seconds = time.perf_counter() - started
@@ -409,30 +552,40 @@ def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples
     if not np.array_equal(decoded, image):
         raise CompressionError("the decoded image differs from the input: this coder is broken here")
     tile_hw = tile_hw_for(model, tile_size)
-    neg_elbo = _tiles_neg_elbo_bits(model, params, image, tile_hw, jax.random.key(seed), elbo_samples)
-    tiles = tile_layout(model, image.shape[:2], tile_hw)
-    # The image dims each coded tile holds: its pixels times the image channels in its plane (a grey
-    # image's plane (v, v, v) holds one), so every rate below is per image dim, as bits_per_dim.
+    planes = split_planes(image, model.data_shape[-1])
+    keys = jax.random.split(jax.random.key(seed))
+    neg_elbo = _tiles_neg_elbo_bits(model, params, planes, [(c.plane, c.tile) for c in coded], keys[0], elbo_samples)
+    grid = [(p, t) for p in range(len(planes)) for t in tile_layout(model, image.shape[:2], tile_hw)]
+    grid_neg_elbo = _tiles_neg_elbo_bits(model, params, planes, grid, keys[1], elbo_samples)
+    # The image dims a tile holds: its pixels times the image channels in its plane (a grey image's
+    # plane (v, v, v) holds one), so every rate below is per image dim, as bits_per_dim.
     channels, n = model.data_shape[-1], image.shape[-1]
-    dims = np.array([
-        h * w * min(channels, n - plane * channels)
-        for plane in range(-(-n // channels)) for h, w in (t.valid_hw for t in tiles)
-    ])  # fmt: skip
-    flags, tile_bits = np.array(flags, bool), np.array(tile_bits, float)
+    dims_of = lambda p, tile: tile.valid_hw[0] * tile.valid_hw[1] * min(channels, n - p * channels)
+    dims = np.array([dims_of(c.plane, c.tile) for c in coded])
+    flags = np.array([c.bits_back for c in coded], bool)
+    tile_bits = np.array([c.bits for c in coded], float)
     chosen = flags if flags.any() else np.ones_like(flags)
     megapixels = image.shape[0] * image.shape[1] / 1e6
     codecs = codec_results(image, mode) if mode in ("L", "LA", "RGB", "RGBA", "I;16") else {}
+    sides = {}
+    for c in coded:
+        key = "x".join(map(str, c.tile.padded_hw))
+        sides[key] = sides.get(key, 0) + 1
     report = {
         "image_shape": list(image.shape),
         "mode": mode,
         "tile_hw": list(tile_hw),
         "tiles": int(flags.size),
         "tiles_without_bits_back": int((~flags).sum()),
+        "tile_sizes": dict(sorted(sides.items(), key=lambda item: -item[1])),
         "file_bytes": len(blob),
         "bits_per_dim": 8 * len(blob) / image.size,
         "net_bits_per_dim": float(tile_bits[flags].sum() / dims[flags].sum()) if flags.any() else None,
         "neg_elbo_bits_per_dim": float(neg_elbo[chosen].sum() / dims[chosen].sum()),
+        "grid_neg_elbo_bits_per_dim": float(grid_neg_elbo.sum() / sum(dims_of(p, t) for p, t in grid)),
         "chain_start_bits": float((tile_bits - neg_elbo)[~flags].sum()),
+        "stack_bits": float(tile_bits.sum()),
+        "layout_bits": 8 * (len(blob) - _HEADER.size - _CRC.size - 4 * read_header(blob)["num_words"]),
         "header_bits": 8 * (_HEADER.size + _CRC.size),
         **codecs,
         "round_trip_exact": True,
