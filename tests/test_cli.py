@@ -259,3 +259,26 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_evaluate_a_folder_scores_every_tile_of_every_photo_next_to_the_codecs(photo_run, tmp_path):
+    from vae_jax.data.crops import tiles
+    from vae_jax.photo_eval import codec_bits_per_dim
+
+    rng = np.random.default_rng(1)
+    photos = {"a.png": rng.integers(0, 256, (40, 70, 3), dtype=np.uint8), "b.png": np.full((33, 50, 3), 90, np.uint8)}
+    for name, pixels in photos.items():
+        Image.fromarray(pixels).save(tmp_path / name)
+    out = tmp_path / "eval.json"
+    assert _cli("evaluate", photo_run, "--data", f"folder:{tmp_path}", "--k", 0, "--output", out, "--no-progress") == 0
+    report = json.loads(out.read_text())
+    rows = {row["name"]: row for row in report["photos"]}
+    assert rows["a.png"]["tiles"] == 2 * 4 and rows["b.png"]["tiles"] == 2 * 3  # 16x16 tiles, margins left out
+    assert report["overall"]["tiles"] == 14
+    codecs = codec_bits_per_dim(tiles(photos["a.png"], 16))
+    assert rows["a.png"]["png_bits_per_dim"] == pytest.approx(codecs["png"])
+    assert rows["a.png"]["webp_bits_per_dim"] == pytest.approx(codecs["webp"])
+    assert rows["b.png"]["elbo_bits_per_dim"] < rows["a.png"]["elbo_bits_per_dim"]  # flat grey vs noise
+    assert _cli("evaluate", photo_run, "--data", f"folder:{tmp_path}", "--k", 0, "--max-tiles", 3,
+                "--output", out, "--no-progress") == 0  # fmt: skip
+    assert [row["tiles"] for row in json.loads(out.read_text())["photos"]] == [3, 3]

@@ -145,9 +145,12 @@ def cmd_evaluate(args) -> int:
         photos = photo_eval.folder_photos(args.data.removeprefix("folder:"), run.model.data_shape[-1])
         if args.limit:
             photos = dict(list(photos.items())[: args.limit])
-        tiles = sum((p.shape[0] // run.model.data_shape[0]) * (p.shape[1] // run.model.data_shape[1]) for p in photos.values())
+        tile_counts = [(p.shape[0] // run.model.data_shape[0]) * (p.shape[1] // run.model.data_shape[1]) for p in photos.values()]
+        tiles = sum(min(n, args.max_tiles or n) for n in tile_counts)
         with _evaluation_bar(args, tiles) as progress:
-            result = photo_eval.evaluate_photos(run.model, run.params, photos, key, progress=progress, **options)
+            result = photo_eval.evaluate_photos(
+                run.model, run.params, photos, key, progress=progress, max_tiles=args.max_tiles or None, **options
+            )
         report = {"run_dir": str(run.directory), "data": args.data, "step": int(run.state.step), **result}
         rows = [*result["photos"], result["overall"]]
     else:
@@ -452,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--limit", type=_count(0), default=0, help="the first N test images (folder: photographs) only (0: all)"
     )
+    evaluate.add_argument(
+        "--max-tiles", type=_count(0), default=0,
+        help="folder: at most N tiles of each photograph, spread evenly through it (0: every tile)",
+    )  # fmt: skip
     evaluate.add_argument("--seed", type=_count(0), default=0)
     evaluate.add_argument("--output", help="JSON report path (default RUN_DIR/evaluation.json)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
