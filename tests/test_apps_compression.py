@@ -142,6 +142,20 @@ def test_chain_starts_with_one_unit_tile_and_tiles_grow(ladder):
     np.testing.assert_array_equal(compression.decompress_image(model, params, blob), image)
 
 
+def test_quadtree_stops_where_halves_leave_the_unit_and_ticks_once_per_block(ladder):
+    """Blocks of 24 on a unit of 2 split 24 -> 12 -> 6 and no further (3 is not a multiple of 2);
+    the encoder and the decoder each tick once per block, as ``num_tiles`` counts them."""
+    model, params = ladder
+    image = _random_image((37, 53, 3), seed=5)
+    blob, coded = compression._encode(model, params, image, "RGB", 24, 6, 16, None, None)
+    assert coded[0].tile.padded_hw == (6, 6) and not coded[0].bits_back
+    assert min(min(c.tile.padded_hw) for c in coded) >= 2
+    ticks = []
+    decoded = compression.decompress_image(model, params, blob, progress=ticks.append)
+    np.testing.assert_array_equal(decoded, image)
+    assert len(ticks) == compression.num_tiles(model, image.shape, (24, 24)) == 2 * 3 < len(coded)
+
+
 def test_chain_start_overhead_is_one_unit_tiles_worth(ladder):
     """The whole file exceeds the net rate over the whole image by the header, the layout bits,
     the last ANS word's padding and the first unit tile's missing bits back. That tile costs at
