@@ -282,3 +282,22 @@ def test_evaluate_a_folder_scores_every_tile_of_every_photo_next_to_the_codecs(p
     assert _cli("evaluate", photo_run, "--data", f"folder:{tmp_path}", "--k", 0, "--max-tiles", 3,
                 "--output", out, "--no-progress") == 0  # fmt: skip
     assert [row["tiles"] for row in json.loads(out.read_text())["photos"]] == [3, 3]
+
+
+def test_apps_use_the_shipped_model_without_a_run(photo_run, photo_file, tmp_path, capsys, monkeypatch):
+    from vae_jax import pretrained
+
+    if not pretrained.available():
+        pytest.skip("no model shipped in this checkout")
+    monkeypatch.chdir(tmp_path)
+    packed, back = tmp_path / "photo.vae", tmp_path / "back.png"
+    assert cli.main(["compress", str(photo_file), "-o", str(packed), "--no-progress"]) == 0
+    assert "using the shipped model 'photos'" in capsys.readouterr().err
+    assert cli.main(["decompress", str(packed), "-o", str(back), "--no-progress"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(back)), np.asarray(Image.open(photo_file)))
+    # The file names the model that coded it: another model refuses it, never a wrong image.
+    assert cli.main(["decompress", str(packed), "-o", str(tmp_path / "x.png"), "--run", str(photo_run)]) == 2
+    assert "model" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+    assert cli.main(["sample", "--num", "4"]) == 0 and (tmp_path / "samples" / "sample.json").is_file()
+    assert cli.main(["denoise", str(photo_file), "--steps", "2", "--iterations", "1"]) == 0
+    assert (tmp_path / "denoise" / "denoise.json").is_file()

@@ -354,7 +354,7 @@ def _tile_progress(enabled, total, what):
 
 
 def cmd_compress(args) -> int:
-    from vae_jax import images, runs
+    from vae_jax import images
     from vae_jax.apps import compression
 
     if args.image:
@@ -363,7 +363,7 @@ def cmd_compress(args) -> int:
         pixels, mode = _default_photo(), "RGB"
     output = Path(args.output or (Path(args.image).with_suffix(".vae") if args.image else "chelsea.vae"))
     images.check_writable(output, force=args.force)  # before any work
-    run = runs.load_run(_run_dir(args))
+    run = _model_of(args)
     tile_hw = compression.tile_hw_for(run.model, args.tile_size)  # a bad --tile-size fails before any work
     total = 2 * compression.num_tiles(run.model, pixels.shape, tile_hw)  # encode, then the verifying decode
     bar, progress = _tile_progress(not args.no_progress, total, "compress")
@@ -388,7 +388,7 @@ def cmd_compress(args) -> int:
 
 
 def cmd_decompress(args) -> int:
-    from vae_jax import images, runs
+    from vae_jax import images
     from vae_jax.apps import compression
 
     path = Path(args.file)
@@ -398,7 +398,7 @@ def cmd_decompress(args) -> int:
     images.check_writable(output, force=args.force)  # before any work
     blob = path.read_bytes()
     fields = compression.read_header(blob)
-    run = runs.load_run(_run_dir(args))
+    run = _model_of(args)
     shape = (fields["height"], fields["width"], fields["channels"])
     total = compression.num_tiles(run.model, shape, (fields["tile_height"], fields["tile_width"]))
     bar, progress = _tile_progress(not args.no_progress, total, "decompress")
@@ -519,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress = commands.add_parser("compress", help="lossless bits-back ANS compression of an image")
     compress.add_argument("image", nargs="?", help="image file (default: the held-out photograph)")
     compress.add_argument("-o", "--output", help="compressed file (default IMAGE.vae)")
-    compress.add_argument("--run", dest="run_flag", required=True, help="the run directory")
+    compress.add_argument("--run", dest="run_flag", help="a run directory (default: the shipped model)")
     compress.add_argument("--seed", type=_count(0), default=0)
     compress.add_argument(
         "--tile-size", type=_count(1), default=None,
@@ -533,7 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     decompress = commands.add_parser("decompress", help="decode a .vae file back to the exact image (PNG)")
     decompress.add_argument("file")
     decompress.add_argument("-o", "--output", help="PNG path (default FILE with .png; never replaced without --force)")
-    decompress.add_argument("--run", dest="run_flag", required=True, help="the run directory")
+    decompress.add_argument(
+        "--run", dest="run_flag", help="the run directory that compressed it (default: the shipped model)"
+    )
     decompress.add_argument("--force", action="store_true", help="replace the output file if it exists")
     decompress.add_argument("--no-progress", action="store_true", help="no progress bar")
     decompress.set_defaults(handler=cmd_decompress, run_dir=None)
