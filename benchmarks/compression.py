@@ -1,7 +1,7 @@
 """Lossless compression of real images: the bits-back coder of a trained run against PNG and
 WebP-lossless, all timed in the same process on the same machine.
 
-    python -m benchmarks.compression RUN_DIR IMAGE... [--tile-size N] [--elbo-samples K]
+    python -m benchmarks.compression RUN_DIR IMAGE... [--tile-size N] [--elbo-samples K] [--bin-log2 B]
     python -m benchmarks.compression --untrained photos-hvae IMAGE...   # the coder alone, no run
 
 Prints a Markdown table, one row per image: its size, the file's bits/dim (everything in it),
@@ -78,10 +78,13 @@ def main(argv=None) -> int:
     parser.add_argument("--untrained", metavar="PRESET", help="no run: PRESET's model, initial params perturbed")
     parser.add_argument("--tile-size", type=int, default=None, help="tile side for fully convolutional models")
     parser.add_argument("--elbo-samples", type=int, default=1, help="posterior draws for the -ELBO column")
+    parser.add_argument("--bin-log2", type=int, default=None, help="latent bins of 2**-B (default: the coder's)")
     args = parser.parse_args(argv)
 
     from vae_jax import images, runs
     from vae_jax.apps import compression
+
+    bin_log2 = compression.DEFAULT_BIN_LOG2 if args.bin_log2 is None else args.bin_log2
 
     paths = args.images
     if args.untrained is None:
@@ -96,7 +99,8 @@ def main(argv=None) -> int:
     for path in paths:
         pixels, mode = images.read_exact(path)
         _, report = compression.compression_report(
-            model, params, pixels, mode=mode, tile_size=args.tile_size, elbo_samples=args.elbo_samples
+            model, params, pixels, mode=mode, tile_size=args.tile_size, elbo_samples=args.elbo_samples,
+            bin_log2=bin_log2,
         )
         rows.append(table_row(Path(path).name, report))
         print(f"{path}: done ({report['tiles']} tiles)", file=sys.stderr)

@@ -56,9 +56,10 @@ order, each block's quadtree in preorder (``_Node``): a node that can be split (
 multiples of the tile unit and at least two quadrants hold pixels; a node whose pixels lie in
 one quadrant is that quadrant) has a bit, 1 = split; a leaf that cannot be split has a bit, 1 =
 bits back (a leaf that could have been split always has bits back). A model tied to its training
-size (tiles of its ``data_shape``, never split) has exactly one bit per tile. Version 5; earlier
-versions (v4: one tile size, the first tile without bits back; v1-3: 32x32 tiles, pseudo-random
-initial bits) are refused by name.
+size (tiles of its ``data_shape``, never split) has exactly one bit per tile. Version 6; earlier
+versions (v5: the posterior's bins in one leaky Gaussian over the whole range, see
+``bitsback``; v4: one tile size, the first tile without bits back; v1-3: 32x32 tiles,
+pseudo-random initial bits) are refused by name.
 """
 
 from __future__ import annotations
@@ -80,9 +81,9 @@ from vae_jax import checkpoints
 from vae_jax.apps import bitsback
 
 MAGIC = b"VAEBBANS"
-# 5: quadtree tiles from one unit up; 4: every latent group, large tiles, no initial bits; 3: any channel
-# count; 2: padding not coded
-VERSION = 5
+# 6: posterior pops in a window of cells around the mean (no far tail pops); 5: quadtree tiles from one
+# unit up; 4: every latent group, large tiles, no initial bits; 3: any channel count; 2: padding not coded
+VERSION = 6
 _HEADER = struct.Struct("<8sB32sIIH4sHHbHI")
 _FIELDS = (
     "magic", "version", "model_hash", "height", "width", "channels", "mode", "tile_height", "tile_width",
@@ -388,9 +389,10 @@ def read_header(blob):
     version = blob[len(MAGIC)]
     if version != VERSION:
         raise CompressionError(
-            f"unsupported file version {version}: this reader reads version {VERSION} only (version 4 coded "
-            f"one tile size, its first tile without bits back; versions 1-3 32x32 tiles with pseudo-random "
-            f"initial bits); compress the image again"
+            f"unsupported file version {version}: this reader reads version {VERSION} only (version 5 popped "
+            f"the latents under one leaky Gaussian over the whole latent range; version 4 coded one tile size, "
+            f"its first tile without bits back; versions 1-3 32x32 tiles with pseudo-random initial bits); "
+            f"compress the image again"
         )
     if len(blob) < _HEADER.size + _CRC.size:
         raise CompressionError(f"truncated file: {len(blob)} bytes, shorter than the {_HEADER.size + 4}-byte header")
@@ -519,10 +521,10 @@ def _tiles_neg_elbo_bits(model, params, planes, tiles, key, samples):
 
 
 def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples=1, tile_size=None,
-                       chunk_pixels=None, progress=None):  # fmt: skip
+                       chunk_pixels=None, progress=None, bin_log2=DEFAULT_BIN_LOG2):  # fmt: skip
     """Compress ``pixels`` once and decode the result once, and compare with the model and with
     the codecs a user would pick instead, timed in the same run. ``seed`` fixes the ELBO's
-    draws. Returns ``(blob, report)``; ``report`` is a dict of JSON-ready numbers:
+    draws; ``bin_log2`` is the latent grid (as ``compress_image``'s). Returns ``(blob, report)``; ``report`` is a dict of JSON-ready numbers:
 
     - ``bits_per_dim``: the whole file over the image's ``H * W * n`` dims (header, tile layout,
       CRC and the chain start included); ``png_bits_per_dim``, ``webp_bits_per_dim`` likewise;
@@ -545,11 +547,9 @@ def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples
     check_codable(model)
     image = _as_pixels(pixels)
     mode = default_mode(image.shape[-1]) if mode is None else mode
-    _check_settings(image, mode, DEFAULT_BIN_LOG2, DEFAULT_MAX_ABS)
+    _check_settings(image, mode, bin_log2, DEFAULT_MAX_ABS)
     started = time.perf_counter()
-    blob, coded = _encode(
-        model, params, image, mode, tile_size, DEFAULT_BIN_LOG2, DEFAULT_MAX_ABS, chunk_pixels, progress
-    )
+    blob, coded = _encode(model, params, image, mode, tile_size, bin_log2, DEFAULT_MAX_ABS, chunk_pixels, progress)
     encode_seconds = time.perf_counter() - started
     started = time.perf_counter()
     decoded = decompress_image(model, params, blob, chunk_pixels=chunk_pixels, progress=progress)
