@@ -1,7 +1,8 @@
 """Lossless compression of real images: the bits-back coder of a trained run against PNG and
 WebP-lossless, all timed in the same process on the same machine.
 
-    python -m benchmarks.compression RUN_DIR IMAGE... [--tile-size N] [--elbo-samples K] [--bin-log2 B]
+    python -m benchmarks.compression RUN_DIR IMAGE... [--tile-size N] [--elbo-samples K]
+    python -m benchmarks.compression shipped IMAGE...   # the model inside the package [--bin-log2 B]
     python -m benchmarks.compression --untrained photos-hvae IMAGE...   # the coder alone, no run
 
 Prints a Markdown table, one row per image: its size, the file's bits/dim (everything in it),
@@ -73,7 +74,9 @@ def untrained(preset, scale=0.01, seed=0):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compression", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", nargs="?", help="a training run directory (its latest checkpoint is used)")
+    parser.add_argument(
+        "run_dir", nargs="?", help="a training run directory (its latest checkpoint), or `shipped` for the packaged model"
+    )
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...: coded in their own mode)")
     parser.add_argument("--untrained", metavar="PRESET", help="no run: PRESET's model, initial params perturbed")
     parser.add_argument("--tile-size", type=int, default=None, help="tile side for fully convolutional models")
@@ -90,7 +93,12 @@ def main(argv=None) -> int:
     if args.untrained is None:
         if args.run_dir is None:
             parser.error("give a RUN_DIR (or --untrained PRESET)")
-        run = runs.load_run(args.run_dir)
+        if args.run_dir == "shipped":
+            from vae_jax import pretrained
+
+            run = pretrained.load()
+        else:
+            run = runs.load_run(args.run_dir)
         model, params = run.model, run.params
     else:
         model, params = untrained(args.untrained)
