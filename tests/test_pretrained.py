@@ -62,3 +62,16 @@ def test_the_shipped_model_measures_what_its_provenance_says():
     result = runs.evaluate_elbo(shipped.model, shipped.params, x, jax.random.key(0),
                                 likelihood_input=shipped.config.likelihood_input, batch_size=128)  # fmt: skip
     assert abs(result["bits_per_dim"] - recorded) < 0.02, json.dumps(shipped.provenance)
+
+
+def test_float16_storage_loads_as_float32_rounded_params(exported, tmp_path):
+    run_dir, _ = exported
+    folder = pretrained.export(run_dir, "half", directory=tmp_path / "half", dtype="float16")
+    shipped = pretrained.load("half", directory=folder)
+    run = runs.load_run(run_dir)
+    for a, b in zip(jax.tree_util.tree_leaves(shipped.params), jax.tree_util.tree_leaves(run.params)):
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a, np.asarray(b, np.float16).astype(np.float32))
+    assert shipped.provenance["stored_dtype"] == "float16"
+    with pytest.raises(ValueError, match="dtype"):
+        pretrained.export(run_dir, "x", directory=tmp_path / "x", dtype="bfloat16")

@@ -4,7 +4,8 @@
 
 - ``config.json``: the run's configuration (``vae_jax.config.Config``) and the data shape;
 - ``params.msgpack``: the run's EMA parameters, serialized by ``flax.serialization`` (parameters
-  only: no optimizer state, a few MB);
+  only, no optimizer state; stored in float16 if exported so, to halve the size: they are loaded
+  back as float32, and what ``provenance.json`` records was measured with those rounded values);
 - ``provenance.json``: the command, commit and step that made it, its SHA-256, and what it measured.
 
 ``load("photos")`` rebuilds ``(config, model, params)``; a missing, truncated or altered file fails
@@ -94,14 +95,17 @@ def _tuples(values: dict) -> dict:
 
 
 def export(run_dir, name: str = DEFAULT, *, command: str = "", commit: str = "", measured: dict | None = None,
-           directory: Path | None = None) -> Path:  # fmt: skip
-    """Write a run's EMA parameters, config and provenance as shipped model ``name``; returns the folder."""
+           directory: Path | None = None, dtype: str = "float32") -> Path:  # fmt: skip
+    """Write a run's EMA parameters (as ``dtype``: float32 or float16), config and provenance as
+    shipped model ``name``; returns the folder."""
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype: expected float32 or float16, got {dtype!r}")
     from vae_jax import runs
 
     run = runs.load_run(run_dir)
     folder = Path(directory) if directory is not None else DIRECTORY / name
     folder.mkdir(parents=True, exist_ok=True)
-    params = jax.tree_util.tree_map(np.asarray, run.params)
+    params = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype), run.params)
     params_path = folder / "params.msgpack"
     params_path.write_bytes(flax.serialization.to_bytes(params))
     data_shape = json.loads((Path(run_dir) / "data_shape.json").read_text())
@@ -112,6 +116,7 @@ def export(run_dir, name: str = DEFAULT, *, command: str = "", commit: str = "",
         "commit": commit,
         "step": int(run.state.step),
         "params_sha256": _sha256(params_path),
+        "stored_dtype": dtype,
         "parameters": int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params))),
         "measured": measured or {},
     }
@@ -128,13 +133,15 @@ def main(argv=None) -> int:
     out.add_argument("--command", default="", help="the command that trained the run (recorded)")
     out.add_argument("--commit", default="", help="the commit it was trained at (recorded)")
     out.add_argument("--measured", default="{}", help="a JSON object of what it measured (recorded)")
+    out.add_argument("--dtype", default="float32", choices=("float32", "float16"), help="how the params are stored")
     sub.add_parser("list", help="the shipped models")
     args = parser.parse_args(argv)
     if args.command == "list":
         for name in available():
             print(name, json.dumps(load(name).provenance))
         return 0
-    folder = export(args.run_dir, args.name, command=args.command, commit=args.commit, measured=json.loads(args.measured))
+    folder = export(args.run_dir, args.name, command=args.command, commit=args.commit,
+                    measured=json.loads(args.measured), dtype=args.dtype)  # fmt: skip
     print(folder)
     return 0
 
