@@ -138,7 +138,7 @@ NATURAL_PHOTOS = dict(scales=(1, 2), zooms=(2, 4), permute_channels=True, max_sa
 PRESETS: dict[str, dict] = {
     # The main job: a convolutional VAE on the embedded photographs (its wall time: README, Quick start).
     # Channel-coupled likelihood: at equal wall time 0.49 bits/dim lower on chelsea; 2x2 patches
-    # (space-to-depth): the step 1.7x faster at equal parameters (README, Results).
+    # (space-to-depth): the step 2x as fast at about equal parameters (README, Speed).
     "photos": dict(
         NATURAL_PHOTOS,
         likelihood="coupled",

@@ -1,8 +1,8 @@
 """The model that ships inside the package: a trained photos model the apps use when no run is given.
 
-``vae_jax/pretrained/NAME/`` holds three files:
+``vae_jax/pretrained/NAME/`` holds four files:
 
-- ``config.json``: the run's configuration (``vae_jax.config.Config``) and the data shape;
+- ``config.json`` and ``data_shape.json``: the run's, as a run directory holds them;
 - ``params.msgpack``: the run's EMA parameters, serialized by ``flax.serialization`` (parameters
   only, no optimizer state; stored in float16 if exported so, to halve the size: they are loaded
   back as float32, and what ``provenance.json`` records was measured with those rounded values);
@@ -66,7 +66,7 @@ def load(name: str = DEFAULT, directory: Path | None = None) -> Pretrained:
     folder = Path(directory) if directory is not None else DIRECTORY / name
     if not folder.is_dir():
         raise PretrainedError(f"no shipped model {name!r} (looked in {folder}); shipped: {available() or 'none'}")
-    paths = {part: folder / f"{part}.json" for part in ("config", "provenance")}
+    paths = {part: folder / f"{part}.json" for part in ("config", "data_shape", "provenance")}
     paths["params"] = folder / "params.msgpack"
     for path in paths.values():
         if not path.is_file():
@@ -77,21 +77,12 @@ def load(name: str = DEFAULT, directory: Path | None = None) -> Pretrained:
             f"shipped model {name!r}: {paths['params']} does not match the SHA-256 in {paths['provenance']} "
             f"(truncated or altered); reinstall the package"
         )
-    described = json.loads(paths["config"].read_text())
-    config = config_lib.validate(config_lib.Config(**_tuples(described["config"])))
-    model = config_lib.build_model(config, tuple(described["data_shape"]))
-    template = jax.eval_shape(lambda: _init_params(model))
+    config = config_lib.from_json_file(paths["config"])
+    model = config_lib.build_model(config, tuple(json.loads(paths["data_shape"].read_text())))
+    template = jax.eval_shape(lambda: model.init(jax.random.key(0)))
     params = flax.serialization.from_bytes(template, paths["params"].read_bytes())
     params = jax.tree_util.tree_map(lambda a, t: np.asarray(a, t.dtype), params, template)
     return Pretrained(name, config, model, params, provenance)
-
-
-def _init_params(model):
-    return model.init(jax.random.key(0))
-
-
-def _tuples(values: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
 def export(run_dir, name: str = DEFAULT, *, command: str = "", commit: str = "", measured: dict | None = None,
@@ -108,9 +99,8 @@ def export(run_dir, name: str = DEFAULT, *, command: str = "", commit: str = "",
     params = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype), run.params)
     params_path = folder / "params.msgpack"
     params_path.write_bytes(flax.serialization.to_bytes(params))
-    data_shape = json.loads((Path(run_dir) / "data_shape.json").read_text())
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(run.config).items()}
-    (folder / "config.json").write_text(json.dumps({"config": config, "data_shape": data_shape}, indent=1) + "\n")
+    (folder / "config.json").write_text(config_lib.to_json(run.config) + "\n")
+    (folder / "data_shape.json").write_bytes((Path(run_dir) / "data_shape.json").read_bytes())
     provenance = {
         "command": command,
         "commit": commit,
