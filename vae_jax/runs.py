@@ -312,19 +312,26 @@ def train(
     interrupted = None
     began = time.perf_counter()
     skipped_streak = 0
+
+    def next_batches(step):
+        n = min(config.steps_per_dispatch, config.steps - step)
+        batches = source.train_batches(step, n, config.batch_size, config.seed)
+        return batches if mesh is None else parallel.shard_batches(batches, mesh)
+
     try:
         previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread: no SIGTERM handling
         previous_handler = None
     try:
         step = start
+        batches = next_batches(step)
+        tick = time.perf_counter()
         while step < config.steps:
-            n = min(config.steps_per_dispatch, config.steps - step)
-            batches = source.train_batches(step, n, config.batch_size, config.seed)
-            if mesh is not None:
-                batches = parallel.shard_batches(batches, mesh)
-            tick = time.perf_counter()
+            n = len(batches)
             state, metrics = train_steps(state, batches)
+            # The step runs asynchronously: the host cuts the next batches meanwhile.
+            if step + n < config.steps:
+                batches = next_batches(step + n)
             metrics = parallel.host_copy(metrics)
             elapsed = time.perf_counter() - tick
             if step == start:
@@ -355,6 +362,7 @@ def train(
                 checkpoints.save(manager, state)
             if _crossed(step, n, config.eval_every) and step < config.steps and primary:
                 _evaluate_and_draw(run_dir, model, config, parallel.host_copy(state), test_images, eval_key, step)
+            tick = time.perf_counter()  # the rate counts the steps, not the evaluations and checkpoints
     except KeyboardInterrupt as signal_received:
         interrupted = "SIGTERM" if isinstance(signal_received, Terminated) else "SIGINT"
         log(f"\n{interrupted} at step {int(parallel.host_copy(state.step))}: saving a checkpoint")
