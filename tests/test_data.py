@@ -83,11 +83,12 @@ def small_idx_source(tmp_path):
 @pytest.mark.parametrize(
     "crop_size, num_train, num_test",
     # Tiles per photo: (H // s) * (W // s); the training photos are astronaut 512x512,
-    # coffee 400x600, rocket 427x640, motorcycle 500x741 (twice), china and flower 427x640.
+    # coffee 400x600, rocket 427x640, motorcycle 500x741 (twice), china and flower 427x640,
+    # retina 706x706 (halved), ihc 512x512.
     [
-        (16, 32 * 32 + 25 * 37 + 26 * 40 + 2 * 31 * 46 + 2 * 26 * 40, 18 * 28),
-        (32, 1942, 9 * 14),
-        (64, 8 * 8 + 6 * 9 + 6 * 10 + 2 * 7 * 11 + 2 * 6 * 10, 4 * 7),
+        (16, 32 * 32 + 25 * 37 + 26 * 40 + 2 * 31 * 46 + 2 * 26 * 40 + 44 * 44 + 32 * 32, 18 * 28),
+        (32, 2682, 9 * 14),
+        (64, 8 * 8 + 6 * 9 + 6 * 10 + 2 * 7 * 11 + 2 * 6 * 10 + 11 * 11 + 8 * 8, 4 * 7),
     ],
 )
 def test_photos_shapes_and_counts(crop_size, num_train, num_test):
@@ -122,7 +123,7 @@ def test_photos_crops_follow_the_epoch_plan(photos32):
     """Batches of an epoch are, in order, the crops its plan places, mirrored where it says."""
     seed, batch_size = 5, 64
     steps = photos32.steps_per_epoch(batch_size)
-    assert steps == 1942 // 64
+    assert steps == 2682 // 64
     photos = load_photos()
     plan = photos32.crop_plan(seed, epoch=1)
     # Each photo gives exactly its tile count of crops per epoch.
@@ -139,7 +140,7 @@ def test_photos_crops_follow_the_epoch_plan(photos32):
 
 def test_photos_train_tiles_and_gray(photos32):
     images, labels = photos32.train_images_and_labels()
-    assert images.shape == (1942, 32, 32, 3) and labels is None
+    assert images.shape == (2682, 32, 32, 3) and labels is None
     np.testing.assert_array_equal(images[0], load_photos()["astronaut"][:32, :32])
     gray = load_source("photos", channels=1)
     assert gray.image_shape == (32, 32, 1)
@@ -552,7 +553,7 @@ def test_zooms_and_scales_give_every_scale_its_source_tile_count():
     np.testing.assert_array_equal(enlarged(image, 2), expected)
     assert enlarged(image, 1) is image
     source = load_source("photos", scales=(1,), zooms=(2,))
-    assert source.num_train == 2 * 1942  # the enlarged copies as often as the photos themselves
+    assert source.num_train == 2 * 2682  # the enlarged copies as often as the photos themselves
     plan = source.crop_plan(0, 0)
     assert np.bincount(plan.image).tolist() == source._crops_per_image.tolist()
 

@@ -2,11 +2,15 @@
 trains offline with no download.
 
 Training draws random ``crop_size`` crops (mirrored at random) from scikit-image's astronaut,
-coffee, rocket, both views of stereo_motorcycle, and scikit-learn's china and flower, at full
-resolution and at the downscaling (``scales``) and enlarging (``zooms``) factors asked for. The test set is the
-non-overlapping tiles of scikit-image's chelsea (the cat), row-major: a photo the model never
-trains on. At 32 x 32 that is 1,942 full-resolution training tiles (an epoch; more with other
-scales) and 9 x 14 = 126 test tiles.
+coffee, rocket, both views of stereo_motorcycle, retina (a fundus photograph, at half its
+resolution so that it does not outweigh the others) and ihc (immunohistochemistry under a
+microscope), and scikit-learn's china and flower, at full resolution and at the downscaling
+(``scales``) and enlarging (``zooms``) factors asked for. Retina's large smooth areas are what the
+other photos lack and what models trained without them lost most bits on (smooth high-resolution
+photographs). scikit-image's one other colour photograph, hubble_deep_field, is left out: half its
+pixels are black sky. The test set is the non-overlapping tiles of scikit-image's chelsea (the cat),
+row-major: a photo the model never trains on. At 32 x 32 that is 2,682 full-resolution training
+tiles (an epoch; more with other scales) and 9 x 14 = 126 test tiles.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 
 from vae_jax.checks import check_count, check_scales, check_zooms
 from vae_jax.data.channels import convert_channels
-from vae_jax.data.crops import CropSource, at_scales, tiles
+from vae_jax.data.crops import CropSource, at_scales, downscaled, tiles
 from vae_jax.data.errors import DataSourceError
 
 TRAIN_PHOTOS = (
@@ -28,6 +32,8 @@ TRAIN_PHOTOS = (
     "stereo_motorcycle_right",
     "china",
     "flower",
+    "retina",
+    "ihc",
 )
 TEST_PHOTO = "chelsea"
 
@@ -50,6 +56,8 @@ def load_photos() -> dict[str, np.ndarray]:
         "stereo_motorcycle_right": right,
         "china": china,
         "flower": flower,
+        "retina": downscaled(skimage_data.retina(), 2),
+        "ihc": skimage_data.immunohistochemistry(),
     }
     for photo in photos.values():
         photo.flags.writeable = False
