@@ -164,27 +164,6 @@ PRESETS: dict[str, dict] = {
         eval_every=1000,
         checkpoint_every=1000,
     ),
-    # The shipped model's recipe, for an accelerator: the hierarchical model 1.5x wider at its finest
-    # stage, two residual blocks per stage, batch 256 (README, Results; its run: vae_jax.pretrained).
-    "photos-hvae-large": dict(
-        NATURAL_PHOTOS,
-        model="hvae",
-        likelihood="coupled",
-        patch_size=2,
-        widths=(96, 128, 128),
-        groups_per_stage=(1, 2, 2),
-        latent_channels=8,
-        blocks_per_stage=2,
-        batch_size=256,
-        steps=20000,
-        learning_rate=1.5e-3,
-        warmup_steps=200,
-        kl_warmup_steps=1000,
-        steps_per_dispatch=20,
-        log_every=500,
-        eval_every=5000,
-        checkpoint_every=5000,
-    ),
     # Kingma & Welling's binarized-MNIST MLP (784-400-20, Bernoulli, dynamic binarization).
     "mnist": dict(_BINARIZED_MLP, data="tfds:mnist"),
     # The same model on real Fashion-MNIST, from Debian's dataset-fashion-mnist idx files.
