@@ -76,6 +76,15 @@ def discrete_mlp():
 
 
 @pytest.fixture(scope="session")
+def local_conv():
+    """(model, params): a small convolutional VAE on 8x8x3 images with the local autoregressive
+    mixture (each pixel reads its left, up and up-left neighbours)."""
+    return _model_and_params(
+        vae_jax.conv_vae((8, 8, 3), widths=(8, 16), latent_channels=2, likelihood=vae_jax.LocalAutoregressiveMixture(2))
+    )
+
+
+@pytest.fixture(scope="session")
 def gaussian_mlp_2d():
     """(model, params): an MLP with a 2-D latent on 4x4x1 images in [0, 1], Gaussian likelihood."""
     return _model_and_params(

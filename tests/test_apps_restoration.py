@@ -64,7 +64,7 @@ def test_stitch_checks_shape():
 
 
 @pytest.mark.parametrize("method", restoration.INPAINTERS)
-@pytest.mark.parametrize("fixture", ["discrete_mlp", "gaussian_mlp_2d"])
+@pytest.mark.parametrize("fixture", ["discrete_mlp", "gaussian_mlp_2d", "local_conv"])
 def test_inpainting_keeps_known_pixels_exactly(method, fixture, request):
     model, params = request.getfixturevalue(fixture)
     channels = model.data_shape[-1]
@@ -118,13 +118,30 @@ def test_mean_fill_and_masks():
 
 
 @pytest.mark.parametrize("method", restoration.DENOISERS)
-def test_denoise_shape_and_range(discrete_mlp, method):
-    model, params = discrete_mlp
+@pytest.mark.parametrize("fixture", ["discrete_mlp", "local_conv"])
+def test_denoise_shape_and_range(fixture, method, request):
+    model, params = request.getfixturevalue(fixture)
     clean = jnp.asarray(images.to_unit(_photo(10, 19)))
     noisy = restoration.add_gaussian_noise(clean, 0.2, jax.random.key(0))
     assert float(noisy.min()) < 0 or float(noisy.max()) > 1  # the noise is not clipped
     out = restoration.denoise(model, params, noisy, 0.2, method=method, steps=10)
     assert out.shape == clean.shape and bool(jnp.all((out >= 0) & (out <= 1)))
+
+
+def test_known_pixels_of_a_local_likelihood_never_read_an_unknown_value(local_conv):
+    """Inpainting scores p(x_ij | neighbours) only where the neighbours are known: the values under
+    the hole may be anything without moving the objective; a known pixel's value moves it."""
+    model, params = local_conv
+    rng = np.random.default_rng(0)
+    target = jnp.asarray(rng.integers(0, 256, (2, 8, 8, 3)), jnp.float32)
+    mask = jnp.asarray(rng.random((2, 8, 8, 1)) < 0.7).repeat(3, axis=-1)
+    mean, _ = model.posterior(params, target.astype(jnp.int32))
+    out = model.decoder_output(params, mean)
+    score = lambda t: float(restoration._log_likelihood(model, "known_pixels", out, t, mask, 0.0))
+    scrambled = jnp.where(mask, target, (target * 7 + 13) % 256)
+    assert score(scrambled) == score(target)
+    known = tuple(int(v) for v in np.argwhere(np.asarray(mask[..., 0]))[0])
+    assert score(target.at[known].add(50) % 256) != score(target)
 
 
 def test_map_search_lowers_its_objective(gaussian_mlp_2d):

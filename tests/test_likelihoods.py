@@ -126,3 +126,100 @@ def test_independent_channel_log_probs_are_each_sub_pixels_distribution():
     np.testing.assert_allclose(np.exp(table).sum(-1), 1.0, atol=3e-5)
     x = jnp.asarray(RNG.integers(0, 256, (2, 3)), jnp.int32)
     np.testing.assert_allclose(jnp.take_along_axis(table, x[..., None], -1)[..., 0], likelihood.log_prob(x, out), rtol=1e-5)
+
+
+def _local_case(k, seed=0, shape=(5, 6)):
+    rng = np.random.default_rng(seed)
+    out = jnp.asarray(rng.normal(scale=1.5, size=(*shape, 22 * k)), jnp.float32)
+    x = jnp.asarray(rng.integers(0, 256, (*shape, 3)), jnp.int32)
+    return likelihoods.LocalAutoregressiveMixture(k), out, x
+
+
+def test_local_conditionals_sum_to_one_and_multiply_to_the_joint():
+    """Every pixel's channel conditionals given its neighbours sum to 1 over the 256 values, and
+    log p(x | z) is the sum of the picked ones over pixels and channels (the chain rule in raster
+    order, which makes the joint sum to 1 over all images)."""
+    likelihood, out, x = _local_case(3)
+    conditionals = likelihood.channel_log_probs(x, out)
+    assert conditionals.shape == (5, 6, 3, 256)
+    np.testing.assert_allclose(np.exp(conditionals).sum(-1), 1.0, atol=2e-5)
+    picked = jnp.take_along_axis(conditionals, x[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(picked.sum(-1), likelihood.log_prob(x, out), rtol=1e-5)
+    np.testing.assert_allclose(likelihood.log_prob_sum(x, out, 3), picked.sum(), rtol=1e-5)
+
+
+def test_local_pixel_is_the_coupled_mixture_with_means_moved_by_its_neighbours():
+    """Pixel (i, j) computed by hand: the coupled mixture of its first 10K numbers with each
+    channel's component means plus tanh(a_n) times the neighbours' bin centres (0 outside)."""
+    likelihood, out, x = _local_case(2, seed=1, shape=(3, 4))
+    k = 2
+    centre = lambda v: 2.0 * np.asarray(v, np.float64) / 255.0 - 1.0
+    coupled = likelihoods.CoupledLogisticMixture(k)
+    for i, j in [(0, 0), (0, 3), (2, 0), (2, 3), (1, 2), (1, 3)]:
+        params = np.asarray(out[i, j], np.float64)
+        coefficients = np.tanh(params[10 * k :].reshape(4, 3, k))  # (neighbour, channel, component)
+        shifted = params[: 10 * k].copy()
+        for n, (dy, dx) in enumerate(likelihoods.CAUSAL_NEIGHBOURS):
+            if i + dy >= 0 and 0 <= j + dx < x.shape[1]:
+                value = centre(x[i + dy, j + dx])  # (3,) channels
+                shifted[k : 4 * k] += (coefficients[n] * value[:, None]).ravel()
+        want = coupled.log_prob(x[i, j], jnp.asarray(shifted, jnp.float32))
+        np.testing.assert_allclose(likelihood.log_prob(x, out)[i, j], want, rtol=1e-5)
+
+
+def test_local_zero_neighbour_coefficients_give_the_coupled_likelihood():
+    likelihood, out, x = _local_case(3, seed=2)
+    out = out.at[..., 30:].set(0.0)  # every neighbour coefficient tanh(0) = 0
+    want = likelihoods.CoupledLogisticMixture(3).log_prob(x, out[..., :30])
+    np.testing.assert_allclose(likelihood.log_prob(x, out), want, rtol=1e-6)
+
+
+def test_local_conditional_of_a_pixel_ignores_every_later_value_bit_for_bit():
+    """What a wavefront decoder relies on: pixel (i, j) channel c reads only its left, up, up-left
+    and up-right neighbours and its own channels before c; any other value may be anything."""
+    likelihood, out, x = _local_case(2, seed=3)
+    table = jax.jit(likelihood.channel_log_probs)
+    full = np.asarray(table(x, out))
+    i, j = 2, 3
+    for channel in range(3):
+        scrambled = (x * 7 + 11) % 256
+        keep = [(i, j - 1), (i - 1, j), (i - 1, j - 1), (i - 1, j + 1)]
+        for a, b in keep:
+            scrambled = scrambled.at[a, b].set(x[a, b])
+        scrambled = scrambled.at[i, j, :channel].set(x[i, j, :channel])
+        np.testing.assert_array_equal(np.asarray(table(scrambled, out))[i, j, channel], full[i, j, channel])
+
+
+def test_local_sample_and_mean_follow_the_recursion_pixel_by_pixel():
+    """With one sharp component (tiny scale), a sample is the deterministic recursion
+    x_ij = m + a_left x_i,j-1 + a_up x_i-1,j + a_upleft x_i-1,j-1 + a_upright x_i-1,j+1, checked pixel by pixel."""
+    k, height, width = 1, 4, 5
+    params = np.zeros(22)
+    params[1:4] = [0.3, -0.2, 0.1]  # means
+    params[4:7] = -7.0  # log-scales: all mass on the nearest value
+    weights = (0.25, 0.25, -0.1, 0.2)  # left, up, up-left, up-right, every channel
+    params[10:22] = np.arctanh(np.repeat(np.array(weights)[:, None], 3, axis=1)).ravel()
+    out = jnp.broadcast_to(jnp.asarray(params, jnp.float32), (height, width, 22))
+    likelihood = likelihoods.LocalAutoregressiveMixture(k)
+    sample = np.asarray(likelihood.sample(out, jax.random.key(0)))
+    want = np.zeros((height, width, 3))
+    for i in range(height):
+        for j in range(width):
+            want[i, j] = params[1:4]
+            for a, (dy, dx) in zip(weights, likelihoods.CAUSAL_NEIGHBOURS):
+                if i + dy >= 0 and 0 <= j + dx < width:
+                    want[i, j] += a * (2.0 * sample[i + dy, j + dx] / 255.0 - 1.0)  # the drawn neighbours
+    # Logistic noise of scale e^-7 (0.12 of a level) may tip a value across a rounding boundary.
+    np.testing.assert_allclose(sample, (want + 1.0) * 127.5, atol=0.5 + 0.4)
+    assert likelihood.params_shape((4, 5, 3)) == (4, 5, 22)
+    mean = np.asarray(likelihood.mean(out)) * 255.0
+    mean_want = np.zeros((height, width, 3))  # the recursion on the means themselves, no rounding
+    for i in range(height):
+        for j in range(width):
+            mean_want[i, j] = params[1:4]
+            for a, (dy, dx) in zip(weights, likelihoods.CAUSAL_NEIGHBOURS):
+                if i + dy >= 0 and 0 <= j + dx < width:
+                    mean_want[i, j] += a * (2.0 * mean[i + dy, j + dx] / 255.0 - 1.0)
+    np.testing.assert_allclose(mean, (mean_want + 1.0) * 127.5, atol=1e-3)
+    with pytest.raises(ValueError, match="RGB|\\(H, W, 3\\)"):
+        likelihood.params_shape((4, 4, 1))

@@ -19,6 +19,7 @@ from vae_jax.likelihoods import (
     DiscretizedLogistic,
     DiscretizedLogisticMixture,
     Gaussian,
+    LocalAutoregressiveMixture,
 )
 from vae_jax.model import VAE, HierarchicalModel, LatentTerms, LatentVariableModel
 from vae_jax.objectives import (
@@ -57,6 +58,7 @@ __all__ = [
     "HierarchicalVAE",
     "LatentTerms",
     "LatentVariableModel",
+    "LocalAutoregressiveMixture",
     "MixtureOfGaussians",
     "StandardNormal",
     "StochasticMLPVAE",

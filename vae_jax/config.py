@@ -31,7 +31,7 @@ class Config:
     download: bool = False
     # Model
     model: str = "conv"  # "mlp" | "conv" | "hvae" | "stochastic_mlp"
-    likelihood: str = "dlm"  # "bernoulli" | "gaussian" | "logistic" | "dlm" | "coupled" (RGB; else dlm)
+    likelihood: str = "dlm"  # "bernoulli" | "gaussian" | "logistic" | "dlm" | "coupled" | "local" (RGB; else dlm)
     mixture_components: int = 5
     obs_var: float | None = None  # Gaussian likelihood: None learns a per-pixel variance
     prior: str = "standard"  # "standard" | "mog" | "vamp"
@@ -81,7 +81,7 @@ class Config:
         """The ``vae_jax.data.prepare`` transform that turns 8-bit batches into model input."""
         if self.likelihood == "bernoulli":
             return f"{self.binarize}_binary"
-        return "discrete" if self.likelihood in ("logistic", "dlm", "coupled") else "dequantized"
+        return "discrete" if self.likelihood in ("logistic", "dlm", "coupled", "local") else "dequantized"
 
 
 FIELD_TYPES = typing.get_type_hints(Config)
@@ -231,7 +231,7 @@ class ConfigError(ValueError):
 
 CHOICES = {
     "model": ("mlp", "conv", "hvae", "stochastic_mlp"),
-    "likelihood": ("bernoulli", "gaussian", "logistic", "dlm", "coupled"),
+    "likelihood": ("bernoulli", "gaussian", "logistic", "dlm", "coupled", "local"),
     "prior": ("standard", "mog", "vamp"),
     "binarize": ("dynamic", "static"),
     "objective": ("elbo", "iwae"),
@@ -384,6 +384,7 @@ def build_likelihood(config: Config):
         "logistic": lambda: likelihoods.DiscretizedLogistic(),
         "dlm": lambda: likelihoods.DiscretizedLogisticMixture(config.mixture_components),
         "coupled": lambda: likelihoods.CoupledLogisticMixture(config.mixture_components),
+        "local": lambda: likelihoods.LocalAutoregressiveMixture(config.mixture_components),
     }[config.likelihood]()
 
 
@@ -403,7 +404,7 @@ def build_model(config: Config, data_shape: tuple[int, int, int]):
     """The model a configuration describes, for images of ``data_shape``."""
     validate(config)
     likelihood, prior = build_likelihood(config), build_prior(config)
-    if config.likelihood == "coupled" and data_shape[-1] != 3:
+    if config.likelihood in ("coupled", "local") and data_shape[-1] != 3:
         # Coupling orders R, G, B; one channel (or a greyscale photo under an RGB preset) has nothing
         # to couple, and the coupled mixture of one channel is the independent one.
         likelihood = likelihoods.DiscretizedLogisticMixture(config.mixture_components)

@@ -288,4 +288,107 @@ class CoupledLogisticMixture:
         return drawn
 
 
-Likelihood = Bernoulli | Gaussian | DiscretizedLogistic | DiscretizedLogisticMixture | CoupledLogisticMixture
+# The causal neighbours a local autoregressive likelihood reads, as (row, column) offsets: left, up,
+# up-left and up-right (the half 3x3 context of JPEG-LS and CALIC). Each lies on an earlier
+# wavefront 2i + j, so all pixels of one wavefront can be decoded or sampled at once: 2 H + W - 2
+# steps for an H x W image.
+CAUSAL_NEIGHBOURS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))
+
+
+def causal_neighbour_centres(x):
+    """The bin centres 2x/255 - 1 of each pixel's causal neighbours (``CAUSAL_NEIGHBOURS``), 0 (the
+    centre of the range) outside the image: x (..., H, W, C) -> (..., H, W, C, 4)."""
+    centre = 2.0 * jnp.asarray(x, jnp.float32) / 255.0 - 1.0
+    height, width = centre.shape[-3:-1]
+    pad = [(0, 0)] * (centre.ndim - 3) + [(1, 0), (1, 1), (0, 0)]
+    padded = jnp.pad(centre, pad)
+    shifted = [padded[..., 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width, :] for dy, dx in CAUSAL_NEIGHBOURS]
+    return jnp.stack(shifted, axis=-1)
+
+
+def wavefront(height, width):
+    """2i + j for every pixel (H, W): the step at which a causal decoder reaches it (every causal
+    neighbour has a smaller one)."""
+    return 2 * jnp.arange(height)[:, None] + jnp.arange(width)[None, :]
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalAutoregressiveMixture(CoupledLogisticMixture):
+    """x in {0..255}^(H x W x 3): the channel-coupled mixture whose component means also move
+    linearly with the actual values of the pixel's left, up, up-left and up-right neighbours, each channel
+    with its own (a learned, context-dependent version of the predictors PNG and JPEG-LS use; the
+    local autoregressive decoder of the variational lossy autoencoder, Chen et al. 2017, with a
+    receptive field of one pixel so that everything beyond the neighbours must come through z):
+
+      p(x | z) = prod_{i,j} p_coupled(x_ij | z; mu_ck = m_ck + sum_n a_nck x_c(n)),
+
+    n over the four causal neighbours of (i, j) (0 outside the image), m and the coefficients
+    a = tanh(.) from the decoder, and p_coupled the channel-coupled mixture above.
+    Given the neighbours each pixel is a ``CoupledLogisticMixture`` pixel, so its log-probability,
+    channel conditionals and samples are that likelihood's, with the shifted means. The decoder
+    gives ``22 K`` numbers per pixel: the coupled mixture's ``10 K``, then ``12 K`` neighbour
+    coefficients, (neighbour, channel, component). Sampling and the mean run one wavefront at a
+    time (``wavefront``), 2 H + W - 2 steps.
+    """
+
+    num_components: int = 5
+
+    def params_shape(self, data_shape):
+        if len(data_shape) != 3 or data_shape[-1] != 3:
+            raise ValueError(f"data_shape: the local autoregressive mixture models (H, W, 3) images, got {data_shape}")
+        return (*data_shape[:-1], 22 * self.num_components)
+
+    def as_coupled(self, x, out):
+        """The ``CoupledLogisticMixture`` parameters of every pixel given its neighbours' actual
+        values in x (..., H, W, 3) (only the neighbours are read): (..., H, W, 10K)."""
+        k = self.num_components
+        coupled, neighbour = out[..., : 10 * k], out[..., 10 * k :]
+        coefficients = jnp.tanh(neighbour.reshape(*out.shape[:-1], len(CAUSAL_NEIGHBOURS), 3, k))  # (n, c, k)
+        centres = causal_neighbour_centres(x)  # (..., 3 channels, 4 neighbours)
+        shift = jnp.einsum("...nck,...cn->...ck", coefficients, centres)
+        means = coupled[..., k : 4 * k] + shift.reshape(*shift.shape[:-2], 3 * k)
+        return jnp.concatenate([coupled[..., :k], means, coupled[..., 4 * k :]], axis=-1)
+
+    def log_prob(self, x, out):
+        """log p(x_ij | z, x_<ij) per pixel: x (..., H, W, 3), out (..., H, W, 22K) -> (..., H, W)."""
+        return super().log_prob(x, self.as_coupled(x, out))
+
+    def log_prob_sum(self, x, out, event_ndim):
+        """log p(x | z), the sum of ``log_prob`` over the image's pixels."""
+        if event_ndim != 3:
+            raise ValueError(f"event_ndim: the local autoregressive mixture scores whole (H, W, 3) images, got {event_ndim}")
+        return jnp.sum(self.log_prob(x, out), axis=(-2, -1))
+
+    def channel_log_probs(self, x, out):
+        """log P(x_ijc = v | x_ij,<c, neighbours) for every pixel, channel and value: (..., H, W, 3, 256).
+        A pixel's row reads only its neighbours and its own earlier channels in x."""
+        return super().channel_log_probs(x, self.as_coupled(x, out))
+
+    def _wavefront(self, out, draw):
+        """Fill the image one wavefront at a time: pixel values on wavefront t are ``draw(coupled
+        params given the values so far, t)`` (8-bit, or float bin values for the mean)."""
+        height, width = out.shape[-3:-1]
+        front = wavefront(height, width)[..., None]
+
+        def step(t, values):
+            drawn = draw(self.as_coupled(values, out), t)
+            return jnp.where(front == t, drawn.astype(values.dtype), values)
+
+        steps = 2 * height + width - 2
+        return jax.lax.fori_loop(0, steps, step, jnp.zeros((*out.shape[:-1], 3), jnp.float32))
+
+    def mean(self, out):
+        """Each pixel's mixture mean given its neighbours' means, wavefront by wavefront, in [0, 1]."""
+        parent = super().mean
+        return self._wavefront(out, lambda coupled, d: parent(coupled) * 255.0) / 255.0
+
+    def sample(self, out, key):
+        """x ~ p(x | z), one wavefront at a time, each pixel R, then G, then B."""
+        parent = super().sample
+        return self._wavefront(out, lambda coupled, d: parent(coupled, jax.random.fold_in(key, d))).astype(jnp.int32)
+
+
+Likelihood = (
+    Bernoulli | Gaussian | DiscretizedLogistic | DiscretizedLogisticMixture | CoupledLogisticMixture
+    | LocalAutoregressiveMixture
+)

@@ -49,7 +49,11 @@ Discretization:
   logistic (mixture) of that sub-pixel (the channel-coupled mixture's R, G | R, B | R, G, its
   component weights updated by the channels seen; independent ones per channel), quantized by
   ``constriction.stream.model.Categorical(perfect=False)``. The tables are built
-  ``chunk_pixels`` pixels at a time, so memory is bounded for any tile.
+  ``chunk_pixels`` pixels at a time, so memory is bounded for any tile. The local autoregressive
+  mixture's pixels read their left, up, up-left and up-right neighbours, so they are decoded one
+  wavefront 2i + j of the tile at a time (2h + w - 2 steps, each R, G, B), the tables of a step
+  built from the values the steps before it decoded, and pushed in the reverse order; its
+  neighbours never cross a tile's border (the likelihood sees each tile as an image).
 
 Reproducible probabilities: the decoder must rebuild the encoder's probabilities bit for bit.
 
@@ -87,11 +91,13 @@ from flax.errors import FlaxError
 
 from vae_jax.hierarchical import HierarchicalVAE
 from vae_jax.likelihoods import (
+    CAUSAL_NEIGHBOURS,
     MAX_LOGISTIC_LOG_SCALE,
     MIN_LOGISTIC_LOG_SCALE,
     CoupledLogisticMixture,
     DiscretizedLogistic,
     DiscretizedLogisticMixture,
+    LocalAutoregressiveMixture,
 )
 from vae_jax.model import as_latent, encoder_input, latent_groups
 from vae_jax.priors import StandardNormal
@@ -116,8 +122,8 @@ def check_codable(model):
         )
     if not isinstance(model.likelihood, (DiscretizedLogistic, DiscretizedLogisticMixture, CoupledLogisticMixture)):
         raise ValueError(
-            f"model.likelihood: lossless coding of 8-bit pixels needs a discrete likelihood "
-            f"(DiscretizedLogistic, DiscretizedLogisticMixture or CoupledLogisticMixture), got "
+            f"model.likelihood: lossless coding of 8-bit pixels needs a discrete likelihood (DiscretizedLogistic, "
+            f"DiscretizedLogisticMixture, CoupledLogisticMixture or LocalAutoregressiveMixture), got "
             f"{type(model.likelihood).__name__}"
         )
     if len(model.data_shape) != 3:
@@ -246,47 +252,85 @@ def _centres(values):
     return 2.0 * np.asarray(values, np.float64) / 255.0 - 1.0
 
 
-class _PixelTables:
-    """The likelihood's 256-value tables over the valid pixels of one tile, a chunk of pixels at
-    a time, in numpy float64 from the snapped decoder output: no compiler between the encoder's
-    and the decoder's numbers, and every pixel's table computed alone (the chunking cannot
-    change it). The same distributions as the likelihood's ``log_prob``, from its documented
-    parameter layout."""
+def _coupled_table(rows, x_rows, channel, k):
+    """The channel-coupled mixture's P(x_c = v | x_<c) for rows (n, 10K) of K logits, then means,
+    log-scales, coefficients, each (R, G, B) x K; x_rows (n, C) holds the channels before c."""
+    logits, rest = rows[:, :k], rows[:, k:].reshape(-1, 3, 3, k)
+    means, log_scales, coefficients = rest[:, 0], rest[:, 1], np.tanh(rest[:, 2])
+    centres = _centres(x_rows[:, :2])[..., None]  # (n, 2, 1): r, g
+    coupled = [
+        means[:, 0],
+        means[:, 1] + coefficients[:, 0] * centres[:, 0],
+        means[:, 2] + coefficients[:, 1] * centres[:, 0] + coefficients[:, 2] * centres[:, 1],
+    ]
+    log_weights = logits
+    for seen in range(channel):  # p(k | x_<c) propto pi_k prod_{c' < c} P_k(x_c')
+        value = x_rows[:, seen]
+        bins = np.stack([_logistic_bins(coupled[seen][:, j], log_scales[:, seen, j]) for j in range(k)], 1)
+        probability = np.take_along_axis(bins, value[:, None, None].astype(np.intp), axis=2)[..., 0]
+        log_weights = log_weights + np.log(np.maximum(probability, 1e-300))
+    return _mixture_bins(log_weights, coupled[channel], log_scales[:, channel])
 
-    def __init__(self, likelihood, out, valid_hw, chunk):
+
+class _PixelTables:
+    """The likelihood's 256-value tables over the valid pixels of one tile, in numpy float64 from the
+    snapped decoder output: no compiler between the encoder's and the decoder's numbers, and every
+    pixel's table computed alone. The same distributions as the likelihood's ``log_prob``, from its
+    documented parameter layout.
+
+    ``schedule`` is the order the decoder reads sub-pixels in, as steps (pixel indices, channel):
+    for the likelihoods that factorize over pixels channel-major (all R, then all G, ...) in chunks
+    of ``chunk`` pixels (the symbols' order does not depend on the chunks); for the local
+    autoregressive one wavefront (2i + j) by wavefront, each R, G, B in turn, since a pixel reads
+    its left, up, up-left and up-right neighbours (``likelihoods.CAUSAL_NEIGHBOURS``). The encoder
+    pushes the same steps in reverse."""
+
+    def __init__(self, likelihood, out, valid_hw, chunk, channels):
         valid_h, valid_w = valid_hw
         pixels = valid_h * valid_w
-        self.likelihood, self.chunk = likelihood, chunk
+        self.likelihood, self.valid_hw = likelihood, (valid_h, valid_w)
         self.rows = np.asarray(out[:valid_h, :valid_w], np.float64).reshape(pixels, *out.shape[2:])
-        self.starts = range(0, pixels, chunk)
+        if isinstance(likelihood, LocalAutoregressiveMixture):
+            front = (2 * np.arange(valid_h)[:, None] + np.arange(valid_w)[None, :]).ravel()
+            order = np.argsort(front, kind="stable")
+            bounds = np.searchsorted(front[order], np.arange(2 * valid_h + valid_w - 1))
+            fronts = [order[bounds[t] : bounds[t + 1]] for t in range(2 * valid_h + valid_w - 2)]
+            self.schedule = [(pixels_of_front, c) for pixels_of_front in fronts for c in range(channels)]
+        else:
+            chunks = [np.arange(start, min(start + chunk, pixels)) for start in range(0, pixels, chunk)]
+            self.schedule = [(indices, c) for c in range(channels) for indices in chunks]
 
-    def __call__(self, start, x_rows, channel):
-        """(n, 256) float64: P(x_c = v | z, x_<c) for the pixels start..start+n, c = ``channel``,
-        x_rows (n, C) holding at least the channels before it."""
-        rows = self.rows[start : start + x_rows.shape[0]]
+    def _neighbour_shifted(self, indices, x_all):
+        """The local mixture's rows (n, 22K) as coupled rows (n, 10K): each channel's component means
+        plus tanh(a_nck) times its neighbours' bin centres (0 outside the tile's valid part)."""
+        k = self.likelihood.num_components
+        rows = self.rows[indices]
+        coefficients = np.tanh(rows[:, 10 * k :].reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k))  # (n, neighbour, channel, k)
+        valid_w = self.valid_hw[1]
+        i, j = np.divmod(indices, valid_w)
+        means = rows[:, k : 4 * k].reshape(-1, 3, k)
+        for n, (dy, dx) in enumerate(CAUSAL_NEIGHBOURS):
+            inside = (i + dy >= 0) & (j + dx >= 0) & (j + dx < valid_w)
+            neighbour = np.where(inside, (i + dy) * valid_w + (j + dx), 0)
+            centres = np.where(inside[:, None], _centres(x_all[neighbour, :3]), 0.0)  # (n, 3)
+            means = means + coefficients[:, n] * centres[:, :, None]
+        return np.concatenate([rows[:, :k], means.reshape(-1, 3 * k), rows[:, 4 * k : 10 * k]], axis=1)
+
+    def __call__(self, indices, x_all, channel):
+        """(n, 256) float64: P(x_c = v | z, x_<c, neighbours) for the valid pixels ``indices`` (raster
+        order), c = ``channel``; x_all (pixels, C) holds every value these read."""
         likelihood = self.likelihood
+        x_rows = x_all[indices]
         if isinstance(likelihood, DiscretizedLogistic):  # (n, C, 2): mean, log-scale
+            rows = self.rows[indices]
             table = _logistic_bins(rows[:, channel, 0], rows[:, channel, 1])
         elif isinstance(likelihood, DiscretizedLogisticMixture):  # (n, C, 3K): logits, means, log-scales
-            logits, means, log_scales = np.split(rows[:, channel], 3, axis=-1)
+            logits, means, log_scales = np.split(self.rows[indices][:, channel], 3, axis=-1)
             table = _mixture_bins(logits, means, log_scales)
-        else:  # coupled, (n, 10K): K logits, then means, log-scales, coefficients, each (R, G, B) x K
-            k = likelihood.num_components
-            logits, rest = rows[:, :k], rows[:, k:].reshape(-1, 3, 3, k)
-            means, log_scales, coefficients = rest[:, 0], rest[:, 1], np.tanh(rest[:, 2])
-            centres = _centres(x_rows[:, :2])[..., None]  # (n, 2, 1): r, g
-            coupled = [
-                means[:, 0],
-                means[:, 1] + coefficients[:, 0] * centres[:, 0],
-                means[:, 2] + coefficients[:, 1] * centres[:, 0] + coefficients[:, 2] * centres[:, 1],
-            ]
-            log_weights = logits
-            for seen in range(channel):  # p(k | x_<c) propto pi_k prod_{c' < c} P_k(x_c')
-                value = x_rows[:, seen]
-                bins = np.stack([_logistic_bins(coupled[seen][:, j], log_scales[:, seen, j]) for j in range(k)], 1)
-                probability = np.take_along_axis(bins, value[:, None, None].astype(np.intp), axis=2)[..., 0]
-                log_weights = log_weights + np.log(np.maximum(probability, 1e-300))
-            table = _mixture_bins(log_weights, coupled[channel], log_scales[:, channel])
+        elif isinstance(likelihood, LocalAutoregressiveMixture):
+            table = _coupled_table(self._neighbour_shifted(indices, x_all), x_rows, channel, likelihood.num_components)
+        else:
+            table = _coupled_table(self.rows[indices], x_rows, channel, likelihood.num_components)
         if not np.all(np.isfinite(table)):
             raise ValueError("likelihood: the model produced non-finite probabilities; cannot code with it")
         return table
@@ -483,14 +527,11 @@ class TileCoder:
         bits_back = path is not None
         bins, priors = path if bits_back else self._posterior_path(None, features, shapes)
         out = np.asarray(_decoder_output(self.model, self.bin_log2, self.params, tuple(bins)))
-        tables = _PixelTables(self.model.likelihood, out, valid_hw, self.chunk)
-        x_rows = tile[: valid_hw[0], : valid_hw[1]].reshape(-1, tile.shape[-1]).astype(np.int32)
-        # Channel-major (all R, then all G, ...), so the symbols' order does not depend on the chunks.
-        for channel in reversed(range(tile.shape[-1])):
-            for start in reversed(tables.starts):
-                x_chunk = x_rows[start : start + tables.chunk]
-                symbols = np.ascontiguousarray(x_chunk[:, channel])
-                ans.encode_reverse(symbols, self.categorical, tables(start, x_chunk, channel))
+        tables = _PixelTables(self.model.likelihood, out, valid_hw, self.chunk, tile.shape[-1])
+        x_all = tile[: valid_hw[0], : valid_hw[1]].reshape(-1, tile.shape[-1]).astype(np.int32)
+        for indices, channel in reversed(tables.schedule):
+            symbols = np.ascontiguousarray(x_all[indices, channel])
+            ans.encode_reverse(symbols, self.categorical, tables(indices, x_all, channel))
         for g in reversed(range(1, len(shapes))):
             ans.encode_reverse(bins[g].ravel(), self.latent_family, *priors[g])
         self._push_top(ans, bins[0].ravel())
@@ -510,13 +551,11 @@ class TileCoder:
                 _, priors = self._statistics(self._blank[padded_hw], bins)
                 bins[g] = ans.decode(self.latent_family, *priors[g]).reshape(shapes[g])
         out = np.asarray(_decoder_output(self.model, self.bin_log2, self.params, tuple(bins)))
-        tables = _PixelTables(self.model.likelihood, out, valid_hw, self.chunk)
-        x_rows = np.zeros((valid_hw[0] * valid_hw[1], channels), np.int32)
-        for channel in range(channels):  # channel c's conditionals read the channels before it
-            for start in tables.starts:
-                x_chunk = x_rows[start : start + tables.chunk]  # a view: filled in place
-                x_chunk[:, channel] = ans.decode(self.categorical, tables(start, x_chunk, channel))
-        valid = x_rows.reshape(*valid_hw, channels)
+        tables = _PixelTables(self.model.likelihood, out, valid_hw, self.chunk, channels)
+        x_all = np.zeros((valid_hw[0] * valid_hw[1], channels), np.int32)
+        for indices, channel in tables.schedule:  # each step reads only what the steps before it decoded
+            x_all[indices, channel] = ans.decode(self.categorical, tables(indices, x_all, channel))
+        valid = x_all.reshape(*valid_hw, channels)
         pad = ((0, padded_hw[0] - valid_hw[0]), (0, padded_hw[1] - valid_hw[1]), (0, 0))
         tile = np.pad(valid, pad, mode="edge").astype(np.uint8)
         if bits_back:

@@ -24,6 +24,7 @@ import optax
 from vae_jax import checks, distributions, outputs
 from vae_jax import images as images_lib
 from vae_jax.apps import tiling
+from vae_jax.likelihoods import LocalAutoregressiveMixture, causal_neighbour_centres
 
 DENOISERS = ("posterior_mean", "map")
 INPAINTERS = ("resample", "optimise")
@@ -131,6 +132,12 @@ def _log_likelihood(model, objective, out, target, mask, log_var):
     log_p = model.likelihood.log_prob(target, out)
     if log_p.ndim < mask.ndim:  # a coupled likelihood scores whole pixels: those with every channel known
         mask = jnp.all(mask, axis=-1)
+    if isinstance(model.likelihood, LocalAutoregressiveMixture):
+        # A pixel's conditional reads its left, up and up-left neighbours: score only pixels whose
+        # neighbours are known too (an unknown one holds no value to condition on). On the centre
+        # scale a known neighbour is 1, an unknown one -1, one outside the image (not read) 0.
+        known = causal_neighbour_centres(mask[..., None].astype(jnp.float32) * 255.0)[..., 0, :]
+        mask = mask & jnp.all(known >= 0.0, axis=-1)
     return jnp.sum(jnp.where(mask, log_p, 0.0))
 
 
