@@ -380,12 +380,12 @@ class LocalAutoregressiveMixture(CoupledLogisticMixture):
     def mean(self, out):
         """Each pixel's mixture mean given its neighbours' means, wavefront by wavefront, in [0, 1]."""
         parent = super().mean
-        return self._wavefront(out, lambda coupled, d: parent(coupled) * 255.0) / 255.0
+        return self._wavefront(out, lambda coupled, t: parent(coupled) * 255.0) / 255.0
 
     def sample(self, out, key):
         """x ~ p(x | z), one wavefront at a time, each pixel R, then G, then B."""
         parent = super().sample
-        return self._wavefront(out, lambda coupled, d: parent(coupled, jax.random.fold_in(key, d))).astype(jnp.int32)
+        return self._wavefront(out, lambda coupled, t: parent(coupled, jax.random.fold_in(key, t))).astype(jnp.int32)
 
 
 Likelihood = (
