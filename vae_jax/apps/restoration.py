@@ -133,7 +133,7 @@ def _log_likelihood(model, objective, out, target, mask, log_var):
     if log_p.ndim < mask.ndim:  # a coupled likelihood scores whole pixels: those with every channel known
         mask = jnp.all(mask, axis=-1)
     if isinstance(model.likelihood, LocalAutoregressiveMixture):
-        # A pixel's conditional reads its left, up and up-left neighbours: score only pixels whose
+        # A pixel's conditional reads its causal neighbours (left, up, up-left, up-right): score only pixels whose
         # neighbours are known too (an unknown one holds no value to condition on). On the centre
         # scale a known neighbour is 1, an unknown one -1, one outside the image (not read) 0.
         known = causal_neighbour_centres(mask[..., None].astype(jnp.float32) * 255.0)[..., 0, :]
