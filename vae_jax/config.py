@@ -46,7 +46,7 @@ class Config:
     groups_per_stage: tuple[int, ...] = (1, 1, 1)
     latent_sizes: tuple[int, ...] = (50,)  # stochastic_mlp: units per stochastic layer, z_1 first
     depth: int = 2  # stochastic_mlp: deterministic layers between stochastic ones (widths: their units)
-    output_bias: str = "zero"  # "data_mean": start p(x|z)'s logits at the training set's mean
+    output_bias: str = "zero"  # "data_mean": p(x|z)'s logits at the training mean; "fit": at a least-squares fit
     compute_dtype: str = "float32"  # "bfloat16" on accelerators
     # Optimisation
     batch_size: int = 32
@@ -242,7 +242,7 @@ CHOICES = {
     "objective": ("elbo", "iwae"),
     "lr_schedule": ("cosine", "burda"),
     "compute_dtype": ("float32", "bfloat16"),
-    "output_bias": ("zero", "data_mean"),
+    "output_bias": ("zero", "data_mean", "fit"),
 }
 _POSITIVE_INTS = (
     "crop_size", "mixture_components", "prior_components", "latent_dim", "latent_channels", "depth", "patch_size",

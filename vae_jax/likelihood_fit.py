@@ -1,0 +1,158 @@
+"""Starting a decoder's likelihood where the data already is: the least-squares fit of each
+sub-pixel from the context its likelihood conditions on, with z ignored.
+
+A decoder's last layer starts with zero bias, so p(x|z) starts as a logistic of scale 1 (half
+the whole [-1, 1] range) around 0 with neighbour coefficients 0: about 8 bits per sub-pixel.
+Adam moves a bias by about one learning rate per step, so the log-scales (-4 for a photograph's
+residuals) and the neighbour coefficients (near 0.8) take thousands of steps to arrive, and
+every step before that is spent learning what any photograph says: a pixel is close to its
+neighbours. ``output_bias="fit"`` starts the last layer's bias at that fit instead:
+
+  x_c ~ o_c + sum_n a_nc x_c(n) + sum_{c' < c} b_cc' x_c' + e_c,   (o, a, b) = argmin sum e^2,
+
+over training crops, in the likelihood's bin-centre units 2x/255 - 1, n over the causal
+neighbours a local likelihood reads (none for the others) and c' over the earlier channels a
+coupled likelihood reads (none for the independent mixture). The logistic scale comes from the
+residuals' mean absolute value (E|e| = 2 s ln 2 for a logistic of scale s), and the K mixture
+components get scales spread around it, e^(-1) s to e s for K = 5 (residuals of photographs
+are heavy-tailed: a scale mixture fits them better than one scale).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from vae_jax.likelihoods import (
+    CAUSAL_NEIGHBOURS,
+    CoupledLogisticMixture,
+    DiscretizedLogisticMixture,
+    LocalAutoregressiveMixture,
+)
+
+# The log-scales of the K components are the fitted one plus (k - (K - 1) / 2) times this.
+COMPONENT_LOG_SCALE_SPREAD = 0.5
+# tanh parameterises the coefficients; a fitted 1 (a copy of the neighbour) would need an
+# infinite bias.
+MAX_COEFFICIENT = 0.95
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextFit:
+    """The per-channel least-squares predictor: ``offsets`` (C,), ``neighbours`` (N, C) (a_nc,
+    ``CAUSAL_NEIGHBOURS`` order), ``previous`` (C, C) (b_cc', zero on and above the diagonal) and
+    ``log_scales`` (C,) of the logistic that fits the residuals."""
+
+    offsets: np.ndarray
+    neighbours: np.ndarray
+    previous: np.ndarray
+    log_scales: np.ndarray
+
+
+def _neighbour_values(x):
+    """(N, H, W, C) bin centres -> (N, H, W, C, 4): each pixel's causal neighbours, 0 outside."""
+    count, height, width, channels = x.shape
+    padded = np.zeros((count, height + 1, width + 2, channels))
+    padded[:, 1:, 1:-1] = x
+    shifted = [padded[:, 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] for dy, dx in CAUSAL_NEIGHBOURS]
+    return np.stack(shifted, axis=-1)
+
+
+def fit_context(images, *, neighbours: bool, previous_channels: bool) -> ContextFit:
+    """The least-squares predictor above over 8-bit ``images`` (N, H, W, C), float64."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images: expected a non-empty (N, H, W, C) batch, got shape {images.shape}")
+    if not (np.issubdtype(images.dtype, np.integer) and images.min() >= 0 and images.max() <= 255):
+        raise ValueError(f"images: expected 8-bit integers in [0, 255], got {images.dtype} in [{images.min()}, {images.max()}]")
+    x = 2.0 * images.astype(np.float64) / 255.0 - 1.0
+    channels = x.shape[-1]
+    around = _neighbour_values(x) if neighbours else None
+    fit = ContextFit(
+        np.zeros(channels), np.zeros((len(CAUSAL_NEIGHBOURS), channels)), np.zeros((channels, channels)), np.zeros(channels)
+    )
+    for c in range(channels):
+        columns = [np.ones(x[..., c].size)]
+        if neighbours:
+            columns += [around[..., c, n].ravel() for n in range(len(CAUSAL_NEIGHBOURS))]
+        if previous_channels:
+            columns += [x[..., earlier].ravel() for earlier in range(c)]
+        design, target = np.stack(columns, axis=1), x[..., c].ravel()
+        solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+        fit.offsets[c] = solution[0]
+        used = 1
+        if neighbours:
+            fit.neighbours[:, c] = solution[used : used + len(CAUSAL_NEIGHBOURS)]
+            used += len(CAUSAL_NEIGHBOURS)
+        if previous_channels:
+            fit.previous[c, :c] = solution[used:]
+        mean_absolute = np.mean(np.abs(target - design @ solution))
+        # Floor at a tenth of a bin: a constant channel has no residual to measure.
+        fit.log_scales[c] = np.log(max(mean_absolute, 0.1 / 255.0) / (2.0 * np.log(2.0)))
+    return fit
+
+
+def _component_log_scales(log_scales, k):
+    spread = (np.arange(k) - (k - 1) / 2.0) * COMPONENT_LOG_SCALE_SPREAD
+    return log_scales[:, None] + spread[None, :]  # (C, K)
+
+
+def _coefficient_logits(coefficients):
+    return np.arctanh(np.clip(coefficients, -MAX_COEFFICIENT, MAX_COEFFICIENT))
+
+
+def fitted_output_bias(likelihood, images) -> np.ndarray:
+    """The decoder output, for one pixel, under which ``likelihood`` is the fitted predictor of
+    ``images`` (8-bit, (N, H, W, C)) for every component: a vector of the length of the last axes
+    of ``likelihood.params_shape``, flattened. The mixture logits are 0 (equal weights)."""
+    if isinstance(likelihood, LocalAutoregressiveMixture):
+        return _coupled_bias(likelihood.num_components, fit_context(images, neighbours=True, previous_channels=True), True)
+    if isinstance(likelihood, CoupledLogisticMixture):
+        return _coupled_bias(likelihood.num_components, fit_context(images, neighbours=False, previous_channels=True), False)
+    if isinstance(likelihood, DiscretizedLogisticMixture):
+        k = likelihood.num_components
+        fit = fit_context(images, neighbours=False, previous_channels=False)
+        means = np.repeat(fit.offsets[:, None], k, axis=1)
+        per_channel = np.concatenate([np.zeros_like(means), means, _component_log_scales(fit.log_scales, k)], axis=1)
+        return per_channel.ravel()  # (C, 3K): logits, means, log-scales of each sub-pixel
+    raise ValueError(f"output_bias: 'fit' needs a logistic-mixture likelihood (dlm, coupled, local), got {likelihood}")
+
+
+def _coupled_bias(k, fit, with_neighbours):
+    """Logits (K), then means, log-scales and coupling coefficients (3, K) each, then (local)
+    the neighbour coefficients (4, 3, K): ``CoupledLogisticMixture._split``'s layout."""
+    if fit.offsets.shape != (3,):
+        raise ValueError(f"images: the coupled likelihoods model RGB images, got {fit.offsets.shape[0]} channels")
+    red_green_blue = lambda values: np.repeat(np.asarray(values)[:, None], k, axis=1)
+    coupling = _coefficient_logits([fit.previous[1, 0], fit.previous[2, 0], fit.previous[2, 1]])  # alpha, beta, gamma
+    parts = [
+        np.zeros(k),
+        red_green_blue(fit.offsets).ravel(),
+        _component_log_scales(fit.log_scales, k).ravel(),
+        red_green_blue(coupling).ravel(),
+    ]
+    if with_neighbours:
+        parts.append(np.repeat(_coefficient_logits(fit.neighbours)[:, :, None], k, axis=2).ravel())
+    return np.concatenate(parts)
+
+
+# The last layer's kernel shrunk by this at the start, so that the decoder starts at the fit
+# rather than at noise of the fit's own size around it (measured: README, recipe table).
+OUTPUT_KERNEL_SCALE = 0.1
+
+
+def with_output_bias(params, bias):
+    """``params`` with the decoder's last layer (``params["decoder"]["out"]``) at ``bias`` for
+    every output position (the bias tiled over the layer's positions: the 2x2 pixels of a
+    patch, or every pixel of a dense decoder) and its kernel times ``OUTPUT_KERNEL_SCALE``."""
+    try:
+        out = params["decoder"]["out"]
+    except (KeyError, TypeError):
+        raise ValueError("output_bias: 'fit' needs a decoder whose last layer is params['decoder']['out'] (mlp, conv, hvae)") from None
+    bias = np.asarray(bias, np.float64)
+    repeats, remainder = divmod(out["bias"].shape[-1], bias.size)
+    if remainder or repeats == 0:
+        raise ValueError(f"bias: {bias.size} numbers a pixel do not tile the decoder's {out['bias'].shape[-1]} outputs")
+    fitted = {**out, "bias": np.tile(bias, repeats).astype(out["bias"].dtype), "kernel": out["kernel"] * OUTPUT_KERNEL_SCALE}
+    return {**params, "decoder": {**params["decoder"], "out": fitted}}
