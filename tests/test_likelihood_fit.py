@@ -124,19 +124,47 @@ def test_a_fitted_conv_decoder_starts_at_the_fit_for_any_latent():
     jax.tree_util.tree_map(np.testing.assert_array_equal, rest(state.params), rest(plain.params))
 
 
-@pytest.mark.parametrize(
-    "overrides, problem",
-    [
-        (dict(likelihood="bernoulli", channels=1), "logistic-mixture likelihood"),
-        (dict(model="stochastic_mlp", likelihood="dlm", widths=(8,), latent_sizes=(3,)), "params['decoder']['out']"),
-    ],
-)
-def test_fit_refuses_what_it_cannot_fit(overrides, problem):
+def test_the_likelihoods_without_context_start_at_the_channel_statistics():
+    images = autoregressive_images(count=8, size=12)
+    intensity = images / 255.0
+    logits = likelihood_fit.fitted_output_bias(vae_jax.Bernoulli(), images)
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), intensity.mean(axis=(0, 1, 2)), rtol=1e-9)
+    values = (images + 0.5) / 256.0
+    gaussian = likelihood_fit.fitted_output_bias(vae_jax.Gaussian(), images).reshape(3, 2)
+    np.testing.assert_allclose(gaussian[:, 0], values.mean(axis=(0, 1, 2)), rtol=1e-9)
+    np.testing.assert_allclose(np.exp(gaussian[:, 1]), values.var(axis=(0, 1, 2)) + 1 / (12 * 256**2), rtol=1e-9)
+    fixed = likelihood_fit.fitted_output_bias(vae_jax.Gaussian(0.05), images)
+    np.testing.assert_allclose(fixed, values.mean(axis=(0, 1, 2)), rtol=1e-9)
+    logistic = likelihood_fit.fitted_output_bias(vae_jax.DiscretizedLogistic(), images).reshape(3, 2)
+    plain = likelihood_fit.fit_context(images, neighbours=False, previous_channels=False)
+    np.testing.assert_allclose(logistic, np.stack([plain.offsets, plain.log_scales], 1))
+
+
+@pytest.mark.parametrize("model", ["mlp", "stochastic_mlp"])
+def test_dense_decoders_start_at_the_fit_in_every_pixel(model):
+    overrides = dict(likelihood="dlm", mixture_components=2)
+    if model == "stochastic_mlp":
+        overrides.update(model=model, widths=(8,), latent_sizes=(3,), crop_size=8)
+    else:
+        overrides.update(model=model, hidden=(8,), latent_dim=2, crop_size=8)
     config = tiny_conv_config(output_bias="fit", **overrides)
     source = runs.open_source(config)
     model = config_lib.build_model(config, source.image_shape)
-    with pytest.raises(config_lib.ConfigError, match=r"output_bias: .*" + problem.replace("[", r"\[").replace("]", r"\]")):
-        runs.initial_state(model, config, source)
+    state = runs.initial_state(model, config, source)
+    crops = np.asarray(source.train_batches(0, runs.FIT_BATCHES, config.batch_size, config.seed))
+    bias = likelihood_fit.fitted_output_bias(model.likelihood, crops.reshape(-1, *crops.shape[2:]))
+    layer = state.params["decoder"].get("x", state.params["decoder"])["out"]
+    np.testing.assert_allclose(layer["bias"], np.tile(bias, 8 * 8), rtol=1e-6)
+
+
+def test_fit_refuses_what_it_cannot_fit():
+    images = autoregressive_images(count=2, size=4)
+    with pytest.raises(ValueError, match="output_bias: 'fit' has no fit for the likelihood"):
+        likelihood_fit.fitted_output_bias(object(), images)
+    with pytest.raises(ValueError, match="output_bias: 'fit' needs a decoder"):
+        likelihood_fit.with_output_bias({"encoder": {}}, np.zeros(3))
+    with pytest.raises(ValueError, match="do not tile"):
+        likelihood_fit.with_output_bias({"decoder": {"out": {"bias": np.zeros(10), "kernel": np.zeros((2, 10))}}}, np.zeros(3))
 
 
 def test_fit_refuses_images_that_are_not_8_bit():

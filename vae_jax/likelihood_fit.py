@@ -15,7 +15,10 @@ neighbours a local likelihood reads (none for the others) and c' over the earlie
 coupled likelihood reads (none for the independent mixture). The logistic scale comes from the
 residuals' mean absolute value (E|e| = 2 s ln 2 for a logistic of scale s), and the K mixture
 components get scales spread around it, e^(-1) s to e s for K = 5 (residuals of photographs
-are heavy-tailed: a scale mixture fits them better than one scale).
+are heavy-tailed: a scale mixture fits them better than one scale). Likelihoods without a
+context start at each channel's statistics: the Bernoulli at the logit of the mean intensity
+x / 255 (a dynamic binarization's expectation), the Gaussian at the mean and variance of the
+dequantized values (x + 1/2) / 256 (plus the dequantization noise's 1/12 bin^2).
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ import numpy as np
 
 from vae_jax.likelihoods import (
     CAUSAL_NEIGHBOURS,
+    Bernoulli,
     CoupledLogisticMixture,
+    DiscretizedLogistic,
     DiscretizedLogisticMixture,
+    Gaussian,
     LocalAutoregressiveMixture,
 )
 
@@ -59,14 +65,18 @@ def _neighbour_values(x):
     return np.stack(shifted, axis=-1)
 
 
-def fit_context(images, *, neighbours: bool, previous_channels: bool) -> ContextFit:
-    """The least-squares predictor above over 8-bit ``images`` (N, H, W, C), float64."""
+def _checked(images):
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"images: expected a non-empty (N, H, W, C) batch, got shape {images.shape}")
     if not (np.issubdtype(images.dtype, np.integer) and images.min() >= 0 and images.max() <= 255):
         raise ValueError(f"images: expected 8-bit integers in [0, 255], got {images.dtype} in [{images.min()}, {images.max()}]")
-    x = 2.0 * images.astype(np.float64) / 255.0 - 1.0
+    return images.astype(np.float64)
+
+
+def fit_context(images, *, neighbours: bool, previous_channels: bool) -> ContextFit:
+    """The least-squares predictor above over 8-bit ``images`` (N, H, W, C), float64."""
+    x = 2.0 * _checked(images) / 255.0 - 1.0
     channels = x.shape[-1]
     around = _neighbour_values(x) if neighbours else None
     fit = ContextFit(
@@ -116,7 +126,20 @@ def fitted_output_bias(likelihood, images) -> np.ndarray:
         means = np.repeat(fit.offsets[:, None], k, axis=1)
         per_channel = np.concatenate([np.zeros_like(means), means, _component_log_scales(fit.log_scales, k)], axis=1)
         return per_channel.ravel()  # (C, 3K): logits, means, log-scales of each sub-pixel
-    raise ValueError(f"output_bias: 'fit' needs a logistic-mixture likelihood (dlm, coupled, local), got {likelihood}")
+    if isinstance(likelihood, DiscretizedLogistic):
+        fit = fit_context(images, neighbours=False, previous_channels=False)
+        return np.stack([fit.offsets, fit.log_scales], axis=1).ravel()  # (C, 2): mean, log-scale
+    if isinstance(likelihood, Bernoulli):
+        mean = np.clip(np.mean(_checked(images) / 255.0, axis=(0, 1, 2)), 0.001, 0.999)
+        return np.log(mean / (1.0 - mean))  # (C,)
+    if isinstance(likelihood, Gaussian):
+        values = (_checked(images) + 0.5) / 256.0
+        mean = np.mean(values, axis=(0, 1, 2))
+        if likelihood.obs_var is not None:
+            return mean  # (C,)
+        log_var = np.log(np.var(values, axis=(0, 1, 2)) + 1.0 / (12.0 * 256.0**2))
+        return np.stack([mean, log_var], axis=1).ravel()  # (C, 2): mean, log-variance
+    raise ValueError(f"output_bias: 'fit' has no fit for the likelihood {likelihood}")
 
 
 def _coupled_bias(k, fit, with_neighbours):
@@ -142,17 +165,34 @@ def _coupled_bias(k, fit, with_neighbours):
 OUTPUT_KERNEL_SCALE = 0.1
 
 
+def _output_layer_path(params):
+    """Where the decoder's last layer is: ``decoder/out`` (mlp, conv, hvae) or ``decoder/x/out``
+    (the stochastic MLP's p(x|z_1))."""
+    decoder = params.get("decoder", {}) if isinstance(params, dict) else {}
+    if "out" in decoder:
+        return ("decoder", "out")
+    if isinstance(decoder.get("x"), dict) and "out" in decoder["x"]:
+        return ("decoder", "x", "out")
+    raise ValueError("output_bias: 'fit' needs a decoder whose last layer is params['decoder']['out'] or ['decoder']['x']['out']")
+
+
+def _replaced(tree, path, value):
+    if not path:
+        return value
+    return {**tree, path[0]: _replaced(tree[path[0]], path[1:], value)}
+
+
 def with_output_bias(params, bias):
-    """``params`` with the decoder's last layer (``params["decoder"]["out"]``) at ``bias`` for
-    every output position (the bias tiled over the layer's positions: the 2x2 pixels of a
-    patch, or every pixel of a dense decoder) and its kernel times ``OUTPUT_KERNEL_SCALE``."""
-    try:
-        out = params["decoder"]["out"]
-    except (KeyError, TypeError):
-        raise ValueError("output_bias: 'fit' needs a decoder whose last layer is params['decoder']['out'] (mlp, conv, hvae)") from None
+    """``params`` with the decoder's last layer (``_output_layer_path``) at ``bias`` for every
+    output position (the bias tiled over the layer's positions: the 2x2 pixels of a patch, or
+    every pixel of a dense decoder) and its kernel times ``OUTPUT_KERNEL_SCALE``."""
+    path = _output_layer_path(params)
+    out = params
+    for name in path:
+        out = out[name]
     bias = np.asarray(bias, np.float64)
     repeats, remainder = divmod(out["bias"].shape[-1], bias.size)
     if remainder or repeats == 0:
         raise ValueError(f"bias: {bias.size} numbers a pixel do not tile the decoder's {out['bias'].shape[-1]} outputs")
     fitted = {**out, "bias": np.tile(bias, repeats).astype(out["bias"].dtype), "kernel": out["kernel"] * OUTPUT_KERNEL_SCALE}
-    return {**params, "decoder": {**params["decoder"], "out": fitted}}
+    return _replaced(params, path, fitted)
