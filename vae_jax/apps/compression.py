@@ -90,7 +90,11 @@ _FIELDS = (
     "bin_log2", "max_abs", "num_words",
 )  # fmt: skip
 _CRC = struct.Struct("<I")
-DEFAULT_BIN_LOG2 = 6  # latent bin width 1/64
+# Latent bins of 1/16. With latents whose posteriors are about as wide as the prior (free bits
+# keep them so), finer bins cost more than the -ELBO: measured on the shipped hierarchical
+# model, the file's net rate over the -ELBO was 1.9% on chelsea and 3.7% on a smooth 512x512
+# crop at 1/64, 4.3% on that crop's conv model at 1/256; 0.3%, 0.4% and 0.4% at 1/16.
+DEFAULT_BIN_LOG2 = 4
 DEFAULT_MAX_ABS = 16  # latents coded on [-16, 16]; beyond it they are clipped to the edge bins
 DEFAULT_TILE_SIZE = 128  # fully convolutional models: tiles of 128 x 128 pixels at most
 
