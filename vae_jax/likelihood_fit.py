@@ -35,6 +35,7 @@ from vae_jax.likelihoods import (
     DiscretizedLogisticMixture,
     Gaussian,
     LocalAutoregressiveMixture,
+    causal_neighbour_centres,
 )
 
 # The log-scales of the K components are the fitted one plus (k - (K - 1) / 2) times this.
@@ -56,15 +57,6 @@ class ContextFit:
     log_scales: np.ndarray
 
 
-def _neighbour_values(x):
-    """(N, H, W, C) bin centres -> (N, H, W, C, 4): each pixel's causal neighbours, 0 outside."""
-    count, height, width, channels = x.shape
-    padded = np.zeros((count, height + 1, width + 2, channels))
-    padded[:, 1:, 1:-1] = x
-    shifted = [padded[:, 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] for dy, dx in CAUSAL_NEIGHBOURS]
-    return np.stack(shifted, axis=-1)
-
-
 def _checked(images):
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[0] == 0:
@@ -78,7 +70,8 @@ def fit_context(images, *, neighbours: bool, previous_channels: bool) -> Context
     """The least-squares predictor above over 8-bit ``images`` (N, H, W, C), float64."""
     x = 2.0 * _checked(images) / 255.0 - 1.0
     channels = x.shape[-1]
-    around = _neighbour_values(x) if neighbours else None
+    # (N, H, W, C, 4), 0 outside the image: the values the local likelihood reads.
+    around = np.asarray(causal_neighbour_centres(images), np.float64) if neighbours else None
     fit = ContextFit(
         np.zeros(channels), np.zeros((len(CAUSAL_NEIGHBOURS), channels)), np.zeros((channels, channels)), np.zeros(channels)
     )
