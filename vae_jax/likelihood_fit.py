@@ -154,7 +154,8 @@ def _coupled_bias(k, fit, with_neighbours):
 
 
 # The last layer's kernel shrunk by this at the start, so that the decoder starts at the fit
-# rather than at noise of the fit's own size around it (measured: README, recipe table).
+# rather than at noise of the fit's own size around it (photos preset, 300 steps on one core:
+# training loss 3.23 bits/dim with the kernel shrunk, 3.69 without).
 OUTPUT_KERNEL_SCALE = 0.1
 
 
