@@ -179,3 +179,15 @@ def test_a_run_that_stops_learning_stops_with_a_clear_error(tmp_path):
         _train(config, tmp_path / "run")
     restored = runs.load_run(tmp_path / "run")  # the checkpoints on disk are from before
     assert int(restored.state.step) <= 25
+
+
+def test_an_iwae_run_logs_its_bound_evaluates_and_draws_its_curves(tmp_path):
+    """The IWAE objective logs its bound instead of a KL: a run with it evaluates, draws its
+    curves and finishes (the curves once read a KL every objective was assumed to log)."""
+    _train(tiny_run_config(objective="iwae", k=3), tmp_path / "iwae")
+    records = [json.loads(line) for line in (tmp_path / "iwae" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r.get("split") == "train"]
+    assert train and all("iwae_bound" in r and "kl" not in r for r in train)
+    assert all(r["loss"] == pytest.approx(-r["iwae_bound"]) for r in train)
+    assert any(r.get("split") == "test" for r in records)
+    assert (tmp_path / "iwae" / "curves.png").is_file()

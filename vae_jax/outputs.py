@@ -60,7 +60,9 @@ def plot_curves(metrics_path: Path, png_path: Path) -> Path:
     if train:
         steps = [r["step"] for r in train]
         loss_axis.plot(steps, [r["loss"] for r in train], label="train loss (nats)")
-        loss_axis.plot(steps, [r["kl"] for r in train], label="train KL (nats)")
+        # The IWAE objective logs its bound, not a KL; the curve shows whichever terms were logged.
+        if all("kl" in r for r in train):
+            loss_axis.plot(steps, [r["kl"] for r in train], label="train KL (nats)")
         bpd_axis.plot(steps, [r["bits_per_dim"] for r in train], label="train -ELBO")
     if test:
         bpd_axis.plot(
