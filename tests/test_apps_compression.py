@@ -4,6 +4,7 @@ probabilities, refusals of wrong/damaged/old files, rate near -ELBO."""
 import struct
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
@@ -58,6 +59,34 @@ def ladder_local():
     return model, perturbed(vae_jax.init(model, jax.random.key(3)), 4, scale=0.1)
 
 
+@pytest.fixture(scope="module")
+def ladder_cross():
+    """The same ladder with the cross-channel local likelihood: G and B also read R's (and G's)
+    decoded neighbours."""
+    model = vae_jax.hierarchical_vae(
+        (8, 8, 3), widths=(8, 8), blocks_per_stage=0, latent_channels=2, groups_per_stage=(1, 2),
+        likelihood=vae_jax.CrossChannelLocalMixture(2),
+    )  # fmt: skip
+    return model, perturbed(vae_jax.init(model, jax.random.key(3)), 4, scale=0.1)
+
+
+@pytest.mark.parametrize("likelihood", [vae_jax.LocalAutoregressiveMixture(2), vae_jax.CrossChannelLocalMixture(2)])
+def test_pixel_tables_are_the_likelihoods_conditionals(likelihood):
+    """The coder's float64 NumPy tables, pixel by pixel in its decoding order, equal the JAX
+    likelihood's channel conditionals P(x_c = v | z, x_<c, neighbours) of the same decoder output."""
+    rng = np.random.default_rng(0)
+    height, width = 5, 7
+    out = rng.normal(scale=1.0, size=(height, width, likelihood.params_shape((height, width, 3))[-1]))
+    image = rng.integers(0, 256, (height, width, 3))
+    want = np.exp(np.asarray(likelihood.channel_log_probs(jnp.asarray(image), jnp.asarray(out, jnp.float32)), np.float64))
+    tables = bitsback._PixelTables(likelihood, out, (height, width), chunk=64, channels=3)
+    x_all = image.reshape(-1, 3).astype(np.float64)
+    for indices, channel in tables.schedule:
+        table = tables(indices, x_all, channel)  # unnormalized: the coder quantizes it to its total
+        table = table / table.sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(table, want.reshape(-1, 3, 256)[indices, channel], rtol=2e-4, atol=1e-7)
+
+
 def _random_image(shape, seed=0):
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
@@ -77,7 +106,7 @@ def test_round_trip_random_images_tiles_of_training_size(discrete_mlp, shape):
     _round_trip(model, params, _random_image(shape, seed=sum(shape)))
 
 
-@pytest.mark.parametrize("which", ["conv_mixture", "conv_coupled", "ladder", "ladder_local"])
+@pytest.mark.parametrize("which", ["conv_mixture", "conv_coupled", "ladder", "ladder_local", "ladder_cross"])
 def test_round_trip_photo_and_exact_bytes(which, request):
     model, params = request.getfixturevalue(which)
     image = skimage.data.chelsea()[:24, :40]
@@ -119,7 +148,7 @@ def test_2000x2000_photo_round_trips(ladder):
     _round_trip(model, params, image, tile_size=256)
 
 
-@pytest.mark.parametrize("which", ["ladder", "ladder_local"])
+@pytest.mark.parametrize("which", ["ladder", "ladder_local", "ladder_cross"])
 def test_jitted_file_decodes_unjitted_and_in_other_chunks(which, request):
     """Portability within a platform: the decoder's probabilities do not depend on XLA's fusion
     (eager execution) nor on how the likelihood tables are chunked."""
@@ -260,7 +289,7 @@ def test_posterior_pops_follow_the_discretized_gaussian_without_tail_outliers(la
 
 
 @pytest.mark.parametrize(
-    ("which", "size", "rel"), [("discrete_mlp", 64, 0.03), ("ladder", 64, 0.01), ("ladder_local", 64, 0.01)]
+    ("which", "size", "rel"), [("discrete_mlp", 64, 0.03), ("ladder", 64, 0.01), ("ladder_local", 64, 0.01), ("ladder_cross", 64, 0.01)]
 )
 def test_net_rate_is_close_to_negative_elbo(which, size, rel, request):
     """The tiles coded with bits back cost their -ELBO (the ladder's: every group's KL against

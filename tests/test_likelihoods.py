@@ -128,11 +128,13 @@ def test_independent_channel_log_probs_are_each_sub_pixels_distribution():
     np.testing.assert_allclose(jnp.take_along_axis(table, x[..., None], -1)[..., 0], likelihood.log_prob(x, out), rtol=1e-5)
 
 
-def _local_case(k, seed=0, shape=(5, 6)):
+def _local_case(k, seed=0, shape=(5, 6), likelihood_class=likelihoods.LocalAutoregressiveMixture):
+    """A local likelihood of k components, random decoder outputs (scale 1.5) and random pixels."""
+    likelihood = likelihood_class(k)
     rng = np.random.default_rng(seed)
-    out = jnp.asarray(rng.normal(scale=1.5, size=(*shape, 22 * k)), jnp.float32)
+    out = jnp.asarray(rng.normal(scale=1.5, size=likelihood.params_shape((*shape, 3))), jnp.float32)
     x = jnp.asarray(rng.integers(0, 256, (*shape, 3)), jnp.int32)
-    return likelihoods.LocalAutoregressiveMixture(k), out, x
+    return likelihood, out, x
 
 
 def test_local_conditionals_sum_to_one_and_multiply_to_the_joint():
@@ -223,3 +225,87 @@ def test_local_sample_and_mean_follow_the_recursion_pixel_by_pixel():
     np.testing.assert_allclose(mean, (mean_want + 1.0) * 127.5, atol=1e-3)
     with pytest.raises(ValueError, match="RGB|\\(H, W, 3\\)"):
         likelihood.params_shape((4, 4, 1))
+
+
+def _cross_case(k, seed=0, shape=(5, 6)):
+    return _local_case(k, seed, shape, likelihoods.CrossChannelLocalMixture)
+
+
+def test_cross_channel_pixel_reads_the_earlier_channels_neighbours():
+    """Pixel (i, j) by hand: the local pixel's coupled parameters, with G's component means also
+    moved by tanh(d) times R's neighbours and B's by R's and G's (0 outside the image)."""
+    k = 2
+    likelihood, out, x = _cross_case(k, seed=4, shape=(3, 4))
+    assert likelihood.params_shape((3, 4, 3)) == (3, 4, 34 * k)
+    centre = lambda v: 2.0 * np.asarray(v, np.float64) / 255.0 - 1.0
+    coupled = likelihoods.CoupledLogisticMixture(k)
+    for i, j in [(0, 0), (0, 3), (2, 0), (2, 3), (1, 2)]:
+        params = np.asarray(out[i, j], np.float64)
+        own = np.tanh(params[10 * k : 22 * k].reshape(4, 3, k))  # (neighbour, channel, component)
+        cross = np.tanh(params[22 * k :].reshape(4, 3, k))  # (neighbour, pair G<-R B<-R B<-G, component)
+        shifted = params[: 10 * k].copy()
+        means = shifted[k : 4 * k].reshape(3, k)
+        for n, (dy, dx) in enumerate(likelihoods.CAUSAL_NEIGHBOURS):
+            if i + dy >= 0 and 0 <= j + dx < x.shape[1]:
+                red, green, blue = centre(x[i + dy, j + dx])
+                means += own[n] * np.array([red, green, blue])[:, None]
+                means[1] += cross[n, 0] * red
+                means[2] += cross[n, 1] * red + cross[n, 2] * green
+        shifted[k : 4 * k] = means.ravel()
+        want = coupled.log_prob(x[i, j], jnp.asarray(shifted, jnp.float32))
+        np.testing.assert_allclose(likelihood.log_prob(x, out)[i, j], want, rtol=1e-5)
+    # Zero cross coefficients: the local mixture of the first 22K numbers.
+    flat = out.at[..., 22 * k :].set(0.0)
+    np.testing.assert_allclose(
+        likelihood.log_prob(x, flat), likelihoods.LocalAutoregressiveMixture(k).log_prob(x, flat[..., : 22 * k]), rtol=1e-6
+    )
+
+
+def test_cross_channel_conditionals_are_causal_and_normalised():
+    """Channel conditionals sum to 1, multiply to the joint, and pixel (i, j) channel c reads only
+    its neighbours (all channels) and its own channels before c, bit for bit."""
+    likelihood, out, x = _cross_case(2, seed=5)
+    table = jax.jit(likelihood.channel_log_probs)
+    full = np.asarray(table(x, out))
+    np.testing.assert_allclose(np.exp(full).sum(-1), 1.0, atol=2e-5)
+    picked = np.take_along_axis(full, np.asarray(x)[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(picked.sum(-1), likelihood.log_prob(x, out), rtol=1e-5)
+    i, j = 2, 3
+    for channel in range(3):
+        scrambled = (x * 7 + 11) % 256
+        for a, b in [(i, j - 1), (i - 1, j), (i - 1, j - 1), (i - 1, j + 1)]:
+            scrambled = scrambled.at[a, b].set(x[a, b])
+        scrambled = scrambled.at[i, j, :channel].set(x[i, j, :channel])
+        np.testing.assert_array_equal(np.asarray(table(scrambled, out))[i, j, channel], full[i, j, channel])
+    # and R's conditional does move with R's neighbours, G's with R's neighbours: they are read.
+    moved = x.at[i, j - 1, 0].set((x[i, j - 1, 0] + 128) % 256)
+    assert np.all(np.asarray(table(moved, out))[i, j, 1] != full[i, j, 1])
+
+
+def test_cross_channel_sample_follows_the_recursion():
+    """One sharp component: a sample is x_G = m_G + 0.4 x_G(left) + 0.5 x_R(left) and
+    x_B = m_B + 0.3 x_R(up) - 0.6 x_G(up) (R a constant), pixel by pixel, to within a level."""
+    params = np.zeros(34)
+    params[1:4] = [0.21, -0.1, 0.31]  # means
+    params[4:7] = -7.0  # log-scales: all mass on the nearest value
+    own = np.zeros((4, 3))
+    own[0, 1] = 0.4  # G on its left neighbour
+    cross = np.zeros((4, 3))
+    cross[0, 0] = 0.5  # G on R's left neighbour
+    cross[1, 1], cross[1, 2] = 0.3, -0.6  # B on R's and G's upper neighbours
+    params[10:22], params[22:34] = np.arctanh(own).ravel(), np.arctanh(cross).ravel()
+    height, width = 4, 5
+    out = jnp.broadcast_to(jnp.asarray(params, jnp.float32), (height, width, 34))
+    sample = np.asarray(likelihoods.CrossChannelLocalMixture(1).sample(out, jax.random.key(1)))
+    centre = lambda v: 2.0 * v / 255.0 - 1.0
+    want = np.zeros((height, width, 3))
+    for i in range(height):
+        for j in range(width):
+            want[i, j] = params[1:4]
+            if j > 0:
+                want[i, j, 1] += 0.4 * centre(sample[i, j - 1, 1]) + 0.5 * centre(sample[i, j - 1, 0])
+            if i > 0:
+                want[i, j, 2] += 0.3 * centre(sample[i - 1, j, 0]) - 0.6 * centre(sample[i - 1, j, 1])
+    # Logistic noise of scale e^-7 (0.12 of a level) tips values near a rounding boundary to the
+    # next level; a missing or wrong cross term would move them by 10 to 40 levels.
+    assert np.abs(sample - (want + 1.0) * 127.5).max() < 1.5

@@ -16,6 +16,7 @@ from vae_jax.hierarchical import HierarchicalVAE, hierarchical_vae
 from vae_jax.likelihoods import (
     Bernoulli,
     CoupledLogisticMixture,
+    CrossChannelLocalMixture,
     DiscretizedLogistic,
     DiscretizedLogisticMixture,
     Gaussian,
@@ -59,6 +60,7 @@ __all__ = [
     "LatentTerms",
     "LatentVariableModel",
     "LocalAutoregressiveMixture",
+    "CrossChannelLocalMixture",
     "MixtureOfGaussians",
     "StandardNormal",
     "StochasticMLPVAE",

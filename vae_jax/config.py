@@ -31,7 +31,7 @@ class Config:
     download: bool = False
     # Model
     model: str = "conv"  # "mlp" | "conv" | "hvae" | "stochastic_mlp"
-    likelihood: str = "dlm"  # "bernoulli" | "gaussian" | "logistic" | "dlm" | "coupled" | "local" (RGB; else dlm)
+    likelihood: str = "dlm"  # "bernoulli" | "gaussian" | "logistic" | "dlm" | "coupled" | "local" | "local-cross" (RGB; else dlm)
     mixture_components: int = 5
     obs_var: float | None = None  # Gaussian likelihood: None learns a per-pixel variance
     prior: str = "standard"  # "standard" | "mog" | "vamp"
@@ -81,7 +81,7 @@ class Config:
         """The ``vae_jax.data.prepare`` transform that turns 8-bit batches into model input."""
         if self.likelihood == "bernoulli":
             return f"{self.binarize}_binary"
-        return "discrete" if self.likelihood in ("logistic", "dlm", "coupled", "local") else "dequantized"
+        return "discrete" if self.likelihood in ("logistic", "dlm", "coupled", "local", "local-cross") else "dequantized"
 
 
 FIELD_TYPES = typing.get_type_hints(Config)
@@ -244,7 +244,7 @@ class ConfigError(ValueError):
 
 CHOICES = {
     "model": ("mlp", "conv", "hvae", "stochastic_mlp"),
-    "likelihood": ("bernoulli", "gaussian", "logistic", "dlm", "coupled", "local"),
+    "likelihood": ("bernoulli", "gaussian", "logistic", "dlm", "coupled", "local", "local-cross"),
     "prior": ("standard", "mog", "vamp"),
     "binarize": ("dynamic", "static"),
     "objective": ("elbo", "iwae"),
@@ -398,6 +398,7 @@ def build_likelihood(config: Config):
         "dlm": lambda: likelihoods.DiscretizedLogisticMixture(config.mixture_components),
         "coupled": lambda: likelihoods.CoupledLogisticMixture(config.mixture_components),
         "local": lambda: likelihoods.LocalAutoregressiveMixture(config.mixture_components),
+        "local-cross": lambda: likelihoods.CrossChannelLocalMixture(config.mixture_components),
     }[config.likelihood]()
 
 
@@ -417,10 +418,10 @@ def build_model(config: Config, data_shape: tuple[int, int, int]):
     """The model a configuration describes, for images of ``data_shape``."""
     validate(config)
     likelihood, prior = build_likelihood(config), build_prior(config)
-    if config.likelihood in ("coupled", "local") and data_shape[-1] != 3:
+    if config.likelihood in ("coupled", "local", "local-cross") and data_shape[-1] != 3:
         # Coupling orders R, G, B; one channel (or a greyscale photo under an RGB preset) has nothing
-        # to couple, and the coupled mixture of one channel is the independent one. For "local" this
-        # also drops the neighbours: the local mixture is written for RGB only.
+        # to couple, and the coupled mixture of one channel is the independent one. For the local ones
+        # this also drops the neighbours: the local mixture is written for RGB only.
         likelihood = likelihoods.DiscretizedLogisticMixture(config.mixture_components)
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
     common = dict(likelihood=likelihood, activation=config.activation or DEFAULT_ACTIVATIONS[config.model], dtype=dtype)

@@ -8,11 +8,13 @@ residuals) and the neighbour coefficients (near 0.8) take thousands of steps to 
 every step before that is spent learning what any photograph says: a pixel is close to its
 neighbours. ``output_bias="fit"`` starts the last layer's bias at that fit instead:
 
-  x_c ~ o_c + sum_n a_nc x_c(n) + sum_{c' < c} b_cc' x_c' + e_c,   (o, a, b) = argmin sum e^2,
+  x_c ~ o_c + sum_n a_nc x_c(n) + sum_{c' < c} (b_cc' x_c' + d_nc'c x_c'(n)) + e_c,
+  (o, a, b, d) = argmin sum e^2,
 
 over training crops, in the likelihood's bin-centre units 2x/255 - 1, n over the causal
-neighbours a local likelihood reads (none for the others) and c' over the earlier channels a
-coupled likelihood reads (none for the independent mixture). The logistic scale comes from the
+neighbours a local likelihood reads (none for the others), c' over the earlier channels a
+coupled likelihood reads (none for the independent mixture), d only for the cross-channel
+local likelihood (summed over n too). The logistic scale comes from the
 residuals' mean absolute value (E|e| = 2 s ln 2 for a logistic of scale s), and the K mixture
 components get scales spread around it, e^(-1) s to e s for K = 5 (residuals of photographs
 are heavy-tailed: a scale mixture fits them better than one scale). Likelihoods without a
@@ -29,8 +31,10 @@ import numpy as np
 
 from vae_jax.likelihoods import (
     CAUSAL_NEIGHBOURS,
+    CROSS_CHANNEL_PAIRS,
     Bernoulli,
     CoupledLogisticMixture,
+    CrossChannelLocalMixture,
     DiscretizedLogistic,
     DiscretizedLogisticMixture,
     Gaussian,
@@ -48,12 +52,14 @@ MAX_COEFFICIENT = 0.95
 @dataclasses.dataclass(frozen=True)
 class ContextFit:
     """The per-channel least-squares predictor: ``offsets`` (C,), ``neighbours`` (N, C) (a_nc,
-    ``CAUSAL_NEIGHBOURS`` order), ``previous`` (C, C) (b_cc', zero on and above the diagonal) and
+    ``CAUSAL_NEIGHBOURS`` order), ``previous`` (C, C) (b_cc', zero on and above the diagonal),
+    ``cross`` (N, 3) (d_nc'c, pairs in ``CROSS_CHANNEL_PAIRS`` order; zero unless fitted) and
     ``log_scales`` (C,) of the logistic that fits the residuals."""
 
     offsets: np.ndarray
     neighbours: np.ndarray
     previous: np.ndarray
+    cross: np.ndarray
     log_scales: np.ndarray
 
 
@@ -66,30 +72,48 @@ def _checked(images):
     return images.astype(np.float64)
 
 
-def fit_context(images, *, neighbours: bool, previous_channels: bool) -> ContextFit:
-    """The least-squares predictor above over 8-bit ``images`` (N, H, W, C), float64."""
+def fit_context(images, *, neighbours: bool, previous_channels: bool, cross_channel: bool = False) -> ContextFit:
+    """The least-squares predictor above over 8-bit ``images`` (N, H, W, C), float64
+    (``cross_channel``: with the earlier channels' neighbours; RGB, with both other contexts)."""
     x = 2.0 * _checked(images) / 255.0 - 1.0
     channels = x.shape[-1]
+    if cross_channel and (channels != 3 or not (neighbours and previous_channels)):
+        raise ValueError(
+            f"cross_channel: fits RGB images with neighbours and previous channels, got {channels} channels, "
+            f"neighbours={neighbours}, previous_channels={previous_channels}"
+        )
+    num_neighbours = len(CAUSAL_NEIGHBOURS)
     # (N, H, W, C, 4), 0 outside the image: the values the local likelihood reads.
     around = np.asarray(causal_neighbour_centres(images), np.float64) if neighbours else None
     fit = ContextFit(
-        np.zeros(channels), np.zeros((len(CAUSAL_NEIGHBOURS), channels)), np.zeros((channels, channels)), np.zeros(channels)
+        np.zeros(channels),
+        np.zeros((num_neighbours, channels)),
+        np.zeros((channels, channels)),
+        np.zeros((num_neighbours, len(CROSS_CHANNEL_PAIRS))),
+        np.zeros(channels),
     )
     for c in range(channels):
+        pairs = [p for p, (_, target) in enumerate(CROSS_CHANNEL_PAIRS) if target == c] if cross_channel else []
         columns = [np.ones(x[..., c].size)]
         if neighbours:
-            columns += [around[..., c, n].ravel() for n in range(len(CAUSAL_NEIGHBOURS))]
+            columns += [around[..., c, n].ravel() for n in range(num_neighbours)]
         if previous_channels:
             columns += [x[..., earlier].ravel() for earlier in range(c)]
+        for p in pairs:
+            columns += [around[..., CROSS_CHANNEL_PAIRS[p][0], n].ravel() for n in range(num_neighbours)]
         design, target = np.stack(columns, axis=1), x[..., c].ravel()
         solution, *_ = np.linalg.lstsq(design, target, rcond=None)
         fit.offsets[c] = solution[0]
         used = 1
         if neighbours:
-            fit.neighbours[:, c] = solution[used : used + len(CAUSAL_NEIGHBOURS)]
-            used += len(CAUSAL_NEIGHBOURS)
+            fit.neighbours[:, c] = solution[used : used + num_neighbours]
+            used += num_neighbours
         if previous_channels:
-            fit.previous[c, :c] = solution[used:]
+            fit.previous[c, :c] = solution[used : used + c]
+            used += c
+        for p in pairs:
+            fit.cross[:, p] = solution[used : used + num_neighbours]
+            used += num_neighbours
         mean_absolute = np.mean(np.abs(target - design @ solution))
         # Floor at a tenth of a bin: a constant channel has no residual to measure.
         fit.log_scales[c] = np.log(max(mean_absolute, 0.1 / 255.0) / (2.0 * np.log(2.0)))
@@ -109,12 +133,15 @@ def fitted_output_bias(likelihood, images) -> np.ndarray:
     """The decoder output, for one pixel, under which ``likelihood`` is the fitted predictor of
     ``images`` (8-bit, (N, H, W, C)) for every component: a vector of the length of the last axes
     of ``likelihood.params_shape``, flattened. The mixture logits are 0 (equal weights)."""
+    k = getattr(likelihood, "num_components", None)
+    if isinstance(likelihood, CrossChannelLocalMixture):
+        fit = fit_context(images, neighbours=True, previous_channels=True, cross_channel=True)
+        return _coupled_bias(k, fit, neighbours=True, cross_channel=True)
     if isinstance(likelihood, LocalAutoregressiveMixture):
-        return _coupled_bias(likelihood.num_components, fit_context(images, neighbours=True, previous_channels=True), True)
+        return _coupled_bias(k, fit_context(images, neighbours=True, previous_channels=True), neighbours=True)
     if isinstance(likelihood, CoupledLogisticMixture):
-        return _coupled_bias(likelihood.num_components, fit_context(images, neighbours=False, previous_channels=True), False)
+        return _coupled_bias(k, fit_context(images, neighbours=False, previous_channels=True))
     if isinstance(likelihood, DiscretizedLogisticMixture):
-        k = likelihood.num_components
         fit = fit_context(images, neighbours=False, previous_channels=False)
         means = np.repeat(fit.offsets[:, None], k, axis=1)
         per_channel = np.concatenate([np.zeros_like(means), means, _component_log_scales(fit.log_scales, k)], axis=1)
@@ -135,9 +162,10 @@ def fitted_output_bias(likelihood, images) -> np.ndarray:
     raise ValueError(f"output_bias: 'fit' has no fit for the likelihood {likelihood}")
 
 
-def _coupled_bias(k, fit, with_neighbours):
+def _coupled_bias(k, fit, *, neighbours=False, cross_channel=False):
     """Logits (K), then means, log-scales and coupling coefficients (3, K) each, then (local)
-    the neighbour coefficients (4, 3, K): ``CoupledLogisticMixture._split``'s layout."""
+    the neighbour coefficients (4, 3, K), then (cross-channel local) the cross coefficients (4, 3,
+    K): ``CoupledLogisticMixture._split``'s layout, then the local mixtures'."""
     if fit.offsets.shape != (3,):
         raise ValueError(f"images: the coupled likelihoods model RGB images, got {fit.offsets.shape[0]} channels")
     red_green_blue = lambda values: np.repeat(np.asarray(values)[:, None], k, axis=1)
@@ -148,8 +176,10 @@ def _coupled_bias(k, fit, with_neighbours):
         _component_log_scales(fit.log_scales, k).ravel(),
         red_green_blue(coupling).ravel(),
     ]
-    if with_neighbours:
+    if neighbours:
         parts.append(np.repeat(_coefficient_logits(fit.neighbours)[:, :, None], k, axis=2).ravel())
+    if cross_channel:
+        parts.append(np.repeat(_coefficient_logits(fit.cross)[:, :, None], k, axis=2).ravel())
     return np.concatenate(parts)
 
 

@@ -388,7 +388,47 @@ class LocalAutoregressiveMixture(CoupledLogisticMixture):
         return self._wavefront(out, lambda coupled, t: parent(coupled, jax.random.fold_in(key, t))).astype(jnp.int32)
 
 
+# The earlier channel each cross-channel term reads and the channel whose means it moves, in the
+# coupling coefficients' order: G reads R, B reads R, B reads G.
+CROSS_CHANNEL_PAIRS = ((0, 1), (0, 2), (1, 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossChannelLocalMixture(LocalAutoregressiveMixture):
+    """The local autoregressive mixture whose G and B means also read the causal neighbours of the
+    earlier channels (G those of R; B those of R and G):
+
+      mu_ck = m_ck + sum_n a_nck x_c(n) + sum_{c' < c} sum_n d_nc'ck x_c'(n),
+
+    the rest as in ``LocalAutoregressiveMixture``. Why: a photograph's colour channels share their
+    edges, so the best linear predictor of G is close to G's left neighbour plus R's step from
+    its own left neighbour to this pixel (x_G(left) + x_R - x_R(left)), which needs R's
+    neighbours; the least-squares predictor of a held-out photograph (``chelsea``, scales fitted
+    to the local residuals) costs 3.98 bits/dim from own-channel neighbours and earlier channels
+    of the pixel, 3.11 with the earlier channels' neighbours as well. The decoder gives ``34 K``
+    numbers per pixel: the local mixture's ``22 K``, then ``12 K`` cross coefficients d = tanh(.),
+    (neighbour, pair, component), the pairs in ``CROSS_CHANNEL_PAIRS`` order. Every term reads
+    only neighbours on earlier wavefronts, so decoding and sampling run as for the local mixture.
+    """
+
+    def params_shape(self, data_shape):
+        local = super().params_shape(data_shape)
+        return (*local[:-1], 34 * self.num_components)
+
+    def as_coupled(self, x, out):
+        k = self.num_components
+        coupled = super().as_coupled(x, out[..., : 22 * k])
+        coefficients = jnp.tanh(out[..., 22 * k :].reshape(*out.shape[:-1], len(CAUSAL_NEIGHBOURS), 3, k))  # (n, p, k)
+        centres = causal_neighbour_centres(x)  # (..., 3 channels, 4 neighbours)
+        sources = jnp.stack([centres[..., source, :] for source, _ in CROSS_CHANNEL_PAIRS], axis=-2)  # (..., p, n)
+        per_pair = jnp.einsum("...npk,...pn->...pk", coefficients, sources)
+        # R reads no earlier channel; G reads R (pair 0); B reads R and G (pairs 1 and 2).
+        shift = jnp.stack([jnp.zeros_like(per_pair[..., 0, :]), per_pair[..., 0, :], per_pair[..., 1, :] + per_pair[..., 2, :]], axis=-2)
+        means = coupled[..., k : 4 * k] + shift.reshape(*shift.shape[:-2], 3 * k)
+        return jnp.concatenate([coupled[..., :k], means, coupled[..., 4 * k :]], axis=-1)
+
+
 Likelihood = (
     Bernoulli | Gaussian | DiscretizedLogistic | DiscretizedLogisticMixture | CoupledLogisticMixture
-    | LocalAutoregressiveMixture
+    | LocalAutoregressiveMixture | CrossChannelLocalMixture
 )

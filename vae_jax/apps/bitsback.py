@@ -92,9 +92,11 @@ from flax.errors import FlaxError
 from vae_jax.hierarchical import HierarchicalVAE
 from vae_jax.likelihoods import (
     CAUSAL_NEIGHBOURS,
+    CROSS_CHANNEL_PAIRS,
     MAX_LOGISTIC_LOG_SCALE,
     MIN_LOGISTIC_LOG_SCALE,
     CoupledLogisticMixture,
+    CrossChannelLocalMixture,
     DiscretizedLogistic,
     DiscretizedLogisticMixture,
     LocalAutoregressiveMixture,
@@ -123,7 +125,7 @@ def check_codable(model):
     if not isinstance(model.likelihood, (DiscretizedLogistic, DiscretizedLogisticMixture, CoupledLogisticMixture)):
         raise ValueError(
             f"model.likelihood: lossless coding of 8-bit pixels needs a discrete likelihood (DiscretizedLogistic, "
-            f"DiscretizedLogisticMixture, CoupledLogisticMixture or LocalAutoregressiveMixture), got "
+            f"DiscretizedLogisticMixture, CoupledLogisticMixture or one of the local mixtures), got "
             f"{type(model.likelihood).__name__}"
         )
     if len(model.data_shape) != 3:
@@ -302,10 +304,15 @@ class _PixelTables:
 
     def _neighbour_shifted(self, indices, x_all):
         """The local mixture's rows (n, 22K) as coupled rows (n, 10K): each channel's component means
-        plus tanh(a_nck) times its neighbours' bin centres (0 outside the tile's valid part)."""
+        plus tanh(a_nck) times its neighbours' bin centres (0 outside the tile's valid part); for
+        the cross-channel one (n, 34K) also plus tanh(d_npk) times the neighbours' centres of the
+        earlier channel of each pair (``CROSS_CHANNEL_PAIRS``)."""
         k = self.likelihood.num_components
         rows = self.rows[indices]
-        coefficients = np.tanh(rows[:, 10 * k :].reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k))  # (n, neighbour, channel, k)
+        coefficients = np.tanh(rows[:, 10 * k : 22 * k].reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k))  # (n, neighbour, channel, k)
+        cross = isinstance(self.likelihood, CrossChannelLocalMixture)
+        if cross:
+            cross_coefficients = np.tanh(rows[:, 22 * k : 34 * k].reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k))  # (n, neighbour, pair, k)
         valid_w = self.valid_hw[1]
         i, j = np.divmod(indices, valid_w)
         means = rows[:, k : 4 * k].reshape(-1, 3, k)
@@ -314,6 +321,9 @@ class _PixelTables:
             neighbour = np.where(inside, (i + dy) * valid_w + (j + dx), 0)
             centres = np.where(inside[:, None], _centres(x_all[neighbour, :3]), 0.0)  # (n, 3)
             means = means + coefficients[:, n] * centres[:, :, None]
+            if cross:
+                for p, (source, target) in enumerate(CROSS_CHANNEL_PAIRS):
+                    means[:, target] = means[:, target] + cross_coefficients[:, n, p] * centres[:, source, None]
         return np.concatenate([rows[:, :k], means.reshape(-1, 3 * k), rows[:, 4 * k : 10 * k]], axis=1)
 
     def __call__(self, indices, x_all, channel):
