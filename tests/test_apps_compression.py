@@ -197,6 +197,51 @@ def test_quadtree_stops_where_halves_leave_the_unit_and_ticks_once_per_block(lad
     assert len(ticks) == compression.num_tiles(model, image.shape, (24, 24)) == 2 * 3 < len(coded)
 
 
+def _stack_of_random_bytes(count, seed):
+    """An ANS stack holding ``count`` uniformly random bytes (8 bits each of coded data)."""
+    import constriction
+
+    ans = constriction.stream.stack.AnsCoder()
+    symbols = np.random.default_rng(seed).integers(0, 256, count).astype(np.int32)
+    ans.encode_reverse(symbols, constriction.stream.model.Categorical(perfect=False), np.full((count, 256), 1 / 256))
+    return ans
+
+
+def test_a_tile_takes_bits_back_only_if_its_pops_leave_the_reserve(ladder):
+    """A pop reads the ANS head's lowest 24 bits; below that many coded bits they are the zeros
+    of an empty coder, and the pops give the lowest, far-off bins (the shipped model on a
+    photograph: the chain start's first 128 x 128 tile cost 19 kbit over its -ELBO, 1.2% of the
+    image). So a tile whose pops would leave fewer than ``POP_RESERVE_BITS`` is refused (and
+    split by the quadtree), one whose pops leave more is coded with bits back."""
+    assert bitsback.POP_RESERVE_BITS >= 24  # constriction's models quantize to 24 bits
+    model, params = ladder
+    tile = skimage.data.chelsea()[100:116, 200:216]
+    coder = bitsback.TileCoder(model, params, compression.DEFAULT_BIN_LOG2, compression.DEFAULT_MAX_ABS)
+    features, shapes = coder._features(tile), coder._group_shapes((16, 16))
+
+    def left_after_pops(ans):  # the pops of the tile's path, without the reserve's check
+        bins = [np.zeros(shape, np.int32) for shape in shapes]
+        for g, shape in enumerate(shapes):
+            posteriors, _ = coder._statistics(features, bins)
+            bins[g] = coder._pop_posterior(ans, *posteriors[g]).reshape(shape)
+        return ans.num_valid_bits() if not ans.is_empty() else 0
+
+    needed = 4000 * 8 - left_after_pops(_stack_of_random_bytes(4000, seed=0))
+    outcomes = {}
+    for count in range(needed // 8 - 8, needed // 8 + 24):
+        stack = _stack_of_random_bytes(count, seed=count)
+        left = left_after_pops(stack.clone())
+        untouched = stack.num_valid_bits()
+        ans, bits_back = coder.push(stack, tile, (16, 16), require_bits_back=True)
+        if 0 < left < 24:  # the pops fit, but their last ones read the empty coder's zeros
+            assert bits_back is None and ans.num_valid_bits() == untouched
+            outcomes["refused"] = True
+        elif left >= bitsback.POP_RESERVE_BITS:
+            assert bits_back
+            outcomes["coded"] = True
+    assert outcomes == {"refused": True, "coded": True}
+
+
 def test_chain_start_overhead_is_one_unit_tiles_worth(ladder):
     """The whole file exceeds the net rate over the whole image by the header, the layout bits,
     the last ANS word's padding and the first unit tile's missing bits back. That tile costs at

@@ -25,7 +25,7 @@ training: ~26 bits of pops per pixel against ~13 net at its 4.3 bits/dim). The s
 empty, so an image is coded as a quadtree: each block of ``tile_size`` (raster order) is one tile
 if the stack can fund its pops, else its quadrants (raster order, those holding image pixels),
 each again one tile or four, down to the model's tile unit. The encoder decides greedily by
-trying the pops (a tile whose pops would run the stack dry is split, not coded); a tile of one
+trying the pops (a tile whose pops would run the stack low is split, not coded); a tile of one
 unit that still cannot be funded is coded without bits back (its latents at the bins of the
 posterior means given the binned groups above, nothing popped). So the image's first tile is
 one unit (8 x 8 pixels for ``photos-hvae``), and starting the chain costs that tile's latents'
