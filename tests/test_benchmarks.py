@@ -149,3 +149,39 @@ def test_environment_is_recorded():
     assert ENVIRONMENT_KEYS <= set(env)
     assert env["device_count"] == len(jax.devices())
     assert env["git_commit"] is None or len(env["git_commit"]) >= 7
+
+
+def test_predictor_benchmark_scores_the_fitted_start_exactly(tmp_path):
+    """``benchmarks.predictors``: the coupled predictor's bits/dim equal the sum, written out with
+    the logistic CDF, of each sub-pixel's bin under the least-squares fit; the richer contexts cost
+    no more; the command writes its rows."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+    from scipy.special import expit
+
+    from benchmarks import predictors
+    from vae_jax import likelihood_fit
+
+    photo = skimage.data.chelsea()[100:140, 150:200]
+    fit = likelihood_fit.fit_context(photo[None], neighbours=False, previous_channels=True)
+    x = 2.0 * photo.astype(np.float64) / 255.0 - 1.0
+    coefficient = np.clip([fit.previous[1, 0], fit.previous[2, 0], fit.previous[2, 1]], -0.95, 0.95)
+    means = [fit.offsets[0], fit.offsets[1] + coefficient[0] * x[..., 0],
+             fit.offsets[2] + coefficient[1] * x[..., 0] + coefficient[2] * x[..., 1]]  # fmt: skip
+    bits = 0.0
+    for c in range(3):
+        scale = np.exp(fit.log_scales[c])
+        upper = np.where(photo[..., c] == 255, 1.0, expit((x[..., c] + 1 / 255 - means[c]) / scale))
+        lower = np.where(photo[..., c] == 0, 0.0, expit((x[..., c] - 1 / 255 - means[c]) / scale))
+        bits -= np.log2(upper - lower).sum()
+    coupled = predictors.predictor_bits_per_dim(photo, predictors.CONTEXTS["coupled"])
+    assert coupled == pytest.approx(bits / photo.size, rel=1e-4)
+    local = predictors.predictor_bits_per_dim(photo, predictors.CONTEXTS["local"])
+    cross = predictors.predictor_bits_per_dim(photo, predictors.CONTEXTS["local-cross"])
+    assert cross < local < coupled
+    path = tmp_path / "crop.png"
+    Image.fromarray(photo).save(path)
+    assert predictors.main([str(path), "--json", str(tmp_path / "rows.json")]) == 0
+    row = json.loads((tmp_path / "rows.json").read_text())[0]
+    assert row["coupled"] == pytest.approx(coupled) and row["png"] > 0 and row["webp"] > 0
