@@ -133,15 +133,17 @@ def fitted_output_bias(likelihood, images) -> np.ndarray:
     """The decoder output, for one pixel, under which ``likelihood`` is the fitted predictor of
     ``images`` (8-bit, (N, H, W, C)) for every component: a vector of the length of the last axes
     of ``likelihood.params_shape``, flattened. The mixture logits are 0 (equal weights)."""
-    k = getattr(likelihood, "num_components", None)
     if isinstance(likelihood, CrossChannelLocalMixture):
         fit = fit_context(images, neighbours=True, previous_channels=True, cross_channel=True)
-        return _coupled_bias(k, fit, neighbours=True, cross_channel=True)
+        return _coupled_bias(likelihood.num_components, fit, neighbours=True, cross_channel=True)
     if isinstance(likelihood, LocalAutoregressiveMixture):
-        return _coupled_bias(k, fit_context(images, neighbours=True, previous_channels=True), neighbours=True)
+        fit = fit_context(images, neighbours=True, previous_channels=True)
+        return _coupled_bias(likelihood.num_components, fit, neighbours=True)
     if isinstance(likelihood, CoupledLogisticMixture):
-        return _coupled_bias(k, fit_context(images, neighbours=False, previous_channels=True))
+        fit = fit_context(images, neighbours=False, previous_channels=True)
+        return _coupled_bias(likelihood.num_components, fit)
     if isinstance(likelihood, DiscretizedLogisticMixture):
+        k = likelihood.num_components
         fit = fit_context(images, neighbours=False, previous_channels=False)
         means = np.repeat(fit.offsets[:, None], k, axis=1)
         per_channel = np.concatenate([np.zeros_like(means), means, _component_log_scales(fit.log_scales, k)], axis=1)
