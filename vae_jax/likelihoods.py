@@ -405,10 +405,10 @@ class CrossChannelLocalMixture(LocalAutoregressiveMixture):
     its own left neighbour to this pixel (x_G(left) + x_R - x_R(left)), which needs R's
     neighbours; the least-squares start of each likelihood on the held-out ``chelsea``, no
     latent (``python -m benchmarks.predictors``), costs 4.46 bits/dim with the local mixture's
-    context and 3.38 with this one's. The decoder gives ``34 K``
-    numbers per pixel: the local mixture's ``22 K``, then ``12 K`` cross coefficients d = tanh(.),
-    (neighbour, pair, component), the pairs in ``CROSS_CHANNEL_PAIRS`` order. Every term reads
-    only neighbours on earlier wavefronts, so decoding and sampling run as for the local mixture.
+    context and 3.38 with this one's. The decoder gives ``34 K`` numbers per pixel: the local
+    mixture's ``22 K``, then ``12 K`` cross coefficients d = tanh(.), (neighbour, pair,
+    component), the pairs in ``CROSS_CHANNEL_PAIRS`` order. Every term reads only neighbours on
+    earlier wavefronts, so decoding and sampling run as for the local mixture.
     """
 
     def params_shape(self, data_shape):
