@@ -342,12 +342,15 @@ class LocalAutoregressiveMixture(CoupledLogisticMixture):
         """The ``CoupledLogisticMixture`` parameters of every pixel given its neighbours' actual
         values in x (..., H, W, 3) (only the neighbours are read): (..., H, W, 10K)."""
         k = self.num_components
-        coupled, neighbour = out[..., : 10 * k], out[..., 10 * k :]
-        coefficients = jnp.tanh(neighbour.reshape(*out.shape[:-1], len(CAUSAL_NEIGHBOURS), 3, k))  # (n, c, k)
-        centres = causal_neighbour_centres(x)  # (..., 3 channels, 4 neighbours)
-        shift = jnp.einsum("...nck,...cn->...ck", coefficients, centres)
-        means = coupled[..., k : 4 * k] + shift.reshape(*shift.shape[:-2], 3 * k)
-        return jnp.concatenate([coupled[..., :k], means, coupled[..., 4 * k :]], axis=-1)
+        shift = self._neighbour_shift(causal_neighbour_centres(x), out)  # (..., 3 channels, k)
+        means = out[..., k : 4 * k] + shift.reshape(*shift.shape[:-2], 3 * k)
+        return jnp.concatenate([out[..., :k], means, out[..., 4 * k : 10 * k]], axis=-1)
+
+    def _neighbour_shift(self, centres, out):
+        """sum_n a_nck x_c(n): (..., 3 channels, K), from the neighbours' centres (..., 3, 4)."""
+        k = self.num_components
+        coefficients = jnp.tanh(out[..., 10 * k : 22 * k].reshape(*out.shape[:-1], len(CAUSAL_NEIGHBOURS), 3, k))
+        return jnp.einsum("...nck,...cn->...ck", coefficients, centres)  # coefficients (n, c, k)
 
     def log_prob(self, x, out):
         """log p(x_ij | z, x_<ij) per pixel: x (..., H, W, 3), out (..., H, W, 22K) -> (..., H, W)."""
@@ -415,17 +418,15 @@ class CrossChannelLocalMixture(LocalAutoregressiveMixture):
         local = super().params_shape(data_shape)
         return (*local[:-1], 34 * self.num_components)
 
-    def as_coupled(self, x, out):
+    def _neighbour_shift(self, centres, out):
+        """The local mixture's shift plus sum_{c' < c} sum_n d_nc'ck x_c'(n): (..., 3, K)."""
         k = self.num_components
-        coupled = super().as_coupled(x, out[..., : 22 * k])
         coefficients = jnp.tanh(out[..., 22 * k :].reshape(*out.shape[:-1], len(CAUSAL_NEIGHBOURS), 3, k))  # (n, p, k)
-        centres = causal_neighbour_centres(x)  # (..., 3 channels, 4 neighbours)
         sources = jnp.stack([centres[..., source, :] for source, _ in CROSS_CHANNEL_PAIRS], axis=-2)  # (..., p, n)
         per_pair = jnp.einsum("...npk,...pn->...pk", coefficients, sources)
         # R reads no earlier channel; G reads R (pair 0); B reads R and G (pairs 1 and 2).
-        shift = jnp.stack([jnp.zeros_like(per_pair[..., 0, :]), per_pair[..., 0, :], per_pair[..., 1, :] + per_pair[..., 2, :]], axis=-2)
-        means = coupled[..., k : 4 * k] + shift.reshape(*shift.shape[:-2], 3 * k)
-        return jnp.concatenate([coupled[..., :k], means, coupled[..., 4 * k :]], axis=-1)
+        cross = jnp.stack([jnp.zeros_like(per_pair[..., 0, :]), per_pair[..., 0, :], per_pair[..., 1, :] + per_pair[..., 2, :]], axis=-2)
+        return super()._neighbour_shift(centres, out) + cross
 
 
 Likelihood = (
