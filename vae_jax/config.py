@@ -47,6 +47,7 @@ class Config:
     latent_sizes: tuple[int, ...] = (50,)  # stochastic_mlp: units per stochastic layer, z_1 first
     depth: int = 2  # stochastic_mlp: deterministic layers between stochastic ones (widths: their units)
     output_bias: str = "zero"  # "data_mean": p(x|z)'s logits at the training mean; "fit": at a least-squares fit
+    init_from: str = ""  # a run directory or "pretrained:NAME": start from its parameters (output_bias unused)
     compute_dtype: str = "float32"  # "bfloat16" on accelerators
     # Optimisation
     batch_size: int = 32
@@ -307,6 +308,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(field, f"expected a number in [0, 1), got {getattr(config, field)!r}")
     if config.obs_var is not None and not (_is_number(config.obs_var) and config.obs_var > 0):
         raise ConfigError("obs_var", f"expected None (learned) or a finite number > 0, got {config.obs_var!r}")
+    if not isinstance(config.init_from, str):
+        raise ConfigError("init_from", f"expected a run directory, pretrained:NAME or empty, got {config.init_from!r}")
     if config.channels not in (None, 1, 3):
         raise ConfigError("channels", f"expected None (as the source gives them), 1 or 3, got {config.channels!r}")
     for field, minimum, allow_empty in (

@@ -126,8 +126,17 @@ def initial_state(model, config: Config, source) -> training.TrainState:
     """Step 0 of a run: ``model.init`` from the seed, and for ``output_bias="data_mean"`` the
     decoder's output bias at the logit of the training images' mean (Burda et al.'s code), for
     ``output_bias="fit"`` at the least-squares fit of each pixel from its likelihood's context
-    over the first training batches (``vae_jax.likelihood_fit``)."""
+    over the first training batches (``vae_jax.likelihood_fit``); with ``init_from``, at another
+    model's parameters (``vae_jax.warm_start``), the output bias theirs."""
     state = init_state(model, config)
+    if config.init_from:
+        from vae_jax import warm_start
+
+        try:
+            params = warm_start.initial_params(model, config, state.params)
+        except (warm_start.WarmStartError, RunError) as error:
+            raise config_lib.ConfigError("init_from", str(error).removeprefix("init_from: ")) from None
+        return init_state(model, config, params)
     if config.output_bias == "zero":
         return state
     if config.output_bias == "fit":

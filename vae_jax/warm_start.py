@@ -1,0 +1,106 @@
+"""Start a run from another model's parameters (``Config.init_from``): fine-tuning, or growing a
+likelihood.
+
+Every parameter is copied from the source, which must have the same networks. One change is
+allowed: the local autoregressive likelihood may grow into the cross-channel one
+(``likelihood=local`` -> ``local-cross``). The cross-channel mixture's decoder gives the local
+mixture's ``22 K`` numbers per pixel first and then ``12 K`` cross coefficients d = tanh(.), so
+the last layer's new columns start at 0: d = 0, and the grown model at step 0 *is* the source
+model, every latent it learned still in use. Why: a hierarchical VAE trained from scratch with
+the cross-channel likelihood leaves its latents unused (the likelihood alone explains most of a
+crop early in training), while one whose latents already carry the image keeps them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from vae_jax import config as config_lib
+
+PRETRAINED_PREFIX = "pretrained:"
+# (source likelihood, new likelihood): the new one's numbers per pixel extend the source's, and
+# zeros in the extension leave its distribution unchanged.
+GROWABLE_LIKELIHOODS = {("local", "local-cross")}
+
+
+class WarmStartError(ValueError):
+    """A source whose parameters cannot start this configuration."""
+
+
+def load_source(spec: str):
+    """``(config, params)`` of a run directory (its EMA parameters) or of ``pretrained:NAME``."""
+    if spec.startswith(PRETRAINED_PREFIX):
+        from vae_jax import pretrained
+
+        try:
+            shipped = pretrained.load(spec.removeprefix(PRETRAINED_PREFIX))
+        except pretrained.PretrainedError as error:
+            raise WarmStartError(f"init_from: {error}") from None
+        return shipped.config, shipped.params
+    from vae_jax import runs
+
+    if not Path(spec).is_dir():
+        raise WarmStartError(f"init_from: {spec} is neither a run directory nor pretrained:NAME")
+    run = runs.load_run(spec)
+    return run.config, run.params
+
+
+def _path_name(path) -> str:
+    return "/".join(str(getattr(key, "key", key)) for key in path)
+
+
+def grown_output_layer(source, new_shape, source_per_pixel: int, new_per_pixel: int) -> np.ndarray:
+    """The decoder's last kernel or bias ``(..., P * source_per_pixel)`` as ``(..., P * new_per_pixel)``:
+    each of the P output positions (the pixels of a patch) keeps its block, the new columns 0."""
+    source = np.asarray(source)
+    positions = source.shape[-1] // source_per_pixel
+    if positions * new_per_pixel != new_shape[-1] or source.shape[:-1] != tuple(new_shape[:-1]):
+        raise WarmStartError(f"init_from: the decoder's last layer {source.shape} cannot grow to {tuple(new_shape)}")
+    grown = np.zeros((*source.shape[:-1], positions, new_per_pixel), source.dtype)
+    grown[..., :source_per_pixel] = source.reshape(*source.shape[:-1], positions, source_per_pixel)
+    return grown.reshape(new_shape)
+
+
+def transplant(fresh, source, *, grow_output: tuple[int, int] | None = None):
+    """``source``'s parameters in ``fresh``'s structure and dtypes. ``grow_output`` =
+    (numbers per pixel in the source, in the new model): the decoder's last layer is widened by
+    ``grown_output_layer``. Any other difference of structure or shape raises, naming it."""
+    fresh_leaves = dict((_path_name(p), v) for p, v in jax.tree_util.tree_leaves_with_path(fresh))
+    source_leaves = dict((_path_name(p), v) for p, v in jax.tree_util.tree_leaves_with_path(source))
+    missing = sorted(fresh_leaves.keys() - source_leaves.keys())
+    extra = sorted(source_leaves.keys() - fresh_leaves.keys())
+    if missing or extra:
+        raise WarmStartError(
+            f"init_from: the source has other networks (parameters it lacks: {missing[:4]}; "
+            f"it has beside: {extra[:4]})"
+        )
+
+    def take(path, new):
+        name = _path_name(path)
+        old = source_leaves[name]
+        if np.shape(old) == np.shape(new):
+            return np.asarray(old, new.dtype)
+        if grow_output is not None and name.startswith("decoder/") and name.rsplit("/", 2)[-2] == "out":
+            return grown_output_layer(old, np.shape(new), *grow_output).astype(new.dtype)
+        raise WarmStartError(f"init_from: {name} is {np.shape(old)} in the source and {np.shape(new)} here")
+
+    return jax.tree_util.tree_map_with_path(take, fresh)
+
+
+def initial_params(model, config, fresh):
+    """The parameters ``config.init_from`` gives ``model`` (whose ``model.init`` made ``fresh``)."""
+    source_config, source_params = load_source(config.init_from)
+    grow = None
+    if source_config.likelihood != config.likelihood:
+        if (source_config.likelihood, config.likelihood) not in GROWABLE_LIKELIHOODS:
+            raise WarmStartError(
+                f"init_from: likelihood {source_config.likelihood!r} cannot become {config.likelihood!r} "
+                f"(can: {sorted(GROWABLE_LIKELIHOODS)})"
+            )
+        source_likelihood = config_lib.build_likelihood(source_config)
+        per_pixel = lambda likelihood: likelihood.params_shape((1, 1, 3))[-1]
+        grow = (per_pixel(source_likelihood), per_pixel(model.likelihood))
+    return transplant(fresh, source_params, grow_output=grow)
