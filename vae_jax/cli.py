@@ -524,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument(
         "--tile-size", type=_count(1), default=None,
         help="largest tile side for fully convolutional models (a multiple of the model's tile unit; "
-        "default 128); the first tiles are smaller until the bits-back chain can fund this size",
+        "default: the crop size the model was trained on); the first tiles are smaller until the bits-back "
+        "chain can fund this size",
     )  # fmt: skip
     compress.add_argument("--force", action="store_true", help="replace the output file if it exists")
     compress.add_argument("--no-progress", action="store_true", help="no progress bar")
