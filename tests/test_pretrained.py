@@ -8,6 +8,7 @@ import pytest
 from conftest import quiet, tiny_conv_config
 
 import vae_jax
+from vae_jax import config as config_lib
 from vae_jax import pretrained, runs
 
 
@@ -75,3 +76,16 @@ def test_float16_storage_loads_as_float32_rounded_params(exported, tmp_path):
     assert shipped.provenance["stored_dtype"] == "float16"
     with pytest.raises(ValueError, match="dtype"):
         pretrained.export(run_dir, "x", directory=tmp_path / "x", dtype="bfloat16")
+
+
+@pytest.mark.skipif(not pretrained.available(), reason="no model shipped in this checkout")
+def test_the_shipped_model_is_its_presets_configuration():
+    """``photos-hvae-cross`` reproduces the shipped model's run (README): the same configuration,
+    but for its start (a run directory there, the model shipped before it here; the fitted output
+    bias unused when a run starts from another's parameters)."""
+    import dataclasses
+
+    shipped = dataclasses.asdict(pretrained.load().config)
+    preset = dataclasses.asdict(config_lib.preset("photos-hvae-cross"))
+    differing = {k for k in shipped if shipped[k] != preset[k]}
+    assert differing == {"init_from", "output_bias"}, {k: (shipped[k], preset[k]) for k in differing}
