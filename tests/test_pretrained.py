@@ -81,11 +81,10 @@ def test_float16_storage_loads_as_float32_rounded_params(exported, tmp_path):
 @pytest.mark.skipif(not pretrained.available(), reason="no model shipped in this checkout")
 def test_the_shipped_model_is_its_presets_configuration():
     """``photos-hvae-cross`` reproduces the shipped model's run (README): the same configuration,
-    but for its start (a run directory there, the model shipped before it here; the fitted output
-    bias unused when a run starts from another's parameters)."""
+    but for its start (a run directory there, the model shipped before it here)."""
     import dataclasses
 
     shipped = dataclasses.asdict(pretrained.load().config)
     preset = dataclasses.asdict(config_lib.preset("photos-hvae-cross"))
     differing = {k for k in shipped if shipped[k] != preset[k]}
-    assert differing == {"init_from", "output_bias"}, {k: (shipped[k], preset[k]) for k in differing}
+    assert differing == {"init_from"}, {k: (shipped[k], preset[k]) for k in differing}

@@ -79,7 +79,7 @@ def test_a_run_started_from_another_begins_at_its_ema_params_and_trains(local_ru
 @pytest.mark.parametrize(
     "init_from, message",
     [
-        ("/no/such/run", "init_from: /no/such/run is neither a run directory nor pretrained:NAME"),
+        ("/no/such/run", r"init_from: /no/such/run is neither a run directory \(train that run first\) nor pretrained:NAME"),
         ("pretrained:nope", "no shipped model 'nope'"),
     ],
 )

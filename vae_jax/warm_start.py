@@ -43,7 +43,7 @@ def load_source(spec: str):
     from vae_jax import runs
 
     if not Path(spec).is_dir():
-        raise WarmStartError(f"init_from: {spec} is neither a run directory nor pretrained:NAME")
+        raise WarmStartError(f"init_from: {spec} is neither a run directory (train that run first) nor pretrained:NAME")
     run = runs.load_run(spec)
     return run.config, run.params
 
