@@ -249,38 +249,56 @@ def _logistic_bins(means, log_scales):
     return np.diff(np.concatenate([np.zeros((n, 1)), cdf, np.ones((n, 1))], axis=1), axis=1)
 
 
-def _mixture_bins(log_weights, means, log_scales):
-    """sum_k w_k P_k(v) for rows of K components (n, K) -> (n, 256), unnormalized: w_k =
+def _component_bins(means, log_scales):
+    """Each component's discretized logistic: (n, K) -> (n, K, 256)."""
+    return np.stack([_logistic_bins(means[:, j], log_scales[:, j]) for j in range(means.shape[1])], 1)
+
+
+def _weighted_sum(log_weights, component_bins):
+    """sum_k w_k P_k(v) for rows of K components -> (n, 256), unnormalized: w_k =
     exp(log_weights_k - max_k), the components summed in order."""
     weights = np.exp(log_weights - np.max(log_weights, axis=1, keepdims=True))
-    table = weights[:, :1] * _logistic_bins(means[:, 0], log_scales[:, 0])
-    for k in range(1, means.shape[1]):
-        table = table + weights[:, k : k + 1] * _logistic_bins(means[:, k], log_scales[:, k])
+    table = weights[:, :1] * component_bins[:, 0]
+    for k in range(1, component_bins.shape[1]):
+        table = table + weights[:, k : k + 1] * component_bins[:, k]
     return table
+
+
+def _mixture_bins(log_weights, means, log_scales):
+    """The mixture of K discretized logistics (n, K) -> (n, 256), unnormalized (``_weighted_sum``)."""
+    return _weighted_sum(log_weights, _component_bins(means, log_scales))
 
 
 def _centres(values):
     return 2.0 * np.asarray(values, np.float64) / 255.0 - 1.0
 
 
-def _coupled_table(rows, x_rows, channel, k):
+def _coupled_table(rows, x_rows, channel, k, component_bins=None):
     """The channel-coupled mixture's P(x_c = v | x_<c) for rows (n, 10K) of K logits, then means,
-    log-scales, coefficients, each (R, G, B) x K; x_rows (n, C) holds the channels before c."""
+    log-scales, coefficients, each (R, G, B) x K; x_rows (n, C) holds the channels before c.
+    ``component_bins``, a dict, keeps each channel's (n, K, 256) component tables for the next
+    channel of the same rows, which reads them as evidence for the component."""
     logits, rest = rows[:, :k], rows[:, k:].reshape(-1, 3, 3, k)
     means, log_scales, coefficients = rest[:, 0], rest[:, 1], np.tanh(rest[:, 2])
     centres = _centres(x_rows[:, :2])[..., None]  # (n, 2, 1): r, g
     coupled = [
-        means[:, 0],
-        means[:, 1] + coefficients[:, 0] * centres[:, 0],
-        means[:, 2] + coefficients[:, 1] * centres[:, 0] + coefficients[:, 2] * centres[:, 1],
+        lambda: means[:, 0],
+        lambda: means[:, 1] + coefficients[:, 0] * centres[:, 0],
+        lambda: means[:, 2] + coefficients[:, 1] * centres[:, 0] + coefficients[:, 2] * centres[:, 1],
     ]
+    component_bins = {} if component_bins is None else component_bins
+
+    def bins(c):
+        if c not in component_bins:
+            component_bins[c] = _component_bins(coupled[c](), log_scales[:, c])
+        return component_bins[c]
+
     log_weights = logits
     for seen in range(channel):  # p(k | x_<c) propto pi_k prod_{c' < c} P_k(x_c')
         value = x_rows[:, seen]
-        bins = np.stack([_logistic_bins(coupled[seen][:, j], log_scales[:, seen, j]) for j in range(k)], 1)
-        probability = np.take_along_axis(bins, value[:, None, None].astype(np.intp), axis=2)[..., 0]
+        probability = np.take_along_axis(bins(seen), value[:, None, None].astype(np.intp), axis=2)[..., 0]
         log_weights = log_weights + np.log(np.maximum(probability, 1e-300))
-    return _mixture_bins(log_weights, coupled[channel], log_scales[:, channel])
+    return _weighted_sum(log_weights, bins(channel))
 
 
 class _PixelTables:
@@ -301,6 +319,7 @@ class _PixelTables:
         pixels = valid_h * valid_w
         self.likelihood, self.valid_hw = likelihood, (valid_h, valid_w)
         self.rows = np.asarray(out[:valid_h, :valid_w], np.float64).reshape(pixels, *out.shape[2:])
+        self._front = None  # (wavefront, its shifted rows, its channels' component tables)
         if isinstance(likelihood, LocalAutoregressiveMixture):
             front = (2 * np.arange(valid_h)[:, None] + np.arange(valid_w)[None, :]).ravel()
             order = np.argsort(front, kind="stable")
@@ -347,7 +366,13 @@ class _PixelTables:
             logits, means, log_scales = np.split(self.rows[indices][:, channel], 3, axis=-1)
             table = _mixture_bins(logits, means, log_scales)
         elif isinstance(likelihood, LocalAutoregressiveMixture):
-            table = _coupled_table(self._neighbour_shifted(indices, x_all), x_rows, channel, likelihood.num_components)
+            # A wavefront's three channels share its neighbours (all on earlier wavefronts), so its
+            # shifted rows and each channel's component tables are computed once for all three.
+            front = (int(indices[0]), len(indices))
+            if self._front is None or self._front[0] != front:
+                self._front = (front, self._neighbour_shifted(indices, x_all), {})
+            _, shifted, component_bins = self._front
+            table = _coupled_table(shifted, x_rows, channel, likelihood.num_components, component_bins)
         else:
             table = _coupled_table(self.rows[indices], x_rows, channel, likelihood.num_components)
         if not np.all(np.isfinite(table)):
