@@ -220,10 +220,7 @@ def test_a_tile_takes_bits_back_only_if_its_pops_leave_the_reserve(ladder):
     features, shapes = coder._features(tile), coder._group_shapes((16, 16))
 
     def left_after_pops(ans):  # the pops of the tile's path, without the reserve's check
-        bins = [np.zeros(shape, np.int32) for shape in shapes]
-        for g, shape in enumerate(shapes):
-            posteriors, _ = coder._statistics(features, bins)
-            bins[g] = coder._pop_posterior(ans, *posteriors[g]).reshape(shape)
+        coder._walk(features, shapes, lambda g, posterior, prior: coder._pop_posterior(ans, *posterior))
         return ans.num_valid_bits() if not ans.is_empty() else 0
 
     needed = 4000 * 8 - left_after_pops(_stack_of_random_bytes(4000, seed=0))

@@ -75,11 +75,11 @@ Reproducible probabilities: the decoder must rebuild the encoder's probabilities
   sits between the encoder's numbers and the decoder's, and the chunking cannot change them.
   (Computing them with XLA, even in float64, differed by ~6e-8 between a jitted and an eager
   run: the likelihoods place the bin centres in float32, which XLA rounds differently fused.)
-- Every group's statistics come from one function (``_group_statistics``) of (features, all
-  groups' bins): the encoder's pops, its pushes under the priors and the decoder's pops and
-  pushes run that same compiled program, with the groups not yet known set to zero (they do
-  not feed the group asked for), so encoder and decoder evaluate identical programs on
-  identical inputs. That costs G top-down passes per tile (O(G^2) work), fine for G <= ~10.
+- Group g's statistics come from one compiled step (``_ladder_to_group``) of (features, the
+  ladder's state after group g - 1), the state from another (``_ladder_merge``) of the groups'
+  bins: the encoder's pops, its pushes under the priors and the decoder's pops and pushes run
+  the same steps on the same bins, so encoder and decoder evaluate identical programs on
+  identical inputs, and a tile costs one top-down pass (``TileCoder._walk``).
 
 What remains: a snapped value can still flip where the network's output sits within an ulp of
 a grid point, and a different backend or library version may round the networks differently;
@@ -109,6 +109,7 @@ from vae_jax.likelihoods import (
     LocalAutoregressiveMixture,
 )
 from vae_jax.model import as_latent, encoder_input, latent_groups
+from vae_jax.networks.ladder import TopDown
 from vae_jax.priors import StandardNormal
 
 LATENT_GRID_LOG2 = 8  # latent means / stds (in bins) are multiples of 1/256 of a bin
@@ -203,17 +204,32 @@ def _features(model, params, tile):
     return model.posterior(params, tile)
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _group_statistics(model, bin_log2, params, features, bins):
-    """Per group g, on the bin-index scale and snapped: Q(z_g | x, z_<g) as (mean, std), and
-    for g > 1 P(z_g | z_<g), with z_g = w * bins[g]. Group g reads only bins[:g]."""
-    if not isinstance(model, HierarchicalVAE):
-        return (_in_bins(*features, bin_log2),), ()
-    width = 2.0**-bin_log2
-    given = lambda g, posterior, prior: bins[g].astype(jnp.float32) * width
-    _, records = model.top_down.apply({"params": params["decoder"]}, features, given, 1)
-    posteriors = tuple(_in_bins(*r.posterior, bin_log2) for r in records)
-    return posteriors, tuple(_in_bins(*r.prior, bin_log2) for r in records[1:])
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _ladder_to_group(model, bin_log2, g, params, features, h):
+    """Group g of the ladder from the state ``h`` after group g - 1's merge (None: the start):
+    Q(z_g | x, z_<g) and, for g > 0, P(z_g | z_<g), on the bin-index scale and snapped, and the
+    state before g's merge (with the prior's contribution to it) to carry on."""
+    h, prior, prior_features, posterior = model.top_down.apply(
+        {"params": params["decoder"]}, h, features, g, method=TopDown.to_group
+    )
+    return (h, prior_features), _in_bins(*posterior, bin_log2), None if prior is None else _in_bins(*prior, bin_log2)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _ladder_merge(model, bin_log2, g, params, state, bins):
+    """The state after group g's merge of z_g = w * bins."""
+    h, prior_features = state
+    z = bins.astype(jnp.float32) * 2.0**-bin_log2
+    return model.top_down.apply({"params": params["decoder"]}, h, prior_features, z, g, method=TopDown.merge_group)
+
+
+@partial(jax.jit, static_argnums=0)
+def _ladder_output(model, params, h):
+    """P(x | z)'s parameters, snapped, from the state after the last group: ``(H, W, ...)``."""
+    return _snap(model.top_down.apply({"params": params["decoder"]}, h, method=TopDown.finish)[0], OUTPUT_GRID_LOG2)
+
+
+_posterior_in_bins = jax.jit(lambda mean, log_var, bin_log2: _in_bins(mean, log_var, bin_log2), static_argnums=2)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -435,9 +451,30 @@ class TileCoder:
             self._prior[size] = (np.exp(logits - logits.max())[None], means, stds)
         return self._prior[size]
 
-    def _statistics(self, features, bins):
-        posteriors, priors = _group_statistics(self.model, self.bin_log2, self.params, features, tuple(bins))
-        return [_checked(p) for p in posteriors], [None] + [_checked(p) for p in priors]
+    def _walk(self, features, shapes, choose):
+        """The groups top-down, one at a time: ``choose(g, posterior, prior)`` gets group g's
+        statistics in bins (numpy; the top group's prior None: the model's) and returns z_g's bins,
+        or None to stop. Returns the bins and the likelihood's parameters (numpy, snapped), or None
+        if stopped. One top-down pass in all: the ladder's state is carried from group to group.
+        The encoder and the decoder run the same compiled step of each group on the same bins, so
+        they get the same numbers (the posteriors' features are a blank tile's where the decoder
+        needs only the priors, which do not read them)."""
+        bins = [None] * len(shapes)
+        if not isinstance(self.model, HierarchicalVAE):
+            bins[0] = choose(0, _checked(_posterior_in_bins(*features, self.bin_log2)), None)
+            if bins[0] is None:
+                return None
+            bins[0] = np.asarray(bins[0], np.int32).reshape(shapes[0])
+            return bins, np.asarray(_decoder_output(self.model, self.bin_log2, self.params, tuple(bins)))
+        h = None
+        for g, shape in enumerate(shapes):
+            state, posterior, prior = _ladder_to_group(self.model, self.bin_log2, g, self.params, features, h)
+            bins[g] = choose(g, _checked(posterior), None if prior is None else _checked(prior))
+            if bins[g] is None:
+                return None
+            bins[g] = np.asarray(bins[g], np.int32).reshape(shape)
+            h = _ladder_merge(self.model, self.bin_log2, g, self.params, state, bins[g])
+        return bins, np.asarray(_ladder_output(self.model, self.params, h))
 
     def _features(self, tile):
         return _features(self.model, self.params, jnp.asarray(tile, jnp.int32)[None])
@@ -534,22 +571,21 @@ class TileCoder:
 
     def _posterior_path(self, ans, features, shapes):
         """z_1..z_G, each from Q(z_g | x, z_<g): decoded from ``ans`` (bits back) or, with ans None,
-        the posterior mean's bin. Returns the bins and each group's prior (None for the top), or
-        None as soon as the pops leave fewer than ``POP_RESERVE_BITS`` on ``ans`` (the pops would
-        read the stack's fixed start, not coded data)."""
-        bins = [np.zeros(shape, np.int32) for shape in shapes]
+        the posterior mean's bin. Returns the bins, each group's prior (None for the top) and the
+        likelihood's parameters at them, or None as soon as the pops leave fewer than
+        ``POP_RESERVE_BITS`` on ``ans`` (the pops would read the stack's fixed start, not coded data)."""
         priors = [None] * len(shapes)
-        for g, shape in enumerate(shapes):
-            posteriors, group_priors = self._statistics(features, bins)
-            mean, std = posteriors[g]
+
+        def choose(g, posterior, prior):
+            priors[g] = prior
+            mean, std = posterior
             if ans is None:
-                symbols = np.clip(np.round(mean), -self.max_index, self.max_index).astype(np.int32)
-            else:
-                symbols = self._pop_posterior(ans, mean, std)
-                if ans.num_valid_bits() < POP_RESERVE_BITS:
-                    return None
-            bins[g], priors[g] = symbols.reshape(shape), group_priors[g]
-        return bins, priors
+                return np.clip(np.round(mean), -self.max_index, self.max_index).astype(np.int32)
+            symbols = self._pop_posterior(ans, mean, std)
+            return symbols if ans.num_valid_bits() >= POP_RESERVE_BITS else None
+
+        walked = self._walk(features, shapes, choose)
+        return None if walked is None else (walked[0], priors, walked[1])
 
     def push(self, ans, tile, valid_hw, *, require_bits_back=False):
         """Code one padded tile ``(h, w, C)`` uint8 whose first ``valid_hw`` rows and columns are
@@ -569,8 +605,7 @@ class TileCoder:
         if path is None and require_bits_back:
             return ans, None
         bits_back = path is not None
-        bins, priors = path if bits_back else self._posterior_path(None, features, shapes)
-        out = np.asarray(_decoder_output(self.model, self.bin_log2, self.params, tuple(bins)))
+        bins, priors, out = path if bits_back else self._posterior_path(None, features, shapes)
         tables = _PixelTables(self.model.likelihood, out, valid_hw, self.chunk, tile.shape[-1])
         x_all = tile[: valid_hw[0], : valid_hw[1]].reshape(-1, tile.shape[-1]).astype(np.int32)
         for indices, channel in reversed(tables.schedule):
@@ -585,16 +620,12 @@ class TileCoder:
         """Decode the tile ``push`` coded: the padded ``(h, w, C)`` uint8 tile (edge padding rebuilt)."""
         shapes = self._group_shapes(tuple(padded_hw))
         channels = self.model.data_shape[-1]
-        bins = [np.zeros(shape, np.int32) for shape in shapes]
-        bins[0] = self._pop_top(ans, int(np.prod(shapes[0]))).reshape(shapes[0])
-        if len(shapes) > 1:
-            # The priors do not read x; a blank tile's features stand in, through the same program.
-            if padded_hw not in self._blank:
-                self._blank[padded_hw] = self._features(np.zeros((*padded_hw, channels), np.int32))
-            for g in range(1, len(shapes)):
-                _, priors = self._statistics(self._blank[padded_hw], bins)
-                bins[g] = ans.decode(self.latent_family, *priors[g]).reshape(shapes[g])
-        out = np.asarray(_decoder_output(self.model, self.bin_log2, self.params, tuple(bins)))
+        # The priors do not read x; a blank tile's features stand in, through the same program.
+        if padded_hw not in self._blank:
+            self._blank[padded_hw] = self._features(np.zeros((*padded_hw, channels), np.int32))
+        top = self._pop_top(ans, int(np.prod(shapes[0])))
+        choose = lambda g, posterior, prior: top if g == 0 else ans.decode(self.latent_family, *prior)
+        bins, out = self._walk(self._blank[padded_hw], shapes, choose)
         tables = _PixelTables(self.model.likelihood, out, valid_hw, self.chunk, channels)
         x_all = np.zeros((valid_hw[0] * valid_hw[1], channels), np.int32)
         for indices, channel in tables.schedule:  # each step reads only what the steps before it decoded
@@ -603,7 +634,13 @@ class TileCoder:
         pad = ((0, padded_hw[0] - valid_hw[0]), (0, padded_hw[1] - valid_hw[1]), (0, 0))
         tile = np.pad(valid, pad, mode="edge").astype(np.uint8)
         if bits_back:
-            posteriors, _ = self._statistics(self._features(tile), bins)
+            posteriors = [None] * len(shapes)
+
+            def known(g, posterior, prior):
+                posteriors[g] = posterior
+                return bins[g]
+
+            self._walk(self._features(tile), shapes, known)
             for g in reversed(range(len(shapes))):
                 self._push_posterior(ans, bins[g].ravel(), *posteriors[g])
         return tile

@@ -158,6 +158,39 @@ class TopDown(nn.Module):
     def _start(self, batch_size, coarsest_hw):
         return jnp.broadcast_to(self.initial_state.astype(self.dtype), (batch_size, *coarsest_hw, self.widths[-1]))
 
+    def _steps(self):
+        """The pass as steps, coarsest stage first: ("up", stage) entering a finer stage, ("group", g),
+        ("block", i) leaving a stage."""
+        steps, g = [], 0
+        for stage in reversed(range(len(self.widths))):
+            if stage < len(self.widths) - 1:
+                steps.append(("up", stage))
+            for _ in range(self.groups_per_stage[stage]):
+                steps.append(("group", g))
+                g += 1
+            steps.extend(("block", stage * self.blocks_per_stage + b) for b in range(self.blocks_per_stage))
+        return tuple(steps)
+
+    def _deterministic(self, h, step):
+        kind, index = step
+        if kind == "up":
+            batch, height, wide, channels = h.shape
+            return self.ups[index](jax.image.resize(h, (batch, 2 * height, 2 * wide, channels), "nearest"))
+        return self.blocks[index](h)
+
+    def _group_statistics(self, h, features, g):
+        """Group g's prior (the top group's is the model's: None), its contribution to the state,
+        and its posterior given the bottom-up ``features`` (None without data)."""
+        group = self.groups[g]
+        # The top group's prior is the model's (standard normal or a mixture), not the ladder's.
+        prior, prior_features = group.prior(h) if g > 0 else (None, 0.0)
+        posterior = group.posterior(h, features[self.group_stages()[g]]) if features is not None else None
+        return prior, prior_features, posterior
+
+    def _output(self, h):
+        out = self.out(activation(self.activation)(h))
+        return as_pixel_params(out, self.output_shape, self.dtype, self.patch_size)
+
     def __call__(self, features, draw, batch_size, coarsest_hw=None):
         """Run the ladder; ``features`` is the bottom-up output or None (no data: generation, at
         ``coarsest_hw``, default the training size's).
@@ -169,25 +202,46 @@ class TopDown(nn.Module):
         if features is not None:
             coarsest_hw = features[-1].shape[1:3]
         h = self._start(batch_size, coarsest_hw or self.coarsest_hw())
-        records, g = [], 0
-        for stage in reversed(range(len(self.widths))):
-            if stage < len(self.widths) - 1:
-                batch, height, wide, channels = h.shape
-                h = jax.image.resize(h, (batch, 2 * height, 2 * wide, channels), "nearest")
-                h = self.ups[stage](h)
-            for _ in range(self.groups_per_stage[stage]):
-                group = self.groups[g]
-                # The top group's prior is the model's (standard normal or a mixture), not the ladder's.
-                prior, prior_features = group.prior(h) if g > 0 else (None, 0.0)
-                posterior = group.posterior(h, features[stage]) if features is not None else None
-                z = draw(g, posterior, prior)
-                records.append(GroupRecord(z, posterior, prior))
-                h = group.merge(h, prior_features, z)
-                g += 1
-            for block in range(self.blocks_per_stage):
-                h = self.blocks[stage * self.blocks_per_stage + block](h)
-        out = self.out(activation(self.activation)(h))
-        return as_pixel_params(out, self.output_shape, self.dtype, self.patch_size), tuple(records)
+        records = []
+        for step in self._steps():
+            if step[0] != "group":
+                h = self._deterministic(h, step)
+                continue
+            g = step[1]
+            prior, prior_features, posterior = self._group_statistics(h, features, g)
+            z = draw(g, posterior, prior)
+            records.append(GroupRecord(z, posterior, prior))
+            h = self.groups[g].merge(h, prior_features, z)
+        return self._output(h), tuple(records)
+
+    # One group at a time, for coders that need z_g before they can ask for group g + 1 (bits-back):
+    # the state h is carried between calls, so coding every group costs one pass, not one per group.
+
+    def to_group(self, h, features, g):
+        """From the state after group g - 1's merge (``h`` None for g = 0: the start, at
+        ``features``' coarsest size), run the ladder up to group g. Returns ``(h, prior,
+        prior_features, posterior)`` there, ``h`` the state before g's merge."""
+        steps = self._steps()
+        at = steps.index(("group", g))
+        if h is None:
+            h, first = self._start(features[-1].shape[0], features[-1].shape[1:3]), 0
+        else:
+            first = steps.index(("group", g - 1)) + 1
+        for step in steps[first:at]:
+            h = self._deterministic(h, step)
+        return (h, *self._group_statistics(h, features, g))
+
+    def merge_group(self, h, prior_features, z, g):
+        """The state after group g's merge of z (``h``, ``prior_features`` from ``to_group``)."""
+        return self.groups[g].merge(h, prior_features, z)
+
+    def finish(self, h):
+        """The likelihood's parameters from the state after the last group's merge."""
+        steps = self._steps()
+        last = max(i for i, (kind, _) in enumerate(steps) if kind == "group")
+        for step in steps[last + 1 :]:
+            h = self._deterministic(h, step)
+        return self._output(h)
 
     def top_posterior(self, features):
         """q(z_1 | x): the top group's (mean, log_var), which needs no other latent."""
