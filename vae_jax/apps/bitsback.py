@@ -229,7 +229,7 @@ def _ladder_output(model, params, h):
     return _snap(model.top_down.apply({"params": params["decoder"]}, h, method=TopDown.finish)[0], OUTPUT_GRID_LOG2)
 
 
-_posterior_in_bins = jax.jit(lambda mean, log_var, bin_log2: _in_bins(mean, log_var, bin_log2), static_argnums=2)
+_posterior_in_bins = jax.jit(_in_bins, static_argnums=2)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -298,15 +298,15 @@ def _coupled_table(rows, x_rows, channel, k, component_bins=None):
     means, log_scales, coefficients = rest[:, 0], rest[:, 1], np.tanh(rest[:, 2])
     centres = _centres(x_rows[:, :2])[..., None]  # (n, 2, 1): r, g
     coupled = [
-        lambda: means[:, 0],
-        lambda: means[:, 1] + coefficients[:, 0] * centres[:, 0],
-        lambda: means[:, 2] + coefficients[:, 1] * centres[:, 0] + coefficients[:, 2] * centres[:, 1],
+        means[:, 0],
+        means[:, 1] + coefficients[:, 0] * centres[:, 0],
+        means[:, 2] + coefficients[:, 1] * centres[:, 0] + coefficients[:, 2] * centres[:, 1],
     ]
     component_bins = {} if component_bins is None else component_bins
 
     def bins(c):
         if c not in component_bins:
-            component_bins[c] = _component_bins(coupled[c](), log_scales[:, c])
+            component_bins[c] = _component_bins(coupled[c], log_scales[:, c])
         return component_bins[c]
 
     log_weights = logits
