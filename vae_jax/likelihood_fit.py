@@ -191,7 +191,7 @@ def _coupled_bias(k, fit, *, neighbours=False, cross_channel=False):
 OUTPUT_KERNEL_SCALE = 0.1
 
 
-def _output_layer_path(params):
+def output_layer_path(params):
     """Where the decoder's last layer is: ``decoder/out`` (mlp, conv, hvae) or ``decoder/x/out``
     (the stochastic MLP's p(x|z_1))."""
     decoder = params.get("decoder", {}) if isinstance(params, dict) else {}
@@ -209,10 +209,10 @@ def _replaced(tree, path, value):
 
 
 def with_output_bias(params, bias):
-    """``params`` with the decoder's last layer (``_output_layer_path``) at ``bias`` for every
+    """``params`` with the decoder's last layer (``output_layer_path``) at ``bias`` for every
     output position (the bias tiled over the layer's positions: the 2x2 pixels of a patch, or
     every pixel of a dense decoder) and its kernel times ``OUTPUT_KERNEL_SCALE``."""
-    path = _output_layer_path(params)
+    path = output_layer_path(params)
     out = params
     for name in path:
         out = out[name]

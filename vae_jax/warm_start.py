@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from vae_jax import config as config_lib
+from vae_jax import likelihood_fit
 
 PRETRAINED_PREFIX = "pretrained:"
 # (source likelihood, new likelihood): the new one's numbers per pixel extend the source's, and
@@ -78,12 +79,14 @@ def transplant(fresh, source, *, grow_output: tuple[int, int] | None = None):
             f"it has beside: {extra[:4]})"
         )
 
+    output_layer = "/".join(likelihood_fit.output_layer_path(fresh)) if grow_output is not None else None
+
     def take(path, new):
         name = _path_name(path)
         old = source_leaves[name]
         if np.shape(old) == np.shape(new):
             return np.asarray(old, new.dtype)
-        if grow_output is not None and name.startswith("decoder/") and name.rsplit("/", 2)[-2] == "out":
+        if output_layer is not None and name.rsplit("/", 1)[0] == output_layer:
             return grown_output_layer(old, np.shape(new), *grow_output).astype(new.dtype)
         raise WarmStartError(f"init_from: {name} is {np.shape(old)} in the source and {np.shape(new)} here")
 

@@ -238,8 +238,7 @@ class TopDown(nn.Module):
     def finish(self, h):
         """The likelihood's parameters from the state after the last group's merge."""
         steps = self._steps()
-        last = max(i for i, (kind, _) in enumerate(steps) if kind == "group")
-        for step in steps[last + 1 :]:
+        for step in steps[steps.index(("group", len(self.groups) - 1)) + 1 :]:
             h = self._deterministic(h, step)
         return self._output(h)
 
