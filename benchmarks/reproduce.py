@@ -141,27 +141,46 @@ def evaluate_row(run_dir: Path, k: int, batch_size: int) -> dict:
     }
 
 
-def estimate(config, name: str, dispatches: int = 4) -> dict:
-    """Time ``dispatches`` dispatches of the row's train step and extrapolate to its schedule."""
+# Ways to run the scanned steps (steps unrolled per scan iteration, select instead of cond) that
+# ``--estimate --variants`` times: they change the step's speed, never its numbers.
+EXECUTION_VARIANTS = ((1, False), (1, True), (8, False), (8, True), (16, True))
+
+
+def estimate(config, name: str, dispatches: int = 4, variants: bool = False) -> dict:
+    """Time ``dispatches`` dispatches of the row's train step and extrapolate to its schedule;
+    with ``variants``, under each of ``EXECUTION_VARIANTS`` too, the fastest one extrapolated."""
     source = runs.open_source(config)
     model = config_lib.build_model(config, source.image_shape)
-    state = runs.initial_state(model, config, source)
-    train_steps = runs.train_steps_of(model, config)
     n = config.steps_per_dispatch
-    seconds = []
-    for i in range(dispatches + 1):
-        batches = source.train_batches(i * n, n, config.batch_size, config.seed)
-        tick = time.perf_counter()
-        state, metrics = train_steps(state, batches)
-        jax.block_until_ready(metrics)
-        if i:  # the first dispatch compiles
-            seconds.append((time.perf_counter() - tick) / n)
-    per_step = float(np.median(seconds))
+    batches = [source.train_batches(i * n, n, config.batch_size, config.seed) for i in range(dispatches + 1)]
+
+    def seconds_per_step(**how):
+        state = runs.initial_state(model, config, source)
+        train_steps = runs.train_steps_of(model, config, **how)
+        seconds = []
+        for i, batch in enumerate(batches):
+            tick = time.perf_counter()
+            state, metrics = train_steps(state, batch)
+            jax.block_until_ready(metrics)
+            if i:  # the first dispatch compiles
+                seconds.append((time.perf_counter() - tick) / n)
+        return float(np.median(seconds))
+
+    if variants:
+        timed = {
+            f"unroll={unroll},branchless={branchless}": seconds_per_step(unroll=unroll, branchless=branchless)
+            for unroll, branchless in EXECUTION_VARIANTS
+        }
+    else:
+        timed = {"backend default": seconds_per_step()}
+    fastest = min(timed, key=timed.get)
     return {
         "row": name,
-        "seconds_per_step": per_step,
+        "seconds_per_step": timed[fastest],
+        "execution": fastest,
+        "seconds_per_step_by_execution": timed,
         "steps": config.steps,
-        "expected_training_hours": per_step * config.steps / 3600,
+        "expected_training_hours": timed[fastest] * config.steps / 3600,
         "machine": machine(),
         "commit": commit(),
     }
@@ -203,6 +222,9 @@ def main(argv=None) -> int:
     parser.add_argument("--k", type=int, default=5000, help="importance samples of the test NLL")
     parser.add_argument("--eval-batch-size", type=int, default=100)
     parser.add_argument("--estimate", action="store_true", help="time the row's step; do not train")
+    parser.add_argument(
+        "--variants", action="store_true", help="with --estimate: time each way of running the steps too"
+    )
     parser.add_argument("--report", action="store_true", help="write OUT/iwae-mnist.md from the rows run")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -214,7 +236,7 @@ def main(argv=None) -> int:
         parser.error("--row is required (or --report)")
     config = row_config(args.row, args.data, args.steps)
     if args.estimate:
-        print(json.dumps(estimate(config, args.row), indent=2))
+        print(json.dumps(estimate(config, args.row, variants=args.variants), indent=2))
         return 0
     run_dir = out_dir / args.row
     resume = (run_dir / "config.json").is_file()

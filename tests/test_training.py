@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import quiet, tiny_conv_config
+from conftest import quiet, tiny_conv_config, tiny_run_config
 
 from vae_jax import config as config_lib
 from vae_jax import runs, training
@@ -130,3 +130,32 @@ def test_a_few_hundred_steps_on_photos_lower_the_test_loss(tmp_path):
     train_records = [r for r in records if r["split"] == "train"]
     assert train_records[-1]["loss"] < train_records[0]["loss"]
     assert {"step", "loss", "elbo", "kl", "bits_per_dim", "steps_per_s"} <= set(train_records[-1])
+
+
+def _run_steps(config, state, batches, **how):
+    model = config_lib.build_model(config, runs.open_source(config).image_shape)
+    train_steps = training.make_train_steps(
+        runs.loss_of(model, config), runs.optimizer_of(config), runs.step_options(config), **how
+    )
+    return train_steps(jax.tree_util.tree_map(jnp.copy, state), batches)
+
+
+def test_unrolled_branchless_steps_compute_what_the_scanned_conds_compute():
+    # A threshold between the steps' gradient norms, so that some updates are skipped and some
+    # taken: the select must keep the old state exactly where the cond skipped.
+    steps = 8
+    probe = tiny_run_config()
+    source = runs.open_source(probe)
+    model = config_lib.build_model(probe, source.image_shape)
+    state = runs.init_state(model, probe)
+    batches = source.train_batches(0, steps, probe.batch_size, 0)
+    _, metrics = _run_steps(probe, state, batches, unroll=1, branchless=False)
+    config = tiny_run_config(skip_grad_norm=float(np.median(metrics["grad_norm"])))
+    reference, reference_metrics = _run_steps(config, state, batches, unroll=1, branchless=False)
+    assert 0 < int(reference.skipped) < steps
+    for unroll, branchless in [(1, True), (4, True), (3, False)]:
+        other, other_metrics = _run_steps(config, state, batches, unroll=unroll, branchless=branchless)
+        assert int(other.skipped) == int(reference.skipped)
+        np.testing.assert_array_equal(other_metrics["skipped"], reference_metrics["skipped"])
+        for a, b in zip(jax.tree_util.tree_leaves(other), jax.tree_util.tree_leaves(reference)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)

@@ -105,9 +105,10 @@ def step_options(config: Config) -> training.StepOptions:
     return training.StepOptions(config.ema_decay, config.skip_grad_norm, config.skip_grad_norm_factor)
 
 
-def train_steps_of(model, config: Config):
-    """The jitted multi-step train function for a configuration."""
-    return training.make_train_steps(loss_of(model, config), optimizer_of(config), step_options(config))
+def train_steps_of(model, config: Config, **how):
+    """The jitted multi-step train function for a configuration (``how``: ``unroll``,
+    ``branchless``, see ``training.make_train_steps``)."""
+    return training.make_train_steps(loss_of(model, config), optimizer_of(config), step_options(config), **how)
 
 
 def init_state(model, config: Config, params=None) -> training.TrainState:

@@ -9,7 +9,7 @@ uninterrupted run computed from ``s`` on. Per step:
   g = grad(loss); if loss and |g| are finite, |g| <= skip_grad_norm and
   |g| <= skip_grad_norm_factor * (running mean of |g|, each skipped one clipped to that bound):
       params <- params + optimizer(g), ema <- d * ema + (1 - d) * params
-  else: nothing changes but the step and the count of skipped updates (a ``lax.cond``).
+  else: nothing changes but the step and the count of skipped updates.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ from vae_jax import evaluation, objectives
 from vae_jax.images import prepare
 
 GRAD_NORM_WARMUP_STEPS = 20
+# How the scanned steps run off CPU, where a small model's step is bound by latency (kernel
+# launches, and a host round trip for each cond predicate), not by arithmetic.
+ACCELERATOR_UNROLL = 1
+ACCELERATOR_BRANCHLESS = False
 LossFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict]]
 
 
@@ -170,8 +174,14 @@ def ema_decay(decay, step):
     return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
 
-def train_step(loss_fn: LossFn, optimizer, state: TrainState, batch, options: StepOptions = StepOptions()):
-    """One update from a batch; returns the new state and the step's metrics."""
+def train_step(
+    loss_fn: LossFn, optimizer, state: TrainState, batch, options: StepOptions = StepOptions(), *, branchless=False
+):
+    """One update from a batch; returns the new state and the step's metrics.
+
+    A skipped update is a ``lax.cond`` (the optimizer does no work), or with ``branchless`` a
+    select between the updated and the old state: the same numbers, without the predicate's
+    trip to the host that a cond costs on GPUs every step."""
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     (loss, metrics), grads = jax.value_and_grad(
         lambda params: loss_fn(params, batch, key, state.step), has_aux=True
@@ -205,9 +215,14 @@ def train_step(loss_fn: LossFn, optimizer, state: TrainState, batch, options: St
     def skip(_):
         return state.params, state.opt_state, state.ema_params
 
-    # A cond, not a where over every leaf: a skipped step does no optimizer work, and an accepted
-    # one saves three elementwise passes over params, moments and average.
-    params, opt_state, ema_params = jax.lax.cond(accept, update, skip, None)
+    if branchless:
+        params, opt_state, ema_params = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(accept, new, old), update(None), skip(None)
+        )
+    else:
+        # On CPU a cond, not a where over every leaf: a skipped step does no optimizer work, and
+        # an accepted one saves three elementwise passes over params, moments and average.
+        params, opt_state, ema_params = jax.lax.cond(accept, update, skip, None)
     new_state = TrainState(
         step=state.step + 1,
         params=params,
@@ -221,7 +236,9 @@ def train_step(loss_fn: LossFn, optimizer, state: TrainState, batch, options: St
     return new_state, metrics
 
 
-def make_train_steps(loss_fn: LossFn, optimizer, options: StepOptions = StepOptions()):
+def make_train_steps(
+    loss_fn: LossFn, optimizer, options: StepOptions = StepOptions(), *, unroll=None, branchless=None
+):
     """A jitted ``(state, batches) -> (state, metrics)`` running ``len(batches)`` steps in one
     dispatch; the state's buffers are donated, so it updates in place.
 
@@ -229,13 +246,18 @@ def make_train_steps(loss_fn: LossFn, optimizer, options: StepOptions = StepOpti
     convolutions inside a while-loop body through a slow path (jax-ml/jax#12868), so there the
     steps are unrolled at trace time (compile time grows linearly with the steps per dispatch).
     Dense models keep the scan on CPU, where unrolling them is slower (the train_step rows of the
-    benchmarks measure both).
+    benchmarks measure both). ``unroll`` (steps per scan iteration) and ``branchless`` (see
+    ``train_step``) change how the steps run, never what they compute; left ``None`` they take
+    the backend's defaults, ``ACCELERATOR_UNROLL`` and ``ACCELERATOR_BRANCHLESS`` off CPU.
     """
-    step = functools.partial(train_step, loss_fn, optimizer, options=options)
+    on_cpu = jax.default_backend() == "cpu"
+    unroll = (1 if on_cpu else ACCELERATOR_UNROLL) if unroll is None else unroll
+    branchless = (not on_cpu and ACCELERATOR_BRANCHLESS) if branchless is None else branchless
+    step = functools.partial(train_step, loss_fn, optimizer, options=options, branchless=branchless)
 
     def run(state, batches):
-        if not (jax.default_backend() == "cpu" and _has_convolutions(step, state, batches[0])):
-            return jax.lax.scan(step, state, batches)
+        if not (on_cpu and _has_convolutions(step, state, batches[0])):
+            return jax.lax.scan(step, state, batches, unroll=unroll)
         metrics = []
         for batch in batches:
             state, step_metrics = step(state, batch)
