@@ -191,3 +191,48 @@ def test_an_iwae_run_logs_its_bound_evaluates_and_draws_its_curves(tmp_path):
     assert all(r["loss"] == pytest.approx(-r["iwae_bound"]) for r in train)
     assert any(r.get("split") == "test" for r in records)
     assert (tmp_path / "iwae" / "curves.png").is_file()
+
+
+def test_a_signal_during_a_dispatch_stops_after_it_with_its_state(tmp_path, monkeypatch):
+    # The signal arrives once the dispatch has returned and before its result is assigned: a
+    # handler that raised there would lose the new state, the old one's buffers being donated.
+    real_steps_of = runs.train_steps_of
+
+    def steps_of(model, config, **how):
+        train_steps = real_steps_of(model, config, **how)
+
+        def signalled(state, batches):
+            result = train_steps(state, batches)
+            if int(result[0].step) == 15:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return result
+
+        return signalled
+
+    monkeypatch.setattr(runs, "train_steps_of", steps_of)
+    sigint_handler = signal.getsignal(signal.SIGINT)
+    summary = _train(tiny_run_config(), tmp_path / "run")
+    assert summary["signal"] == "SIGTERM" and summary["interrupted_at"] == 15
+    assert runs.load_run(tmp_path / "run").state.step == 15
+    assert signal.getsignal(signal.SIGINT) is sigint_handler  # both handlers are put back
+
+
+def test_a_second_ctrl_c_inside_a_dispatch_leaves_the_last_checkpoint(tmp_path, monkeypatch):
+    real_steps_of = runs.train_steps_of
+
+    def steps_of(model, config, **how):
+        train_steps = real_steps_of(model, config, **how)
+
+        def interrupted_twice(state, batches):
+            result = train_steps(state, batches)
+            if int(result[0].step) == 15:
+                os.kill(os.getpid(), signal.SIGINT)  # asks to stop after this dispatch
+                os.kill(os.getpid(), signal.SIGINT)  # stops now: this dispatch's result is lost
+            return result
+
+        return interrupted_twice
+
+    monkeypatch.setattr(runs, "train_steps_of", steps_of)
+    summary = _train(tiny_run_config(), tmp_path / "run")
+    assert summary["signal"] == "SIGINT" and summary["interrupted_at"] == 10  # checkpoint_every=10
+    assert runs.load_run(tmp_path / "run").state.step == 10

@@ -346,10 +346,8 @@ def train(
         batches = source.train_batches(step, n, config.batch_size, config.seed)
         return batches if mesh is None else parallel.shard_batches(batches, mesh)
 
-    try:
-        previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread: no SIGTERM handling
-        previous_handler = None
+    stop = _StopRequest()
+    previous_handlers = stop.install()
     try:
         step = start
         batches = next_batches(step)
@@ -391,14 +389,24 @@ def train(
             if _crossed(step, n, config.eval_every) and step < config.steps and primary:
                 _evaluate_and_draw(run_dir, model, config, parallel.host_copy(state), test_images, eval_key, step)
             tick = time.perf_counter()  # the rate counts the steps, not the evaluations and checkpoints
-    except KeyboardInterrupt as signal_received:
-        interrupted = "SIGTERM" if isinstance(signal_received, Terminated) else "SIGINT"
-        log(f"\n{interrupted} at step {int(parallel.host_copy(state.step))}: saving a checkpoint")
+            if stop.signal is not None:
+                break
+        interrupted = stop.signal
+    except KeyboardInterrupt:  # a second Ctrl-C, or a Ctrl-C raised outside the main thread's handler
+        interrupted = "SIGINT"
+        if _donated(state):
+            # Raised inside a dispatch, after its input buffers were given to the step: what was
+            # saved last is all there is.
+            log(f"\n{interrupted} during a dispatch: the run stands at its last checkpoint")
+            summary.update(interrupted_at=manager.latest_step(), signal=interrupted)
+            return summary
     finally:
         if bar is not None:
             bar.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+    if interrupted:
+        log(f"\n{interrupted} at step {int(parallel.host_copy(state.step))}: saving a checkpoint")
     state = parallel.host_copy(state)
     checkpoints.save(manager, state)
     summary["wall_seconds"] = time.perf_counter() - began
@@ -423,12 +431,35 @@ def train(
     return summary
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what schedulers send) during training: handled like Ctrl-C, with a checkpoint."""
+class _StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM (what schedulers send) during training: the loop stops after the
+    dispatch in flight and saves a checkpoint. An exception raised from the handler could land
+    between a dispatch's return and the assignment of its result, losing the new state while the
+    old one's buffers are already donated to the step; so the handler only records the signal. A
+    second Ctrl-C raises ``KeyboardInterrupt`` at once."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __call__(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def install(self) -> dict:
+        """Handle SIGINT and SIGTERM; returns the handlers to put back (none outside the main thread)."""
+        previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[signum] = signal.signal(signum, self)
+            except ValueError:  # not the main thread: signals stay as they were
+                break
+        return previous
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated
+def _donated(state) -> bool:
+    """Whether any of ``state``'s arrays was deleted (donated to a dispatch that never returned)."""
+    return any(getattr(leaf, "is_deleted", lambda: False)() for leaf in jax.tree_util.tree_leaves(state))
 
 
 # Consecutive skipped updates after which a run is stopped: no step is being taken.

@@ -29,9 +29,11 @@ from vae_jax.images import prepare
 
 GRAD_NORM_WARMUP_STEPS = 20
 # How the scanned steps run off CPU, where a small model's step is bound by latency (kernel
-# launches, and a host round trip for each cond predicate), not by arithmetic.
+# launches, and a host round trip for each cond predicate), not by arithmetic. On an H100 the
+# Burda IWAE k=5 step took 153 us branchless against 187 us with the cond; unrolling 8 or 16
+# steps a scan iteration took 160-167 us (benchmarks/results/gpu-h100, reproduce --variants).
 ACCELERATOR_UNROLL = 1
-ACCELERATOR_BRANCHLESS = False
+ACCELERATOR_BRANCHLESS = True
 LossFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict]]
 
 
