@@ -193,9 +193,10 @@ def test_an_iwae_run_logs_its_bound_evaluates_and_draws_its_curves(tmp_path):
     assert (tmp_path / "iwae" / "curves.png").is_file()
 
 
-def test_a_signal_during_a_dispatch_stops_after_it_with_its_state(tmp_path, monkeypatch):
-    # The signal arrives once the dispatch has returned and before its result is assigned: a
-    # handler that raised there would lose the new state, the old one's buffers being donated.
+def _signal_inside_the_dispatch_to(monkeypatch, step, *signals):
+    """Send ``signals`` once the dispatch that reaches ``step`` has returned and before its result
+    is assigned: where a handler that raised would lose the new state, the old one's buffers
+    being donated to the step."""
     real_steps_of = runs.train_steps_of
 
     def steps_of(model, config, **how):
@@ -203,13 +204,18 @@ def test_a_signal_during_a_dispatch_stops_after_it_with_its_state(tmp_path, monk
 
         def signalled(state, batches):
             result = train_steps(state, batches)
-            if int(result[0].step) == 15:
-                os.kill(os.getpid(), signal.SIGTERM)
+            if int(result[0].step) == step:
+                for signum in signals:
+                    os.kill(os.getpid(), signum)
             return result
 
         return signalled
 
     monkeypatch.setattr(runs, "train_steps_of", steps_of)
+
+
+def test_a_signal_during_a_dispatch_stops_after_it_with_its_state(tmp_path, monkeypatch):
+    _signal_inside_the_dispatch_to(monkeypatch, 15, signal.SIGTERM)
     sigint_handler = signal.getsignal(signal.SIGINT)
     summary = _train(tiny_run_config(), tmp_path / "run")
     assert summary["signal"] == "SIGTERM" and summary["interrupted_at"] == 15
@@ -218,21 +224,8 @@ def test_a_signal_during_a_dispatch_stops_after_it_with_its_state(tmp_path, monk
 
 
 def test_a_second_ctrl_c_inside_a_dispatch_leaves_the_last_checkpoint(tmp_path, monkeypatch):
-    real_steps_of = runs.train_steps_of
-
-    def steps_of(model, config, **how):
-        train_steps = real_steps_of(model, config, **how)
-
-        def interrupted_twice(state, batches):
-            result = train_steps(state, batches)
-            if int(result[0].step) == 15:
-                os.kill(os.getpid(), signal.SIGINT)  # asks to stop after this dispatch
-                os.kill(os.getpid(), signal.SIGINT)  # stops now: this dispatch's result is lost
-            return result
-
-        return interrupted_twice
-
-    monkeypatch.setattr(runs, "train_steps_of", steps_of)
+    # The first asks to stop after the dispatch; the second stops at once, losing its result.
+    _signal_inside_the_dispatch_to(monkeypatch, 15, signal.SIGINT, signal.SIGINT)
     summary = _train(tiny_run_config(), tmp_path / "run")
     assert summary["signal"] == "SIGINT" and summary["interrupted_at"] == 10  # checkpoint_every=10
     assert runs.load_run(tmp_path / "run").state.step == 10
