@@ -200,10 +200,15 @@ def report(out_dir: Path) -> str:
         result = json.loads(path.read_text())
         machines.add(result["machine"]["processor"] + ", " + result["machine"]["device"])
         hours = (result["training_seconds"] + result["evaluation_seconds"]) / 3600
+        by_device = result.get("training_seconds_by_device", {})
+        wall = f"{hours:.1f} h"
+        if len(by_device) > 1:
+            machines.update(by_device)
+            wall += " (training: " + ", ".join(f"{sec / 3600:.2f} h {name}" for name, sec in by_device.items()) + ")"
         lines.append(
             f"| {name} | {row.paper_nll:.2f} | {result['test_nll_nats']:.2f} | {result['test_elbo_nats']:.2f} "
             f"| {row.paper_active_units or '-'} | {'+'.join(map(str, result['active_units']))} "
-            f"| {result['epochs']:.0f} of {FULL_SCHEDULE_EPOCHS} | {hours:.1f} h | {result['commit']} |"
+            f"| {result['epochs']:.0f} of {FULL_SCHEDULE_EPOCHS} | {wall} | {result['commit']} |"
         )
     lines.append("")
     lines.append(f"Machine: {'; '.join(sorted(machines)) or '-'}.")
@@ -252,6 +257,7 @@ def main(argv=None) -> int:
         **dataclasses.asdict(IWAE_MNIST_ROWS[args.row]),
         "epochs": config.steps * config.batch_size / source_size,
         "training_seconds": _training_seconds(run_dir),
+        "training_seconds_by_device": _training_seconds(run_dir, by_device=True),
         **evaluate_row(run_dir, args.k, args.eval_batch_size),
         "machine": machine(),
         "commit": commit(),
@@ -271,15 +277,25 @@ def _record_session(run_dir: Path) -> None:
     path.write_text(json.dumps([*sessions, started], indent=2) + "\n")
 
 
-def _training_seconds(run_dir: Path) -> float:
-    """Training wall time over every session of a resumed run (from its metrics log)."""
+def _training_seconds(run_dir: Path, by_device: bool = False):
+    """Training wall time over every session of a resumed run (from its metrics log); with
+    ``by_device``, split by the device of the session each logged stretch of steps ran in (the
+    latest one started before the record was written, from ``sessions.json``)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    rates = [(r["step"], r["steps_per_s"]) for r in records if r.get("split") == "train" and "steps_per_s" in r]
-    if not rates:
-        return math.nan
-    steps = [step for step, _ in rates]
-    spans = np.diff([0, *steps])
-    return float(sum(span / rate for span, (_, rate) in zip(spans, rates)))
+    rates = [r for r in records if r.get("split") == "train" and "steps_per_s" in r]
+    sessions_path = run_dir / "sessions.json"
+    sessions = json.loads(sessions_path.read_text()) if sessions_path.is_file() else []
+    starts = sorted((time.mktime(time.strptime(s["time"], "%Y-%m-%d %H:%M:%S")), s["machine"]["device"]) for s in sessions)
+    seconds = {}
+    previous_step = 0
+    for record in rates:
+        devices = [device for started, device in starts if started <= record.get("time", math.inf)]
+        device = devices[-1] if devices else "unknown"
+        seconds[device] = seconds.get(device, 0.0) + (record["step"] - previous_step) / record["steps_per_s"]
+        previous_step = record["step"]
+    if by_device:
+        return seconds
+    return float(sum(seconds.values())) if seconds else math.nan
 
 
 if __name__ == "__main__":

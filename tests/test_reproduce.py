@@ -1,0 +1,73 @@
+"""The Burda et al. reproduction command (``benchmarks.reproduce``) on a small made-up MNIST: a
+row trains, resumes, evaluates and reports; training time is split by the device each stretch
+of steps ran on."""
+
+import dataclasses
+import json
+import time
+
+import numpy as np
+from test_data import write_idx_dataset
+
+from benchmarks import reproduce
+
+
+def _strokes(num, seed):
+    """28x28 grey images of a random bar each: something a Bernoulli decoder can learn."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((num, 28, 28), np.uint8)
+    for image, row, col in zip(images, rng.integers(4, 24, num), rng.integers(4, 24, num)):
+        image[row - 3 : row + 3, col - 1 : col + 1] = 255
+        image[row, :] = 128
+    return images
+
+
+def test_a_row_trains_resumes_evaluates_and_reports(tmp_path, monkeypatch):
+    # Three steps a dispatch, logged every three: the first dispatch compiles and is not timed.
+    real_row_config = reproduce.row_config
+    monkeypatch.setattr(
+        reproduce,
+        "row_config",
+        lambda *args: dataclasses.replace(real_row_config(*args), steps_per_dispatch=3, log_every=3),
+    )
+    data = write_idx_dataset(tmp_path / "mnist", _strokes(60, 0), _strokes(30, 1), gz=True)
+    out = tmp_path / "out"
+    row = ["iwae-mnist", "--row", "iwae-1layer-k5", "--data", f"idx:{data}", "--out-dir", str(out), "--no-progress"]
+    assert reproduce.main([*row, "--steps", "6", "--k", "20"]) == 0
+    # Longer: the command resumes the run at its step 6 rather than starting again.
+    assert reproduce.main([*row, "--steps", "9", "--k", "20"]) == 0
+    result = json.loads((out / "iwae-1layer-k5" / "reproduction.json").read_text())
+    assert result["step"] == 9 and result["epochs"] == 9 * 20 / 60
+    assert result["num_test_images"] == 30 and result["nll_samples"] == 20
+    # log p(x) >= L_20 >= ELBO in expectation: the k=20 NLL estimate sits below the -ELBO.
+    assert result["test_nll_nats"] < result["test_elbo_nats"]
+    assert len(result["active_units"]) == 1 and 0 <= result["active_units"][0] <= 50
+    assert len(result["training_sessions"]) == 2
+    assert set(result["training_seconds_by_device"]) == {"cpu"}
+    assert np.isclose(sum(result["training_seconds_by_device"].values()), result["training_seconds"])
+    report = reproduce.report(out)
+    assert f"| iwae-1layer-k5 | 85.54 | {result['test_nll_nats']:.2f} |" in report
+    assert "| vae-1layer-k1 | 86.76 | not run |" in report
+
+
+def test_training_time_is_split_by_the_device_each_stretch_ran_on(tmp_path):
+    def stamp(text):
+        return time.mktime(time.strptime(text, "%Y-%m-%d %H:%M:%S"))
+
+    sessions = [
+        {"time": "2026-11-26 10:00:00", "machine": {"device": "cpu"}},
+        {"time": "2026-11-26 11:00:00", "machine": {"device": "gpu"}},
+        {"time": "2026-11-26 12:00:00", "machine": {"device": "cpu"}},
+    ]
+    records = [
+        {"split": "train", "step": 100, "steps_per_s": 10.0, "time": stamp("2026-11-26 10:10:00")},
+        {"split": "test", "step": 100, "time": stamp("2026-11-26 10:10:01")},
+        {"split": "train", "step": 200, "steps_per_s": 20.0, "time": stamp("2026-11-26 10:20:00")},
+        {"split": "train", "step": 1200, "steps_per_s": 1000.0, "time": stamp("2026-11-26 11:00:05")},
+        {"split": "train", "step": 1300, "steps_per_s": 50.0, "time": stamp("2026-11-26 12:30:00")},
+    ]
+    (tmp_path / "sessions.json").write_text(json.dumps(sessions))
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    by_device = reproduce._training_seconds(tmp_path, by_device=True)
+    assert by_device == {"cpu": 100 / 10 + 100 / 20 + 100 / 50, "gpu": 1000 / 1000}
+    assert reproduce._training_seconds(tmp_path) == 10 + 5 + 2 + 1
