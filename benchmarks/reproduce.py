@@ -115,11 +115,13 @@ def layer_activity(model, params, images, key, batch_size=1000):
     return [np.var(np.concatenate(m), axis=0) for m in means]
 
 
-def evaluate_row(run_dir: Path, k: int, batch_size: int) -> dict:
+def evaluate_row(run_dir: Path, k: int, batch_size: int, key_seed: int | None = None) -> dict:
+    """The paper's evaluation of a row's run: NLL (k samples), -ELBO and active units on the test
+    set, drawn (binarization, samples) from ``key(key_seed)``, by default ``key(seed + 2)``."""
     run = runs.load_run(run_dir)
     source = runs.open_source(run.config)
     images = source.test_images()
-    key = jax.random.key(run.config.seed + 2)
+    key = jax.random.key(run.config.seed + 2 if key_seed is None else key_seed)
     started = time.perf_counter()
     likelihood_input = run.config.likelihood_input
     nll = runs.evaluate_log_likelihood(
@@ -231,6 +233,12 @@ def main(argv=None) -> int:
         "--variants", action="store_true", help="with --estimate: time each way of running the steps too"
     )
     parser.add_argument("--report", action="store_true", help="write OUT/iwae-mnist.md from the rows run")
+    parser.add_argument(
+        "--eval-key",
+        type=int,
+        help="evaluate the row's run as it stands, its test binarization and samples drawn from this PRNG key "
+        "(the spread over keys is the figure's evaluation noise); prints the result, trains nothing",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     out_dir = Path(args.out_dir)
@@ -244,6 +252,12 @@ def main(argv=None) -> int:
         print(json.dumps(estimate(config, args.row, variants=args.variants), indent=2))
         return 0
     run_dir = out_dir / args.row
+    if args.eval_key is not None:
+        if not (run_dir / "config.json").is_file():
+            raise SystemExit(f"--eval-key: no run of {args.row} in {run_dir}")
+        result = evaluate_row(run_dir, args.k, args.eval_batch_size, args.eval_key)
+        print(json.dumps({"row": args.row, "key": args.eval_key, **result}, indent=2))
+        return 0
     resume = (run_dir / "config.json").is_file()
     summary = runs.train(
         config, run_dir, resume=resume, progress=not args.no_progress, on_start=lambda: _record_session(run_dir)
@@ -285,7 +299,9 @@ def _training_seconds(run_dir: Path, by_device: bool = False):
     rates = [r for r in records if r.get("split") == "train" and "steps_per_s" in r]
     sessions_path = run_dir / "sessions.json"
     sessions = json.loads(sessions_path.read_text()) if sessions_path.is_file() else []
-    starts = sorted((time.mktime(time.strptime(s["time"], "%Y-%m-%d %H:%M:%S")), s["machine"]["device"]) for s in sessions)
+    starts = sorted(
+        (time.mktime(time.strptime(s["time"], "%Y-%m-%d %H:%M:%S")), s["machine"]["device"]) for s in sessions
+    )
     seconds = {}
     previous_step = 0
     for record in rates:

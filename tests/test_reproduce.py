@@ -45,6 +45,10 @@ def test_a_row_trains_resumes_evaluates_and_reports(tmp_path, monkeypatch):
     assert len(result["training_sessions"]) == 2
     assert set(result["training_seconds_by_device"]) == {"cpu"}
     assert np.isclose(sum(result["training_seconds_by_device"].values()), result["training_seconds"])
+    # Another key draws another binarization of the test set: the same run, another figure.
+    other = reproduce.evaluate_row(out / "iwae-1layer-k5", 20, 100, key_seed=7)
+    assert other["step"] == 9 and other["test_nll_nats"] != result["test_nll_nats"]
+    assert reproduce.evaluate_row(out / "iwae-1layer-k5", 20, 100)["test_nll_nats"] == result["test_nll_nats"]
     report = reproduce.report(out)
     assert f"| iwae-1layer-k5 | 85.54 | {result['test_nll_nats']:.2f} |" in report
     assert "| vae-1layer-k1 | 86.76 | not run |" in report
