@@ -68,14 +68,21 @@ FULL_SCHEDULE_EPOCHS = 3280
 ACTIVE_UNIT_THRESHOLD = 1e-2
 
 
-def row_config(name: str, data: str, steps: int | None = None) -> config_lib.Config:
+def row_config(name: str, data: str, steps: int | None = None, seed: int | None = None) -> config_lib.Config:
     if name not in IWAE_MNIST_ROWS:
         raise SystemExit(f"--row: unknown {name!r}; expected one of {', '.join(IWAE_MNIST_ROWS)}")
     row = IWAE_MNIST_ROWS[name]
     overrides = {"objective": row.objective, "k": row.k, "data": data}
     if steps is not None:
         overrides["steps"] = steps
+    if seed is not None:
+        overrides["seed"] = seed
     return config_lib.preset(row.preset, overrides)
+
+
+def run_directory(out_dir: Path, name: str, seed: int | None) -> Path:
+    """``OUT/ROW`` for the preset's seed, ``OUT/ROW-seedN`` for another (the spread over runs)."""
+    return out_dir / (name if seed is None else f"{name}-seed{seed}")
 
 
 def machine() -> dict:
@@ -226,6 +233,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default="tfds:mnist", help="idx:DIR (the MNIST idx files) or tfds:mnist")
     parser.add_argument("--out-dir", default="runs/reproduce", help="where the rows' runs and results go")
     parser.add_argument("--steps", type=int, help="a shortened schedule (default: the paper's 3280 epochs)")
+    parser.add_argument(
+        "--seed", type=int, help="train the row from another seed, into OUT/ROW-seedN (default: the preset's)"
+    )
     parser.add_argument("--k", type=int, default=5000, help="importance samples of the test NLL")
     parser.add_argument("--eval-batch-size", type=int, default=100)
     parser.add_argument("--estimate", action="store_true", help="time the row's step; do not train")
@@ -247,11 +257,11 @@ def main(argv=None) -> int:
         return 0
     if not args.row:
         parser.error("--row is required (or --report)")
-    config = row_config(args.row, args.data, args.steps)
+    config = row_config(args.row, args.data, args.steps, args.seed)
     if args.estimate:
         print(json.dumps(estimate(config, args.row, variants=args.variants), indent=2))
         return 0
-    run_dir = out_dir / args.row
+    run_dir = run_directory(out_dir, args.row, args.seed)
     if args.eval_key is not None:
         if not (run_dir / "config.json").is_file():
             raise SystemExit(f"--eval-key: no run of {args.row} in {run_dir}")
@@ -269,6 +279,7 @@ def main(argv=None) -> int:
         "table": "Burda et al. (2016), Table 1, MNIST",
         "row": args.row,
         **dataclasses.asdict(IWAE_MNIST_ROWS[args.row]),
+        "seed": config.seed,
         "epochs": config.steps * config.batch_size / source_size,
         "training_seconds": _training_seconds(run_dir),
         "training_seconds_by_device": _training_seconds(run_dir, by_device=True),

@@ -49,6 +49,11 @@ def test_a_row_trains_resumes_evaluates_and_reports(tmp_path, monkeypatch):
     other = reproduce.evaluate_row(out / "iwae-1layer-k5", 20, 100, key_seed=7)
     assert other["step"] == 9 and other["test_nll_nats"] != result["test_nll_nats"]
     assert reproduce.evaluate_row(out / "iwae-1layer-k5", 20, 100)["test_nll_nats"] == result["test_nll_nats"]
+    # Another seed trains another run beside it, which the report leaves out.
+    assert reproduce.main([*row, "--steps", "3", "--k", "5", "--seed", "1"]) == 0
+    seeded = json.loads((out / "iwae-1layer-k5-seed1" / "reproduction.json").read_text())
+    assert seeded["step"] == 3 and seeded["seed"] == 1 and result["seed"] == 0
+    assert json.loads((out / "iwae-1layer-k5-seed1" / "config.json").read_text())["seed"] == 1
     report = reproduce.report(out)
     assert f"| iwae-1layer-k5 | 85.54 | {result['test_nll_nats']:.2f} |" in report
     assert "| vae-1layer-k1 | 86.76 | not run |" in report
