@@ -68,11 +68,22 @@ FULL_SCHEDULE_EPOCHS = 3280
 ACTIVE_UNIT_THRESHOLD = 1e-2
 
 
-def row_config(name: str, data: str, steps: int | None = None, seed: int | None = None) -> config_lib.Config:
+# What a row is, or has a flag of its own: not for --set.
+ROW_FIELDS = ("objective", "k", "data", "steps", "seed", "model", "latent_sizes", "widths")
+
+
+def row_config(
+    name: str, data: str, steps: int | None = None, seed: int | None = None, settings: dict | None = None
+) -> config_lib.Config:
+    """The row's preset with its objective and ``k``; ``settings`` change other fields of it (an
+    ablation: the row trained with one thing done differently)."""
     if name not in IWAE_MNIST_ROWS:
         raise SystemExit(f"--row: unknown {name!r}; expected one of {', '.join(IWAE_MNIST_ROWS)}")
+    fixed = sorted(set(settings or {}) & set(ROW_FIELDS))
+    if fixed:
+        raise SystemExit(f"--set {', '.join(fixed)}: fixed by the row or set by a flag of its own")
     row = IWAE_MNIST_ROWS[name]
-    overrides = {"objective": row.objective, "k": row.k, "data": data}
+    overrides = {**(settings or {}), "objective": row.objective, "k": row.k, "data": data}
     if steps is not None:
         overrides["steps"] = steps
     if seed is not None:
@@ -80,9 +91,12 @@ def row_config(name: str, data: str, steps: int | None = None, seed: int | None 
     return config_lib.preset(row.preset, overrides)
 
 
-def run_directory(out_dir: Path, name: str, seed: int | None) -> Path:
-    """``OUT/ROW`` for the preset's seed, ``OUT/ROW-seedN`` for another (the spread over runs)."""
-    return out_dir / (name if seed is None else f"{name}-seed{seed}")
+def run_directory(out_dir: Path, name: str, seed: int | None, settings: dict | None = None) -> Path:
+    """``OUT/ROW`` for the preset as it is; ``OUT/ROW-seedN`` for another seed (the spread over
+    runs) and ``-FIELD=VALUE`` for each changed setting (an ablation), so none resumes another."""
+    parts = [name] if seed is None else [name, f"seed{seed}"]
+    parts += [f"{field}={value}" for field, value in sorted((settings or {}).items())]
+    return out_dir / "-".join(parts)
 
 
 def machine() -> dict:
@@ -219,6 +233,27 @@ def report(out_dir: Path) -> str:
             f"| {row.paper_active_units or '-'} | {'+'.join(map(str, result['active_units']))} "
             f"| {result['epochs']:.0f} of {FULL_SCHEDULE_EPOCHS} | {wall} | {result['commit']} |"
         )
+    others = sorted(
+        path for path in out_dir.glob("*/reproduction.json") if path.parent.name not in IWAE_MNIST_ROWS
+    )
+    if others:
+        lines += [
+            "",
+            "Other runs of the rows (another seed, or a setting of the preset changed):",
+            "",
+            "| run | row | seed | settings | paper NLL | NLL (k=5000) | -ELBO | active units | epochs | commit |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+    for path in others:
+        result = json.loads(path.read_text())
+        machines.add(result["machine"]["processor"] + ", " + result["machine"]["device"])
+        settings = ", ".join(f"{field}={value}" for field, value in result.get("settings", {}).items())
+        lines.append(
+            f"| {path.parent.name} | {result['row']} | {result['seed']} | {settings or '-'} "
+            f"| {result['paper_nll']:.2f} | {result['test_nll_nats']:.2f} | {result['test_elbo_nats']:.2f} "
+            f"| {'+'.join(map(str, result['active_units']))} | {result['epochs']:.0f} of {FULL_SCHEDULE_EPOCHS} "
+            f"| {result['commit']} |"
+        )
     lines.append("")
     lines.append(f"Machine: {'; '.join(sorted(machines)) or '-'}.")
     text = "\n".join(lines) + "\n"
@@ -235,6 +270,13 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, help="a shortened schedule (default: the paper's 3280 epochs)")
     parser.add_argument(
         "--seed", type=int, help="train the row from another seed, into OUT/ROW-seedN (default: the preset's)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="train the row with a setting of its preset changed (an ablation, e.g. adam_eps=5e-6), into "
+        "OUT/ROW-FIELD=VALUE; repeatable",
     )
     parser.add_argument("--k", type=int, default=5000, help="importance samples of the test NLL")
     parser.add_argument("--eval-batch-size", type=int, default=100)
@@ -257,11 +299,15 @@ def main(argv=None) -> int:
         return 0
     if not args.row:
         parser.error("--row is required (or --report)")
-    config = row_config(args.row, args.data, args.steps, args.seed)
+    try:
+        settings = config_lib.parse_overrides(args.set or [])
+    except ValueError as error:
+        parser.error(f"--set: {error}")
+    config = row_config(args.row, args.data, args.steps, args.seed, settings)
     if args.estimate:
         print(json.dumps(estimate(config, args.row, variants=args.variants), indent=2))
         return 0
-    run_dir = run_directory(out_dir, args.row, args.seed)
+    run_dir = run_directory(out_dir, args.row, args.seed, settings)
     if args.eval_key is not None:
         if not (run_dir / "config.json").is_file():
             raise SystemExit(f"--eval-key: no run of {args.row} in {run_dir}")
@@ -280,6 +326,7 @@ def main(argv=None) -> int:
         "row": args.row,
         **dataclasses.asdict(IWAE_MNIST_ROWS[args.row]),
         "seed": config.seed,
+        "settings": settings,
         "epochs": config.steps * config.batch_size / source_size,
         "training_seconds": _training_seconds(run_dir),
         "training_seconds_by_device": _training_seconds(run_dir, by_device=True),

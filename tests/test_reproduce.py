@@ -7,6 +7,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 from test_data import write_idx_dataset
 
 from benchmarks import reproduce
@@ -54,9 +55,34 @@ def test_a_row_trains_resumes_evaluates_and_reports(tmp_path, monkeypatch):
     seeded = json.loads((out / "iwae-1layer-k5-seed1" / "reproduction.json").read_text())
     assert seeded["step"] == 3 and seeded["seed"] == 1 and result["seed"] == 0
     assert json.loads((out / "iwae-1layer-k5-seed1" / "config.json").read_text())["seed"] == 1
+    # A changed setting trains an ablation beside it, from the same seed.
+    assert reproduce.main([*row, "--steps", "3", "--k", "5", "--set", "adam_eps=5e-6"]) == 0
+    ablation = json.loads((out / "iwae-1layer-k5-adam_eps=5e-06" / "reproduction.json").read_text())
+    assert ablation["settings"] == {"adam_eps": 5e-6} and ablation["seed"] == 0 and result["settings"] == {}
+    assert json.loads((out / "iwae-1layer-k5-adam_eps=5e-06" / "config.json").read_text())["adam_eps"] == 5e-6
     report = reproduce.report(out)
     assert f"| iwae-1layer-k5 | 85.54 | {result['test_nll_nats']:.2f} |" in report
     assert "| vae-1layer-k1 | 86.76 | not run |" in report
+    # The seed and the ablation are listed apart from the rows, each once.
+    assert report.count("| iwae-1layer-k5-seed1 | iwae-1layer-k5 | 1 | - | 85.54 |") == 1
+    assert report.count("| iwae-1layer-k5-adam_eps=5e-06 | iwae-1layer-k5 | 0 | adam_eps=5e-06 | 85.54 |") == 1
+
+
+def test_settings_name_their_run_directory_and_cannot_redefine_the_row(tmp_path):
+    settings = {"adam_eps": 5e-6, "adam_b1": 0.99}
+    assert reproduce.run_directory(tmp_path, "vae-1layer-k1", None, settings).name == (
+        "vae-1layer-k1-adam_b1=0.99-adam_eps=5e-06"
+    )
+    assert reproduce.run_directory(tmp_path, "vae-1layer-k1", 2, settings).name == (
+        "vae-1layer-k1-seed2-adam_b1=0.99-adam_eps=5e-06"
+    )
+    config = reproduce.row_config("vae-1layer-k1", "idx:DIR", settings=settings)
+    assert (config.adam_eps, config.adam_b1, config.objective, config.k) == (5e-6, 0.99, "elbo", 1)
+    for field in ("k", "objective", "seed", "steps"):
+        with pytest.raises(SystemExit, match=f"--set {field}"):
+            reproduce.row_config("vae-1layer-k1", "idx:DIR", settings={field: 1})
+    with pytest.raises(SystemExit):
+        reproduce.main(["iwae-mnist", "--row", "vae-1layer-k1", "--set", "adam_epsilon=1e-8"])
 
 
 def test_training_time_is_split_by_the_device_each_stretch_ran_on(tmp_path):
