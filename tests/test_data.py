@@ -172,6 +172,19 @@ def test_epoch_is_a_permutation_and_drops_the_remainder(small_idx_source):
     np.testing.assert_array_equal(example_ids(source.train_batch(6, 8, seed=1)), epoch1[:8])
 
 
+def test_without_reshuffling_every_epoch_repeats_the_first(small_idx_source):
+    source = small_idx_source
+    shuffled = example_ids(source.train_batches(0, 6, 8, seed=1)).ravel()
+    fixed = example_ids(source.train_batches(0, 14, 8, seed=1, reshuffle=False)).ravel()
+    # The first epoch is the shuffled run's first epoch; the next ones repeat it, remainder dropped.
+    np.testing.assert_array_equal(fixed[:48], shuffled)
+    np.testing.assert_array_equal(fixed[48:96], shuffled)
+    np.testing.assert_array_equal(fixed[96:], shuffled[:16])
+    np.testing.assert_array_equal(
+        example_ids(source.train_batch(13, 8, seed=1, reshuffle=False)), shuffled[8:16]
+    )
+
+
 def test_train_batches_equal_stacked_train_batch_across_epochs(small_idx_source):
     stacked = small_idx_source.train_batches(4, 5, 8, seed=2)  # steps 4..8 cross into epoch 1
     assert stacked.shape == (5, 8, 4, 5, 1) and stacked.dtype == np.uint8

@@ -343,7 +343,7 @@ def train(
 
     def next_batches(step):
         n = min(config.steps_per_dispatch, config.steps - step)
-        batches = source.train_batches(step, n, config.batch_size, config.seed)
+        batches = source.train_batches(step, n, config.batch_size, config.seed, config.reshuffle)
         return batches if mesh is None else parallel.shard_batches(batches, mesh)
 
     stop = _StopRequest()

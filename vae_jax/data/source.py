@@ -63,15 +63,18 @@ class DataSource:
             )
         return self.num_train // batch_size
 
-    def train_batch(self, step: int, batch_size: int, seed: int) -> np.ndarray:
+    def train_batch(self, step: int, batch_size: int, seed: int, reshuffle: bool = True) -> np.ndarray:
         """Batch number ``step``: uint8 ``(batch_size, H, W, C)``, a pure function of its arguments."""
-        return self.train_batches(step, 1, batch_size, seed)[0]
+        return self.train_batches(step, 1, batch_size, seed, reshuffle)[0]
 
-    def train_batches(self, start_step: int, num_steps: int, batch_size: int, seed: int) -> np.ndarray:
+    def train_batches(
+        self, start_step: int, num_steps: int, batch_size: int, seed: int, reshuffle: bool = True
+    ) -> np.ndarray:
         """Batches ``start_step .. start_step + num_steps - 1`` stacked: ``(num_steps, B, H, W, C)``.
 
         Equal to stacking ``train_batch`` for each step, but gathered in one pass per epoch, for a
-        ``lax.scan`` that runs several steps per dispatch.
+        ``lax.scan`` that runs several steps per dispatch. Each epoch visits the examples in an
+        order of its own; with ``reshuffle=False`` every epoch repeats the first epoch's batches.
         """
         start_step = check_count("start_step", start_step, 0)
         num_steps = check_count("num_steps", num_steps, 0)
@@ -79,7 +82,7 @@ class DataSource:
         steps_per_epoch = self.steps_per_epoch(batch_size)
 
         steps = start_step + np.arange(num_steps)
-        epochs = steps // steps_per_epoch
+        epochs = steps // steps_per_epoch if reshuffle else np.zeros_like(steps)
         positions = (steps % steps_per_epoch)[:, None] * batch_size + np.arange(batch_size)
         batches = np.empty((num_steps, batch_size, *self.image_shape), dtype=np.uint8)
         # A span of steps touches one epoch, or a few when it is long; each is drawn once.
