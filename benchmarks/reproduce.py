@@ -269,7 +269,7 @@ def report(out_dir: Path) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("table", choices=["iwae-mnist"])
-    parser.add_argument("--row", help=f"one of {', '.join(IWAE_MNIST_ROWS)}")
+    parser.add_argument("--row", help=f"one of {', '.join(IWAE_MNIST_ROWS)}; with --estimate also 'all'")
     parser.add_argument("--data", default="tfds:mnist", help="idx:DIR (the MNIST idx files) or tfds:mnist")
     parser.add_argument("--out-dir", default="runs/reproduce", help="where the rows' runs and results go")
     parser.add_argument("--steps", type=int, help="a shortened schedule (default: the paper's 3280 epochs)")
@@ -308,6 +308,15 @@ def main(argv=None) -> int:
         settings = config_lib.parse_overrides(args.set or [])
     except ValueError as error:
         parser.error(f"--set: {error}")
+    if args.row == "all":
+        if not args.estimate:
+            parser.error("--row all: only with --estimate (each row trains with a command of its own)")
+        estimates = {
+            name: estimate(row_config(name, args.data, args.steps, args.seed, settings), name, variants=args.variants)
+            for name in IWAE_MNIST_ROWS
+        }
+        print(json.dumps(estimates, indent=2))
+        return 0
     config = row_config(args.row, args.data, args.steps, args.seed, settings)
     if args.estimate:
         print(json.dumps(estimate(config, args.row, variants=args.variants), indent=2))

@@ -106,3 +106,21 @@ def test_training_time_is_split_by_the_device_each_stretch_ran_on(tmp_path):
     by_device = reproduce._training_seconds(tmp_path, by_device=True)
     assert by_device == {"cpu": 100 / 10 + 100 / 20 + 100 / 50, "gpu": 1000 / 1000}
     assert reproduce._training_seconds(tmp_path) == 10 + 5 + 2 + 1
+
+
+def test_estimate_of_every_row_times_each_one(tmp_path, monkeypatch, capsys):
+    real_row_config = reproduce.row_config
+    monkeypatch.setattr(
+        reproduce, "row_config", lambda *args: dataclasses.replace(real_row_config(*args), steps_per_dispatch=2)
+    )
+    rows = {name: reproduce.IWAE_MNIST_ROWS[name] for name in ("vae-1layer-k1", "iwae-1layer-k5")}
+    monkeypatch.setattr(reproduce, "IWAE_MNIST_ROWS", rows)
+    data = write_idx_dataset(tmp_path / "mnist", _strokes(60, 0), _strokes(30, 1), gz=True)
+    assert reproduce.main(["iwae-mnist", "--row", "all", "--estimate", "--data", f"idx:{data}", "--steps", "40"]) == 0
+    estimates = json.loads(capsys.readouterr().out)
+    assert list(estimates) == list(rows)
+    for name, timed in estimates.items():
+        assert timed["row"] == name and timed["steps"] == 40
+        assert np.isclose(timed["expected_training_hours"], timed["seconds_per_step"] * 40 / 3600)
+    with pytest.raises(SystemExit):
+        reproduce.main(["iwae-mnist", "--row", "all", "--data", f"idx:{data}"])
