@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_data import write_idx_dataset
 
-from benchmarks import reproduce
+from benchmarks import gradient_variance, reproduce
 
 
 def _strokes(num, seed):
@@ -124,3 +124,27 @@ def test_estimate_of_every_row_times_each_one(tmp_path, monkeypatch, capsys):
         assert np.isclose(timed["expected_training_hours"], timed["seconds_per_step"] * 40 / 3600)
     with pytest.raises(SystemExit):
         reproduce.main(["iwae-mnist", "--row", "all", "--data", f"idx:{data}"])
+
+
+def test_the_two_elbo_gradient_estimators_agree_in_expectation(tmp_path, monkeypatch):
+    real_row_config = reproduce.row_config
+    monkeypatch.setattr(
+        reproduce, "row_config", lambda *args: dataclasses.replace(real_row_config(*args), steps_per_dispatch=3)
+    )
+    data = write_idx_dataset(tmp_path / "mnist", _strokes(60, 0), _strokes(30, 1), gz=True)
+    out = tmp_path / "out"
+    row = ["iwae-mnist", "--row", "vae-1layer-k1", "--data", f"idx:{data}", "--out-dir", str(out), "--no-progress"]
+    assert reproduce.main([*row, "--steps", "3", "--k", "5"]) == 0
+    result = gradient_variance.gradient_variance(out / "vae-1layer-k1", draws=400)
+    same = result["same_expectation"]
+    # Unbiased both: the mean difference is noise (its squared norm about its expectation, the
+    # loss difference within four standard errors), not a systematic gap.
+    assert same["squared_norm_of_mean_gradient_difference"] < 2 * same["its_expectation_if_zero_mean"]
+    assert abs(same["mean_loss_difference"]) < 4 * same["its_standard_error"]
+    # The closed-form KL takes the KL's noise out of the encoder's gradient, and only there: the
+    # decoder's gradient does not see the KL term.
+    closed, sampled = (result["variance_by_parameter"][name] for name in gradient_variance.ESTIMATORS)
+    sigma = "['encoder']['q_1']['log_sigma']['kernel']"
+    assert closed[sigma] < sampled[sigma]
+    decoder = [name for name in closed if name.startswith("['decoder']")]
+    assert decoder and all(np.isclose(closed[name], sampled[name], rtol=0.2) for name in decoder)
