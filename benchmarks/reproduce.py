@@ -223,7 +223,8 @@ def report(out_dir: Path) -> str:
     for name, row in IWAE_MNIST_ROWS.items():
         path = out_dir / name / "reproduction.json"
         if not path.is_file():
-            lines.append(f"| {name} | {row.paper_nll:.2f} | not run | | {row.paper_active_units or '-'} | | | | |")
+            state = "not finished, below" if (out_dir / name / "config.json").is_file() else "not run"
+            lines.append(f"| {name} | {row.paper_nll:.2f} | {state} | | {row.paper_active_units or '-'} | | | | |")
             continue
         result = json.loads(path.read_text())
         machines.add(result["machine"]["processor"] + ", " + result["machine"]["device"])
@@ -259,6 +260,26 @@ def report(out_dir: Path) -> str:
             f"| {'+'.join(map(str, result['active_units']))} | {result['epochs']:.0f} of {FULL_SCHEDULE_EPOCHS} "
             f"| {result['commit']} |"
         )
+    unfinished = sorted(
+        path.parent
+        for path in out_dir.glob("*/config.json")
+        if not (path.parent / "reproduction.json").is_file() and (path.parent / "metrics.jsonl").is_file()
+    )
+    if unfinished:
+        lines += [
+            "",
+            "Runs not finished (rerun their command to resume):",
+            "",
+            "| run | step logged | of | latest test ELBO | at step |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+    for run_dir in unfinished:
+        steps = json.loads((run_dir / "config.json").read_text())["steps"]
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        reached = max((r["step"] for r in records if "step" in r), default=0)
+        tests = [r for r in records if r.get("split") == "test"]
+        latest = f"{tests[-1]['elbo']:.2f} | {tests[-1]['step']:,}" if tests else "- | -"
+        lines.append(f"| {run_dir.name} | {reached:,} | {steps:,} | {latest} |")
     lines.append("")
     lines.append(f"Machine: {'; '.join(sorted(machines)) or '-'}.")
     text = "\n".join(lines) + "\n"

@@ -62,7 +62,14 @@ def test_a_row_trains_resumes_evaluates_and_reports(tmp_path, monkeypatch):
     ablation = json.loads((out / "iwae-1layer-k5-adam_eps=5e-06" / "reproduction.json").read_text())
     assert ablation["settings"] == {"adam_eps": 5e-6} and ablation["seed"] == 0 and result["settings"] == {}
     assert json.loads((out / "iwae-1layer-k5-adam_eps=5e-06" / "config.json").read_text())["adam_eps"] == 5e-6
+    # A run stopped before its end is listed with how far it got.
+    (out / "vae-2layer-k1").mkdir()
+    (out / "vae-2layer-k1" / "config.json").write_text(json.dumps({"steps": 900}))
+    records = [{"split": "train", "step": 300}, {"split": "test", "step": 300, "elbo": -99.5}, {"split": "train", "step": 330}]
+    (out / "vae-2layer-k1" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     report = reproduce.report(out)
+    assert "| vae-2layer-k1 | 85.33 | not finished, below |" in report
+    assert "| vae-2layer-k1 | 330 | 900 | -99.50 | 300 |" in report
     assert f"| iwae-1layer-k5 | 85.54 | {result['test_nll_nats']:.2f} |" in report
     assert "| vae-1layer-k1 | 86.76 | not run |" in report
     # The seed and the ablation are listed apart from the rows, each once.
