@@ -12,8 +12,10 @@ paper's architecture, Adam, batch 20 and 3280-epoch schedule) with the row's obj
 ``OUT/ROW`` (rerun the command to resume after an interruption), then evaluates it and writes
 ``OUT/ROW/reproduction.json``; ``--report`` gathers the rows into ``OUT/iwae-mnist.md``.
 ``--estimate`` times a few thousand steps of the row and prints the full schedule's wall time on
-this machine instead of training. ``--steps N`` runs a shortened schedule of the same shape (the
-result then says so).
+this machine instead of training (``--row all``: every row's). ``--steps N`` runs a shortened
+schedule of the same shape (the result then says so). ``--seed N`` and ``--set FIELD=VALUE``
+train the row again beside it, from another seed or with a setting of its preset changed (an
+ablation), into a run directory named after them.
 """
 
 from __future__ import annotations
