@@ -95,7 +95,10 @@ def row_config(
         overrides["steps"] = steps
     if seed is not None:
         overrides["seed"] = seed
-    return config_lib.preset(row.preset, overrides)
+    try:
+        return config_lib.validate(config_lib.preset(row.preset, overrides))
+    except config_lib.ConfigError as error:
+        raise SystemExit(f"--row {name}: {error}") from None
 
 
 def run_directory(out_dir: Path, name: str, seed: int | None, settings: dict | None = None) -> Path:

@@ -111,6 +111,10 @@ def test_settings_name_their_run_directory_and_cannot_redefine_the_row(tmp_path)
             reproduce.row_config("vae-1layer-k1", "idx:DIR", settings={field: 1})
     with pytest.raises(SystemExit):
         reproduce.main(["iwae-mnist", "--row", "vae-1layer-k1", "--set", "adam_epsilon=1e-8"])
+    # A setting the row cannot take is refused before anything trains, naming it.
+    with pytest.raises(SystemExit, match="kl_estimate"):
+        reproduce.row_config("iwae-1layer-k5", "idx:DIR", settings={"kl_estimate": "sampled"})
+    assert reproduce.row_config("vae-1layer-k5", "idx:DIR", settings={"kl_estimate": "sampled"}).k == 5
 
 
 def test_training_time_is_split_by_the_device_each_stretch_ran_on(tmp_path):

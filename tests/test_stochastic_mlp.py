@@ -43,6 +43,45 @@ def test_iwae_loss_is_minus_the_bound_and_k1_is_the_sampled_elbo(model):
     np.testing.assert_allclose(loss, -jnp.mean(sampled_elbo), rtol=1e-6)
 
 
+@pytest.mark.parametrize("model", [ONE_LAYER, TWO_LAYERS], ids=["one", "two"])
+def test_sampled_kl_elbo_loss_is_the_mean_log_weight_and_the_elbo_in_expectation(model):
+    params = vae_jax.init(model, KEY)
+    batch = np.random.default_rng(1).integers(0, 256, (6, 4, 4, 1)).astype(np.uint8)
+    step = jnp.int32(0)
+    key = jax.random.key(3)
+    data_key, sample_key = jax.random.split(key)
+    x = images.prepare(batch, "dynamic_binary", data_key)
+    sampled = {k: training.sampled_elbo_loss(model, likelihood_input="dynamic_binary", k=k) for k in (1, 5)}
+    log_w = vae_jax.log_importance_weights(model, params, x, sample_key, k=5)
+    np.testing.assert_allclose(sampled[5](params, batch, key, step)[0], -jnp.mean(log_w), rtol=1e-6)
+    # k = 1: the IWAE loss at k = 1, draw for draw.
+    iwae_1 = training.iwae_loss(model, likelihood_input="dynamic_binary", k=1)
+    np.testing.assert_allclose(sampled[1](params, batch, key, step)[0], iwae_1(params, batch, key, step)[0], rtol=1e-6)
+    # Over many draws its mean is the closed-form loss's: one objective, two estimates. (Each key
+    # binarizes the batch alike for both; the latent draws differ.)
+    closed = training.elbo_loss(model, likelihood_input="dynamic_binary")
+    keys = jax.random.split(jax.random.key(9), 4000)
+    difference = jax.vmap(lambda k: sampled[1](params, batch, k, step)[0] - closed(params, batch, k, step)[0])(keys)
+    assert abs(float(jnp.mean(difference))) < 4 * float(jnp.std(difference)) / np.sqrt(len(keys))
+    # A loss that dropped log p(z) or log q(z|x) would be off by nats, far outside that.
+    assert float(jnp.std(difference)) / np.sqrt(len(keys)) < 0.25
+
+
+def test_sampled_kl_is_chosen_by_config_and_refuses_what_it_cannot_weight():
+    config = config_lib.preset("iwae-mnist-1layer", {"kl_estimate": "sampled"})
+    model = config_lib.build_model(config_lib.validate(config), (28, 28, 1))
+    params = vae_jax.init(model, KEY)
+    batch = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)).astype(np.uint8)
+    from vae_jax import runs
+
+    key, step = jax.random.key(1), jnp.int32(0)
+    expected = training.sampled_elbo_loss(model, likelihood_input="dynamic_binary")(params, batch, key, step)[0]
+    np.testing.assert_allclose(runs.loss_of(model, config)(params, batch, key, step)[0], expected, rtol=1e-6)
+    for overrides in ({"objective": "iwae"}, {"free_bits": 1.0}, {"kl_warmup_steps": 10}):
+        with pytest.raises(config_lib.ConfigError, match="kl_estimate"):
+            config_lib.validate(config_lib.preset("iwae-mnist-1layer", {"kl_estimate": "sampled", **overrides}))
+
+
 def test_two_layer_log_weights_add_up_layer_by_layer():
     """log w = log p(x|z_1) + log p(z_1|z_2) + log p(z_2) - log q(z_1|x) - log q(z_2|z_1), each
     term recomputed here from the networks' Gaussians."""

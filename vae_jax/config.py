@@ -54,6 +54,9 @@ class Config:
     reshuffle: bool = True  # False: every epoch repeats the first epoch's order of batches
     steps: int = 1200
     objective: str = "elbo"  # "elbo" (averaged over k draws) | "iwae" (the k-sample bound L_k)
+    # The ELBO's KL: "closed_form" where the model has it, or "sampled": log q(z|x) - log p(z) at the
+    # drawn z, i.e. the ELBO estimated as the mean of log w (Burda et al.'s code trains its VAE so).
+    kl_estimate: str = "closed_form"
     k: int = 1
     learning_rate: float = 2e-3
     lr_schedule: str = "cosine"  # "cosine" (warm-up, cosine decay) | "burda" (3^i epochs at 10^(-i/7))
@@ -277,6 +280,7 @@ CHOICES = {
     "prior": ("standard", "mog", "vamp"),
     "binarize": ("dynamic", "static"),
     "objective": ("elbo", "iwae"),
+    "kl_estimate": ("closed_form", "sampled"),
     "lr_schedule": ("cosine", "burda"),
     "compute_dtype": ("float32", "bfloat16"),
     "output_bias": ("zero", "data_mean", "fit"),
@@ -350,6 +354,13 @@ def validate(config: Config) -> Config:
     if config.model == "stochastic_mlp" and len(config.widths) != len(config.latent_sizes):
         raise ConfigError(
             "widths", f"stochastic_mlp needs one width per stochastic layer {config.latent_sizes}, got {config.widths}"
+        )
+    if config.kl_estimate == "sampled" and (config.objective != "elbo" or config.free_bits or config.kl_warmup_steps):
+        raise ConfigError(
+            "kl_estimate",
+            "sampled estimates the ELBO itself (the mean of log w): it needs objective=elbo and no free_bits "
+            f"or kl_warmup_steps, got objective={config.objective!r}, free_bits={config.free_bits}, "
+            f"kl_warmup_steps={config.kl_warmup_steps}",
         )
     if config.model == "hvae" and len(config.groups_per_stage) != len(config.widths):
         raise ConfigError(

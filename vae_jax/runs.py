@@ -81,6 +81,8 @@ def loss_of(model, config: Config) -> training.LossFn:
     """The configured objective as a loss function of (params, uint8 batch, key, step)."""
     if config.objective == "iwae":
         return training.iwae_loss(model, likelihood_input=config.likelihood_input, k=config.k)
+    if config.kl_estimate == "sampled":
+        return training.sampled_elbo_loss(model, likelihood_input=config.likelihood_input, k=config.k)
     return training.elbo_loss(
         model, likelihood_input=config.likelihood_input, k=config.k, free_bits=config.free_bits,
         kl_warmup_steps=config.kl_warmup_steps,

@@ -132,6 +132,25 @@ def elbo_loss(model, *, likelihood_input, k=1, free_bits=0.0, kl_warmup_steps=0)
     return loss_fn
 
 
+def sampled_elbo_loss(model, *, likelihood_input, k=1) -> LossFn:
+    """-mean over the batch and ``k`` draws of log w = log p(x, z) - log q(z|x): the ELBO with its
+    KL estimated at the drawn z, not in closed form (Burda et al.'s code trains its VAE on it); the
+    same objective as ``elbo_loss``, a noisier gradient. With k = 1 it is ``iwae_loss`` at k = 1."""
+
+    def loss_fn(params, batch, key, step):
+        del step
+        data_key, sample_key = jax.random.split(key)
+        x = prepare(batch, likelihood_input, data_key)
+        elbo = jnp.mean(objectives.log_importance_weights(model, params, x, sample_key, k=k), axis=-1)
+        metrics = {
+            "elbo": jnp.mean(elbo),
+            "bits_per_dim": jnp.mean(_bits_per_dim(model, elbo, likelihood_input)),
+        }
+        return -jnp.mean(elbo), metrics
+
+    return loss_fn
+
+
 def iwae_loss(model, *, likelihood_input, k) -> LossFn:
     """-mean over the batch of the k-sample bound L_k (Burda et al. 2015), its gradient through
     the reparameterized samples (weights softmax(log w)); the metrics' ``elbo`` is mean log w."""
