@@ -153,5 +153,6 @@ def test_estimate_of_every_row_times_each_one(tmp_path, monkeypatch, capsys):
     assert list(estimates) == list(rows)
     for name, timed in estimates.items():
         assert timed["row"] == name and timed["steps"] == 40
+        assert np.isclose(timed["expected_training_hours"], timed["seconds_per_step"] * 40 / 3600)
     with pytest.raises(SystemExit):
         reproduce.main(["iwae-mnist", "--row", "all", "--data", f"idx:{data}"])
