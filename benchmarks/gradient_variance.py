@@ -7,7 +7,8 @@ Both estimate the gradient of one objective, the ELBO of a batch. The closed-for
 
     log p(x | z) - KL(q(z | x) || p(z))            (the KL of the top layer in closed form),
 
-the one-sample estimator (``training.iwae_loss`` with k = 1, the VAE of Burda et al.'s code)
+the one-sample estimator (``training.sampled_elbo_loss``, ``kl_estimate=sampled``; the IWAE loss
+at k = 1; the VAE of Burda et al.'s code)
 
     log w = log p(x, z) - log q(z | x).
 
@@ -45,7 +46,7 @@ def gradient_variance(run_dir: Path, draws: int = 2000, chunk: int = 100, seed: 
     likelihood_input = config.likelihood_input
     losses = {
         "closed_form_kl": training.elbo_loss(run.model, likelihood_input=likelihood_input),
-        "one_sample_log_w": training.iwae_loss(run.model, likelihood_input=likelihood_input, k=1),
+        "one_sample_log_w": training.sampled_elbo_loss(run.model, likelihood_input=likelihood_input),
     }
     source = runs.open_source(config)
     batch = source.train_batch(0, config.batch_size, config.seed)
