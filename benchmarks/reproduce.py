@@ -280,7 +280,7 @@ def report(out_dir: Path) -> str:
         ]
     for run_dir in unfinished:
         steps = json.loads((run_dir / "config.json").read_text())["steps"]
-        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        records = _metrics(run_dir)
         reached = max((r["step"] for r in records if "step" in r), default=0)
         tests = [r for r in records if r.get("split") == "test"]
         latest = f"{tests[-1]['elbo']:.2f} | {tests[-1]['step']:,}" if tests else "- | -"
@@ -389,11 +389,16 @@ def _record_session(run_dir: Path) -> None:
     path.write_text(json.dumps([*sessions, started], indent=2) + "\n")
 
 
+def _metrics(run_dir: Path) -> list[dict]:
+    """The records of a run's ``metrics.jsonl``, in order."""
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
 def _training_seconds(run_dir: Path, by_device: bool = False):
     """Training wall time over every session of a resumed run (from its metrics log); with
     ``by_device``, split by the device of the session each logged stretch of steps ran in (the
     latest one started before the record was written, from ``sessions.json``)."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = _metrics(run_dir)
     rates = [r for r in records if r.get("split") == "train" and "steps_per_s" in r]
     sessions_path = run_dir / "sessions.json"
     sessions = json.loads(sessions_path.read_text()) if sessions_path.is_file() else []
