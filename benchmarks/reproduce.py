@@ -219,6 +219,17 @@ def estimate(config, name: str, dispatches: int = 4, variants: bool = False) -> 
     }
 
 
+def _wall(result: dict, machines: set) -> str:
+    """A result's training and evaluation hours, the training split by device where it moved
+    (the devices join ``machines``)."""
+    hours = (result["training_seconds"] + result["evaluation_seconds"]) / 3600
+    by_device = result.get("training_seconds_by_device", {})
+    if len(by_device) <= 1:
+        return f"{hours:.1f} h"
+    machines.update(by_device)
+    return f"{hours:.1f} h (training: " + ", ".join(f"{sec / 3600:.2f} h {name}" for name, sec in by_device.items()) + ")"
+
+
 def report(out_dir: Path) -> str:
     lines = [
         "| row | paper NLL | this project NLL (k=5000) | -ELBO | paper active units | active units | epochs | wall (train + eval) | commit |",
@@ -233,12 +244,7 @@ def report(out_dir: Path) -> str:
             continue
         result = json.loads(path.read_text())
         machines.add(result["machine"]["processor"] + ", " + result["machine"]["device"])
-        hours = (result["training_seconds"] + result["evaluation_seconds"]) / 3600
-        by_device = result.get("training_seconds_by_device", {})
-        wall = f"{hours:.1f} h"
-        if len(by_device) > 1:
-            machines.update(by_device)
-            wall += " (training: " + ", ".join(f"{sec / 3600:.2f} h {name}" for name, sec in by_device.items()) + ")"
+        wall = _wall(result, machines)
         lines.append(
             f"| {name} | {row.paper_nll:.2f} | {result['test_nll_nats']:.2f} | {result['test_elbo_nats']:.2f} "
             f"| {row.paper_active_units or '-'} | {'+'.join(map(str, result['active_units']))} "
@@ -252,8 +258,8 @@ def report(out_dir: Path) -> str:
             "",
             "Other runs of the rows (another seed, or a setting of the preset changed):",
             "",
-            "| run | row | seed | settings | paper NLL | NLL (k=5000) | -ELBO | active units | epochs | commit |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| run | row | seed | settings | paper NLL | NLL (k=5000) | -ELBO | active units | epochs | wall | commit |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
     for path in others:
         result = json.loads(path.read_text())
@@ -263,7 +269,7 @@ def report(out_dir: Path) -> str:
             f"| {path.parent.name} | {result['row']} | {result['seed']} | {settings or '-'} "
             f"| {result['paper_nll']:.2f} | {result['test_nll_nats']:.2f} | {result['test_elbo_nats']:.2f} "
             f"| {'+'.join(map(str, result['active_units']))} | {result['epochs']:.0f} of {FULL_SCHEDULE_EPOCHS} "
-            f"| {result['commit']} |"
+            f"| {_wall(result, machines)} | {result['commit']} |"
         )
     unfinished = sorted(
         path.parent

@@ -138,6 +138,12 @@ def test_training_time_is_split_by_the_device_each_stretch_ran_on(tmp_path):
     by_device = reproduce._training_seconds(tmp_path, by_device=True)
     assert by_device == {"cpu": 100 / 10 + 100 / 20 + 100 / 50, "gpu": 1000 / 1000}
     assert reproduce._training_seconds(tmp_path) == 10 + 5 + 2 + 1
+    # The report's wall column names each device of a run that moved, and only then.
+    moved = {"training_seconds": 7200.0, "evaluation_seconds": 360.0, "training_seconds_by_device": {"cpu": 5400.0, "gpu": 1800.0}}
+    machines = set()
+    assert reproduce._wall(moved, machines) == "2.1 h (training: 1.50 h cpu, 0.50 h gpu)"
+    assert machines == {"cpu", "gpu"}
+    assert reproduce._wall({**moved, "training_seconds_by_device": {"cpu": 7200.0}}, machines) == "2.1 h"
 
 
 def test_estimate_of_every_row_times_each_one(tmp_path, monkeypatch, capsys):
