@@ -1,9 +1,13 @@
 """``python -m benchmarks``: run the benchmarks on whatever ``jax.devices()`` gives, write JSON,
 Markdown and a PNG of the scaling curves.
 
-  python -m benchmarks                       # the full suite (~10 minutes on 2 CPU cores)
+  python -m benchmarks                       # the full suite, into runs/benchmarks/BACKEND
   python -m benchmarks --quick               # a smoke run on tiny sizes
   python -m benchmarks --only train_step --model mlp-784-400-20 --batch-size 128 --seconds 10 --json out.json
+  python -m benchmarks --record              # the full suite, replacing benchmarks/results/BACKEND
+
+A run writes where the user says (``--out``), by default under ``runs/`` of the working directory
+(untracked); the recorded results in the repository change only with ``--record``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import time
 import traceback
 from pathlib import Path
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path("runs") / "benchmarks"
+# The results the repository keeps, one folder a backend: replaced only by a deliberate --record.
+RECORDED = Path(__file__).resolve().parent / "results"
 ORDER = (
     "train_step",
     "peers",
@@ -65,7 +71,9 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="the networks' compute dtype (parameters stay float32); rows record it")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the rows (with the environment) to this file")
-    parser.add_argument("--out", type=Path, default=None, help=f"results directory (default {DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path, default=None, help=f"results directory (default {DEFAULT_OUT}/BACKEND)")
+    parser.add_argument("--record", action="store_true",
+                        help=f"write into the repository's recorded results, {RECORDED}/BACKEND")  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="write nothing to --out (only --json)")
     parser.add_argument(
         "--max-load", type=float, default=1.0, help="wait for the 1-min load average below this"
@@ -80,6 +88,8 @@ def parse_args(argv=None):
     if unknown:
         parser.error(f"--only: unknown benchmark(s) {unknown}; expected one of {', '.join(ORDER)}")
     args.only = names
+    if args.record and (args.out is not None or args.no_write or args.quick):
+        parser.error("--record writes the full run to the recorded results: drop --out, --no-write and --quick")
     return args
 
 
@@ -166,7 +176,7 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
         log(f"wrote {args.json}")
     if not args.no_write:
-        out = args.out or (DEFAULT_OUT / env["backend"] if not args.quick else DEFAULT_OUT / "quick")
+        out = args.out or ((RECORDED if args.record else DEFAULT_OUT) / (env["backend"] if not args.quick else "quick"))
         for path in report.write(results, out):
             log(f"wrote {path}")
     print(report.markdown(results))

@@ -122,6 +122,25 @@ def test_quick_suite_writes_json_markdown_and_png(tmp_path):
     assert (tmp_path / "results_scaling.png").stat().st_size > 0
 
 
+def test_a_run_writes_under_the_working_directory_and_only_record_touches_the_recorded_results(
+    tmp_path, monkeypatch
+):
+    """Running the benchmarks in a clean clone leaves its tracked files as they are: without --out
+    the results go to runs/benchmarks/ of the working directory; --record is the deliberate way
+    to replace the repository's recorded results (and takes no --out, --quick or --no-write)."""
+    recorded = sorted(p for p in cli.RECORDED.rglob("*") if p.is_file())
+    before = {p: p.stat().st_mtime_ns for p in recorded}
+    monkeypatch.chdir(tmp_path)
+    args = ["--quick", "--max-wait", "0", "--only", "elbo", "--model", "mlp-784-400-20", "--batch-size", "4"]
+    assert cli.main(args) == 0
+    assert json.loads((tmp_path / "runs/benchmarks/quick/results.json").read_text())["rows"]
+    assert not (cli.RECORDED / "quick").exists()
+    assert {p: p.stat().st_mtime_ns for p in recorded} == before
+    for extra in (["--out", "x"], ["--quick"], ["--no-write"]):
+        with pytest.raises(SystemExit):
+            cli.parse_args(["--record", *extra])
+
+
 def test_xla_flop_count_matches_the_exact_mlp_count():
     """The counter every FLOP/s figure rests on: XLA's count for the gradient of the ELBO of a
     small MLP VAE (256-128-8, batch 32) is the exact matmul count plus a few % of elementwise work."""
