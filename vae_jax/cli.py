@@ -315,7 +315,7 @@ def cmd_interpolate(args) -> int:
 
     if args.images is not None and len(args.images) < 2:
         raise UsageError(
-            f"--images: expected 2 or more images (each consecutive pair is interpolated), "
+            "--images: expected 2 or more images (each consecutive pair is interpolated), "
             f"got {len(args.images)}"
         )
     if args.images is not None and args.pairs is not None:
@@ -324,8 +324,9 @@ def cmd_interpolate(args) -> int:
         )
     run = _model_of(args)
     out_dir = _out_dir(args, run, "interpolate")
-    names = [*generation.output_files(run.model, temperatures=(1.0,), interpolating=True), "interpolate.json"]
-    _check_out_dir(args, out_dir, names)
+    temperatures = (1.0,)  # run_generation also writes one grid of samples beside the strips
+    strips = generation.output_files(run.model, temperatures=temperatures, interpolating=True)
+    _check_out_dir(args, out_dir, [*strips, "interpolate.json"])
     if args.images:
         endpoints = np.stack([_image_of_model_size(path, run.model) for path in args.images])
     else:
@@ -340,7 +341,7 @@ def cmd_interpolate(args) -> int:
             raise UsageError(f"test images are {endpoints.shape[1:]}, the model takes {run.model.data_shape}")
     report = generation.run_generation(
         run.model, run.params, jax.random.key(args.seed), out_dir=str(out_dir), images_uint8=endpoints,
-        num_samples=16, temperatures=(1.0,), num_steps=args.steps,
+        num_samples=16, temperatures=temperatures, num_steps=args.steps,
     )  # fmt: skip
     _write_report(out_dir / "interpolate.json", report)
     print(f"wrote {', '.join(Path(f).name for f in report['files'])} to {out_dir}")
