@@ -1,6 +1,7 @@
 """Image files: exact reads in their own mode and depth, refusals before anything is written,
 no file replaced unasked, and 8-bit reads for learning that scale 16 bits instead of clipping."""
 
+import os
 import struct
 import zlib
 
@@ -77,3 +78,51 @@ def test_eight_bit_reads_scale_sixteen_bits_and_report_alpha(tmp_path):
     Image.fromarray(np.full((2, 2, 4), 9, np.uint8), "RGBA").save(tmp_path / "rgba.png")
     pixels, dropped = images.read_8bit(tmp_path / "rgba.png", None)
     assert dropped and pixels.shape == (2, 2, 3)
+
+
+def _cut_in_half(path):
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_a_damaged_file_is_named_by_every_reader(tmp_path):
+    half = _cut_in_half(tmp_path / "half.png")
+    for read in (images.read_exact, lambda p: images.load_image(p, 3), lambda p: images.read_8bit(p, None)):
+        with pytest.raises(ValueError, match=rf"{half}: the image data is damaged or cut short"):
+            read(half)
+
+
+def test_outputs_are_checked_together_before_anything_is_written(tmp_path):
+    (tmp_path / "notes.json").write_text("mine")
+    with pytest.raises(FileExistsError, match="notes.json already exists"):
+        images.check_outputs([tmp_path / "new.vae", tmp_path / "notes.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.json"]
+    assert images.check_outputs([tmp_path / "notes.json"], force=True) == [tmp_path / "notes.json"]
+    # A folder the writer will create is fine when allowed; a path through a file never is.
+    deep = tmp_path / "a" / "b" / "x.png"
+    assert images.check_writable(deep, make_parents=True) == deep
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        images.check_writable(tmp_path / "a" / "x.png")
+    with pytest.raises(NotADirectoryError, match=rf"{tmp_path / 'notes.json'} is a file, not a directory"):
+        images.check_writable(tmp_path / "notes.json" / "sub" / "x.png", make_parents=True)
+    (tmp_path / "x.vae.json").mkdir()
+    with pytest.raises(ValueError, match="x.vae.json is a directory"):
+        images.check_outputs([tmp_path / "x.vae", tmp_path / "x.vae.json"])
+    with pytest.raises(ValueError, match="expected a .png path"):
+        images.check_exact_output(tmp_path / "back.jpg")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "back.jpg").exists()
+
+
+def test_a_directory_that_cannot_be_written_into_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("permissions not enforced for this user (root): a read-only folder stays writable")
+        with pytest.raises(PermissionError, match=rf"directory {locked} is not writable"):
+            images.check_writable(locked / "samples" / "x.png", make_parents=True)
+    finally:
+        locked.chmod(0o755)

@@ -100,6 +100,13 @@ def check_finite_non_negative(name, value):
         raise ValueError(f"{name}: expected a finite non-negative number, got {value!r}")
 
 
+def check_finite_positive(name, value):
+    """A finite float > 0 (a concrete Python or NumPy number): a scale, a temperature."""
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not (number and np.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+
+
 def check_count(name, value, minimum: int = 1) -> int:
     """``value`` as an ``int`` if it is an integer >= ``minimum``; a clear ``ValueError`` if not."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -27,6 +29,22 @@ def _count(minimum):
         return value
 
     return parse
+
+
+def _positive_float(text):
+    """An argparse type: a finite number > 0, with the value in the message otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _positive_floats(text):
+    """An argparse type: comma-separated finite numbers > 0, e.g. ``0.5,0.8,1.0``."""
+    return [_positive_float(part) for part in text.split(",")]
 
 
 def _add_run_argument(parser):
@@ -135,12 +153,18 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     import jax
 
-    from vae_jax import photo_eval, runs
+    from vae_jax import images, photo_eval, runs
 
     run = runs.load_run(_run_dir(args))
+    folder = bool(args.data and args.data.startswith("folder:"))
+    if args.max_tiles and not folder:
+        raise UsageError("--max-tiles: applies to --data folder:DIR (tiles of whole photographs) only")
+    out = Path(args.output) if args.output else run.directory / "evaluation.json"
+    with _output_check("--output FILE"):
+        images.check_writable(out, force=args.force, make_parents=True)
     key, started = jax.random.key(args.seed), time.perf_counter()
     options = dict(likelihood_input=run.config.likelihood_input, k=args.k, batch_size=args.batch_size)
-    if args.data and args.data.startswith("folder:"):
+    if folder:
         # Every tile of every photograph in the folder, each photo reported on its own.
         photos = photo_eval.folder_photos(args.data.removeprefix("folder:"), run.model.data_shape[-1])
         if args.limit:
@@ -159,16 +183,17 @@ def cmd_evaluate(args) -> int:
             raise UsageError(
                 f"--data {args.data}: images are {source.image_shape}, the model was trained on {run.model.data_shape}"
             )
-        images = source.test_images()[: args.limit or None]
-        if len(images) == 0:
+        test_images = source.test_images()[: args.limit or None]
+        if len(test_images) == 0:
             raise UsageError(f"--data: {source.name} has no test images to evaluate")
-        with _evaluation_bar(args, len(images)) as progress:
-            row = photo_eval.evaluate_tiles(run.model, run.params, images, key, progress=progress, **options)
+        with _evaluation_bar(args, len(test_images)) as progress:
+            row = photo_eval.evaluate_tiles(
+                run.model, run.params, test_images, key, progress=progress, **options
+            )
         report = {"run_dir": str(run.directory), "data": source.name, "step": int(run.state.step), **row}
         rows = [{"name": f"{source.name} test set", **row}]
     report["wall_seconds"] = time.perf_counter() - started
-    out = Path(args.output) if args.output else run.directory / "evaluation.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    _write_report(out, report)
     nll = f"  NLL k={args.k}" if args.k else ""
     print(f"step {report['step']}, bits/dim:  {'images':<36} {'tiles':>6}  ELBO{nll}   PNG    WebP")
     for row in rows:
@@ -205,6 +230,25 @@ class _evaluation_bar:
         if self.bar is not None:
             self.bar.close()
         return False
+
+
+@contextlib.contextmanager
+def _output_check(elsewhere: str):
+    """Around the checks a command makes, before any work, of every file it will write (not a
+    directory, not replaced without --force, in a directory it can write into): a refusal names
+    the flag that writes elsewhere (``elsewhere``)."""
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{error}; {elsewhere} writes elsewhere") from None
+
+
+def _check_out_dir(args, out_dir: Path, names) -> None:
+    """The files an app command will write under ``out_dir`` (created if missing), checked first."""
+    from vae_jax import images
+
+    with _output_check("--out-dir DIR"):
+        images.check_outputs([out_dir / name for name in names], force=args.force, make_parents=True)
 
 
 def _write_report(path: Path, report: dict) -> Path:
@@ -248,7 +292,9 @@ def cmd_sample(args) -> int:
 
     run = _model_of(args)
     out_dir = _out_dir(args, run, "samples")
-    temperatures = [float(t) for t in args.temperature.split(",")]
+    temperatures = args.temperature
+    grids = generation.output_files(run.model, temperatures=temperatures, interpolating=False)
+    _check_out_dir(args, out_dir, [*grids, "sample.json"])
     report = generation.run_generation(
         run.model, run.params, jax.random.key(args.seed), out_dir=str(out_dir), num_samples=args.num,
         temperatures=temperatures,
@@ -264,24 +310,51 @@ def cmd_sample(args) -> int:
 def cmd_interpolate(args) -> int:
     import jax
 
-    from vae_jax import images, runs
+    from vae_jax import runs
     from vae_jax.apps import generation
 
+    if args.images is not None and len(args.images) < 2:
+        raise UsageError(
+            "--images: expected 2 or more images (each consecutive pair is interpolated), "
+            f"got {len(args.images)}"
+        )
+    if args.images is not None and args.pairs is not None:
+        raise UsageError(
+            "--pairs: applies to the default test images; with --images each consecutive pair is interpolated"
+        )
     run = _model_of(args)
-    if args.images:
-        endpoints = np.stack([images.load_image(path, run.model.data_shape[-1]) for path in args.images])
-    else:
-        endpoints = runs.open_source(run.config).test_images()[: args.pairs + 1]
-    if endpoints.shape[1:] != tuple(run.model.data_shape):
-        raise UsageError(f"images are {endpoints.shape[1:]}, the model takes {run.model.data_shape}")
     out_dir = _out_dir(args, run, "interpolate")
+    temperatures = (1.0,)  # run_generation also writes one grid of samples beside the strips
+    strips = generation.output_files(run.model, temperatures=temperatures, interpolating=True)
+    _check_out_dir(args, out_dir, [*strips, "interpolate.json"])
+    if args.images:
+        endpoints = np.stack([_image_of_model_size(path, run.model) for path in args.images])
+    else:
+        pairs = args.pairs or 4
+        endpoints = runs.open_source(run.config).test_images()[: pairs + 1]
+        if len(endpoints) < pairs + 1:
+            raise UsageError(
+                f"--pairs {pairs}: needs {pairs + 1} test images, the run's data has {len(endpoints)}"
+                + (" (pass --images FILE FILE ...)" if len(endpoints) < 2 else "")
+            )
+        if endpoints.shape[1:] != tuple(run.model.data_shape):
+            raise UsageError(f"test images are {endpoints.shape[1:]}, the model takes {run.model.data_shape}")
     report = generation.run_generation(
         run.model, run.params, jax.random.key(args.seed), out_dir=str(out_dir), images_uint8=endpoints,
-        num_samples=16, temperatures=(1.0,), num_steps=args.steps,
+        num_samples=16, temperatures=temperatures, num_steps=args.steps,
     )  # fmt: skip
     _write_report(out_dir / "interpolate.json", report)
     print(f"wrote {', '.join(Path(f).name for f in report['files'])} to {out_dir}")
     return 0
+
+
+def _image_of_model_size(path, model):
+    from vae_jax import images
+
+    pixels = images.load_image(path, model.data_shape[-1])
+    if pixels.shape != tuple(model.data_shape):
+        raise UsageError(f"--images: {path} is {pixels.shape}, the model takes {tuple(model.data_shape)}")
+    return pixels
 
 
 def cmd_probe(args) -> int:
@@ -291,6 +364,8 @@ def cmd_probe(args) -> int:
     from vae_jax.apps import representation
 
     run = runs.load_run(_run_dir(args))
+    out_dir = _out_dir(args, run, "probe")
+    _check_out_dir(args, out_dir, [*representation.output_files(run.model), "probe.json"])
     source = runs.open_source(run.config, args.data)
     train_x, train_y = source.train_images_and_labels()
     test_x, test_y = source.test_images(), source.test_labels()
@@ -299,9 +374,9 @@ def cmd_probe(args) -> int:
             f"{source.name} has no labels: probe needs labelled data, e.g. --data idx:DIR or tfds:NAME"
         )
     limit = args.train_limit or len(train_x)
-    out_dir = _out_dir(args, run, "probe")
+    # The probe is fitted full batch and kNN is exact: no randomness, so no --seed (the key is unused).
     report = representation.run_representation(
-        run.model, run.params, train_x[:limit], train_y[:limit], test_x, test_y, jax.random.key(args.seed),
+        run.model, run.params, train_x[:limit], train_y[:limit], test_x, test_y, jax.random.key(0),
         out_dir=str(out_dir), probe_steps=args.probe_steps,
     )  # fmt: skip
     _write_report(out_dir / "probe.json", report)
@@ -314,18 +389,20 @@ def cmd_probe(args) -> int:
     return 0
 
 
-def _restore(args, tasks, name) -> int:
+def _restore(args, tasks, name, **options) -> int:
+    """``options``: the settings the tasks use (denoise: noise_sigma and steps; inpaint: steps and
+    iterations), each from its own flag."""
     import jax
 
     from vae_jax.apps import restoration
 
     run = _model_of(args)
-    image = _input_image(args, run)
     out_dir = _out_dir(args, run, name)
+    _check_out_dir(args, out_dir, [*restoration.output_files(tasks), f"{name}.json"])
+    image = _input_image(args, run)
     report = restoration.run_restoration(
-        run.model, run.params, image, jax.random.key(args.seed), out_dir=str(out_dir), tasks=tasks,
-        noise_sigma=args.sigma, steps=args.steps, iterations=args.iterations,
-    )  # fmt: skip
+        run.model, run.params, image, jax.random.key(args.seed), out_dir=str(out_dir), tasks=tasks, **options
+    )
     _write_report(out_dir / f"{name}.json", report)
     for task in tasks:
         scores = ", ".join(
@@ -337,11 +414,12 @@ def _restore(args, tasks, name) -> int:
 
 
 def cmd_denoise(args) -> int:
-    return _restore(args, ("denoise",), "denoise")
+    return _restore(args, ("denoise",), "denoise", noise_sigma=args.sigma, steps=args.steps)
 
 
 def cmd_inpaint(args) -> int:
-    return _restore(args, ("inpaint_centre", "inpaint_random"), "inpaint")
+    tasks = ("inpaint_centre", "inpaint_random")
+    return _restore(args, tasks, "inpaint", steps=args.steps, iterations=args.iterations)
 
 
 def _tile_progress(enabled, total, what):
@@ -362,7 +440,9 @@ def cmd_compress(args) -> int:
     else:
         pixels, mode = _default_photo(), "RGB"
     output = Path(args.output or (Path(args.image).with_suffix(".vae") if args.image else "chelsea.vae"))
-    images.check_writable(output, force=args.force)  # before any work
+    report_path = output.with_name(output.name + ".json")
+    with _output_check("-o FILE"):
+        images.check_outputs([output, report_path], force=args.force)
     run = _model_of(args)
     tile_hw = compression.tile_hw_for(run.model, args.tile_size)  # a bad --tile-size fails before any work
     total = 2 * compression.num_tiles(run.model, pixels.shape, tile_hw)  # encode, then the verifying decode
@@ -375,7 +455,7 @@ def cmd_compress(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    _write_report(output.with_name(output.name + ".json"), report)
+    _write_report(report_path, report)
     webp = report.get("webp_bits_per_dim")
     print(
         f"{output}: {report['file_bytes']} bytes, {report['bits_per_dim']:.4f} bits/dim ({mode}, "
@@ -395,7 +475,8 @@ def cmd_decompress(args) -> int:
     if not path.is_file():
         raise FileNotFoundError(f"compressed file {path} does not exist")
     output = Path(args.output or path.with_suffix(".png"))
-    images.check_writable(output, force=args.force)  # before any work
+    with _output_check("-o FILE.png"):
+        images.check_exact_output(output, force=args.force)
     blob = path.read_bytes()
     fields = compression.read_header(blob)
     run = _model_of(args)
@@ -410,6 +491,24 @@ def cmd_decompress(args) -> int:
     images.write_exact(output, pixels, fields["mode"], force=args.force)
     print(f"{output}: {pixels.shape[1]}x{pixels.shape[0]} {fields['mode']} decoded from {path}")
     return 0
+
+
+def _add_force_argument(parser):
+    parser.add_argument(
+        "--force", action="store_true", help="replace output files that exist (else refused, before any work)"
+    )
+
+
+def _restore_parser(commands, name, handler, help_text):
+    """What denoise and inpaint share; each adds the settings its own task uses."""
+    restore = commands.add_parser(name, help=help_text)
+    restore.add_argument("image", nargs="?", help="image file (default: the run's held-out photograph)")
+    restore.add_argument("--run", dest="run_flag", help="a run directory (default: the shipped model)")
+    restore.add_argument("--seed", type=_count(0), default=0)
+    restore.add_argument("--out-dir", help=f"default RUN_DIR/{name} (./{name} for the shipped model)")
+    _add_force_argument(restore)
+    restore.set_defaults(handler=handler, run_dir=None)
+    return restore
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -460,29 +559,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder: at most N tiles of each photograph, spread evenly through it (0: every tile)",
     )  # fmt: skip
     evaluate.add_argument("--seed", type=_count(0), default=0)
-    evaluate.add_argument("--output", help="JSON report path (default RUN_DIR/evaluation.json)")
+    evaluate.add_argument(
+        "--output", help="JSON report path (default RUN_DIR/evaluation.json; for a run you cannot write into)"
+    )
+    _add_force_argument(evaluate)
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     sample = commands.add_parser("sample", help="PNG grids of samples at one or more temperatures")
     _add_run_argument(sample)
     sample.add_argument("--num", type=_count(1), default=64)
-    sample.add_argument("--temperature", default="1.0", help="comma-separated, e.g. 0.5,0.8,1.0")
+    sample.add_argument(
+        "--temperature", type=_positive_floats, default="1.0", help="comma-separated, each > 0: 0.5,0.8,1.0"
+    )
     sample.add_argument("--seed", type=_count(0), default=0)
-    sample.add_argument("--out-dir", help="default RUN_DIR/samples")
+    sample.add_argument("--out-dir", help="default RUN_DIR/samples (./samples for the shipped model)")
+    _add_force_argument(sample)
     sample.set_defaults(handler=cmd_sample)
 
     interpolate = commands.add_parser("interpolate", help="latent interpolation strips between real images")
     _add_run_argument(interpolate)
     interpolate.add_argument(
-        "--images", nargs="+", help="image files of the model's size (default: test images)"
+        "--images", nargs="+", help="2 or more image files of the model's size (default: test images)"
     )
     interpolate.add_argument(
-        "--pairs", type=_count(1), default=4, help="consecutive test-image pairs when --images is not given"
+        "--pairs", type=_count(1), help="consecutive test-image pairs when --images is not given (default 4)"
     )
     interpolate.add_argument("--steps", type=_count(2), default=8)
     interpolate.add_argument("--seed", type=_count(0), default=0)
     interpolate.add_argument("--out-dir", help="default RUN_DIR/interpolate")
+    _add_force_argument(interpolate)
     interpolate.set_defaults(handler=cmd_interpolate)
 
     probe = commands.add_parser(
@@ -492,29 +598,26 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--data", help="labelled source (default: the run's own)")
     probe.add_argument("--train-limit", type=_count(0), default=10000, help="training images used (0: all)")
     probe.add_argument("--probe-steps", type=_count(1), default=500)
-    probe.add_argument("--seed", type=_count(0), default=0)
     probe.add_argument("--out-dir", help="default RUN_DIR/probe")
+    _add_force_argument(probe)
     probe.set_defaults(handler=cmd_probe)
 
-    for name, handler, help_text in (
-        ("denoise", cmd_denoise, "denoise an image (Gaussian noise of --sigma), scored against baselines"),
-        (
-            "inpaint",
-            cmd_inpaint,
-            "inpaint a centre square and random pixels of an image, scored against baselines",
-        ),
-    ):
-        restore = commands.add_parser(name, help=help_text)
-        restore.add_argument("image", nargs="?", help="image file (default: the run's held-out photograph)")
-        restore.add_argument("--run", dest="run_flag", help="a run directory (default: the shipped model)")
-        restore.add_argument(
-            "--sigma", type=float, default=0.1, help="noise standard deviation on [0, 1] pixels"
-        )
-        restore.add_argument("--steps", type=_count(0), default=200, help="latent optimisation steps")
-        restore.add_argument("--iterations", type=_count(0), default=50, help="iterative resampling rounds")
-        restore.add_argument("--seed", type=_count(0), default=0)
-        restore.add_argument("--out-dir", help=f"default RUN_DIR/{name}")
-        restore.set_defaults(handler=handler, run_dir=None)
+    denoise = _restore_parser(
+        commands, "denoise", cmd_denoise,
+        "denoise an image (Gaussian noise of --sigma), scored against baselines",
+    )  # fmt: skip
+    denoise.add_argument(
+        "--sigma", type=_positive_float, default=0.1, help="noise standard deviation on [0, 1] pixels"
+    )
+    denoise.add_argument("--steps", type=_count(0), default=200, help="latent MAP optimisation steps")
+    inpaint = _restore_parser(
+        commands, "inpaint", cmd_inpaint,
+        "inpaint a centre square and random pixels of an image, scored against baselines",
+    )  # fmt: skip
+    inpaint.add_argument("--steps", type=_count(0), default=200, help="latent optimisation steps (optimise)")
+    inpaint.add_argument(
+        "--iterations", type=_count(1), default=50, help="conditional resampling rounds (resample)"
+    )
 
     compress = commands.add_parser("compress", help="lossless bits-back ANS compression of an image")
     compress.add_argument("image", nargs="?", help="image file (default: the held-out photograph)")
@@ -527,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the crop size the model was trained on); the first tiles are smaller until the bits-back "
         "chain can fund this size",
     )  # fmt: skip
-    compress.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    _add_force_argument(compress)
     compress.add_argument("--no-progress", action="store_true", help="no progress bar")
     compress.set_defaults(handler=cmd_compress, run_dir=None)
 
@@ -537,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     decompress.add_argument(
         "--run", dest="run_flag", help="the run directory that compressed it (default: the shipped model)"
     )
-    decompress.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    _add_force_argument(decompress)
     decompress.add_argument("--no-progress", action="store_true", help="no progress bar")
     decompress.set_defaults(handler=cmd_decompress, run_dir=None)
     return parser

@@ -50,6 +50,7 @@ exactly in their own mode, or it reads them already reduced (a 48-bit PNG opens 
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -187,9 +188,19 @@ def _open(path):
     if not path.is_file():
         raise ValueError(f"{path} is not a file")
     try:
-        return Image.open(path)
+        image = Image.open(path)
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path} is not a readable image: {error}") from None
+    # Pillow reads the header eagerly and the pixels lazily: decode them (and count the frames,
+    # which seeks through an animation) here, so a file cut short or damaged is named as such
+    # rather than surfacing as a bare OSError wherever the pixels are first touched.
+    try:
+        image.load()
+        getattr(image, "n_frames", 1)
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        image.close()
+        raise ValueError(f"{path}: the image data is damaged or cut short ({error})") from None
+    return image
 
 
 def png_bit_depth(path) -> tuple[int, int] | None:
@@ -246,25 +257,50 @@ def to_pil(planes: np.ndarray, mode: str):
     return Image.fromarray(planes[..., 0] if mode == "L" else planes, mode)
 
 
-def check_writable(path, *, force: bool = False) -> Path:
-    """``path`` as a ``Path`` if a file may be written there: not a directory, and not an existing
-    file unless ``force``. Call it before any work whose result would be lost."""
+def check_writable(path, *, force: bool = False, make_parents: bool = False) -> Path:
+    """``path`` as a ``Path`` if a file may be written there: not a directory, not an existing
+    file unless ``force``, in a directory this process can write into. ``make_parents``: the
+    directory may be missing (the writer will create it), if the nearest existing one above it
+    is a writable directory. Call it before any work whose result would be lost."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory; expected a file path")
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} already exists; not overwriting it (force=True replaces it)")
-    if not path.parent.is_dir():
+    if path.exists():
+        if not force:
+            raise FileExistsError(f"{path} already exists; not overwriting it (force=True replaces it)")
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f"cannot replace {path}: the file is not writable")
+    if not make_parents and not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
+    directory = path.parent
+    while not directory.exists() and directory != directory.parent:  # a path through a file stops at the file
+        directory = directory.parent
+    if not directory.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {directory} is a file, not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: directory {directory} is not writable")
+    return path
+
+
+def check_outputs(paths, *, force: bool = False, make_parents: bool = False) -> list[Path]:
+    """``check_writable`` on every file a command will write, before it does any work: either all
+    of them may be written, or nothing is started."""
+    return [check_writable(path, force=force, make_parents=make_parents) for path in paths]
+
+
+def check_exact_output(path, *, force: bool = False) -> Path:
+    """``check_writable`` for an image ``write_exact`` will write: also a ``.png`` path, the one
+    format here that keeps every exact mode's pixels (JPEG would change them, for one)."""
+    path = check_writable(path, force=force)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: exact images are written as PNG (keeps every pixel); expected a .png path")
     return path
 
 
 def write_exact(path, planes: np.ndarray, mode: str, *, force: bool = False) -> Path:
     """Write ``planes`` in ``mode`` as a PNG (lossless), refusing to replace an existing file
     unless ``force``."""
-    path = check_writable(path, force=force)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"{path}: exact images are written as PNG; expected a .png path")
+    path = check_exact_output(path, force=force)
     to_pil(planes, mode).save(path, format="PNG")
     return path
 

@@ -139,6 +139,29 @@ def _resample_rows(model, params, xs, originals, key, keep_groups, num_steps, ma
     return jnp.concatenate(rows)
 
 
+def _samples_file(temperature) -> str:
+    return f"samples_t{float(temperature):g}.png"
+
+
+def _interpolation_file(method) -> str:
+    return f"interpolation_{method}.png"
+
+
+def _resample_file(keep_groups) -> str:
+    return f"resample_keep{keep_groups}.png"
+
+
+def output_files(model, *, temperatures, interpolating: bool, keep_groups=(1,)) -> list[str]:
+    """The names of the files ``run_generation`` writes under ``out_dir`` (``interpolating``: it
+    is given ``images_uint8``), so a caller can check them all before any work."""
+    names = [_samples_file(t) for t in dict.fromkeys(float(t) for t in temperatures)]
+    if interpolating:
+        names += [_interpolation_file(method) for method in INTERPOLATIONS]
+        if model.num_groups > 1:
+            names += [_resample_file(groups) for groups in keep_groups]
+    return names
+
+
 def run_generation(
     model,
     params,
@@ -159,30 +182,36 @@ def run_generation(
       for hierarchical models, ``resample_keep{g}.png`` per ``g`` in ``keep_groups`` (each row:
       an image, then variations that keep its first g groups).
 
+    ``output_files`` names them. Every argument is checked before anything is written.
     Returns ``{"files": [...], "temperatures": [...], "sample_pixel_std": {T: float},
     "interpolation_latent_norms": {method: [|z_t| for the first pair]}}``.
     """
+    for temperature in temperatures:
+        checks.check_finite_positive("temperatures", temperature)
+    checks.check_count("num_samples", num_samples)
+    if images_uint8 is not None:
+        checks.check_count("num_steps", num_steps, 2)
+        xs = images_lib.uint8_to_model_input(np.asarray(images_uint8), model.likelihood.input_kind)
+        if (
+            xs.ndim != len(model.data_shape) + 1
+            or xs.shape[0] < 2
+            or tuple(xs.shape[1:]) != tuple(model.data_shape)
+        ):
+            raise ValueError(f"images_uint8: expected (N >= 2, *{model.data_shape}), got {xs.shape}")
     key_samples, key_resample = jax.random.split(key)
     files, report = [], {"temperatures": [float(t) for t in temperatures]}
     grids = sample_grids(model, params, key_samples, num_samples=num_samples, temperatures=temperatures)
     report["sample_pixel_std"] = {t: float(jnp.std(g, axis=0).mean()) for t, g in grids.items()}
     for temperature, samples in grids.items():
-        files.append(outputs.save_grid(os.path.join(out_dir, f"samples_t{temperature:g}.png"), samples))
+        files.append(outputs.save_grid(os.path.join(out_dir, _samples_file(temperature)), samples))
     if images_uint8 is None:
         return {**report, "files": files}
 
-    xs = images_lib.uint8_to_model_input(np.asarray(images_uint8), model.likelihood.input_kind)
-    if (
-        xs.ndim != len(model.data_shape) + 1
-        or xs.shape[0] < 2
-        or tuple(xs.shape[1:]) != tuple(model.data_shape)
-    ):
-        raise ValueError(f"images_uint8: expected (N >= 2, *{model.data_shape}), got {xs.shape}")
     mean_a, _ = vae_jax.encode(model, params, xs[0])
     mean_b, _ = vae_jax.encode(model, params, xs[1])
     report["interpolation_latent_norms"] = {}
     for method in INTERPOLATIONS:
-        path = os.path.join(out_dir, f"interpolation_{method}.png")
+        path = os.path.join(out_dir, _interpolation_file(method))
         files.append(
             outputs.save_grid(
                 path, _interpolation_rows(model, params, xs, num_steps, method), cols=num_steps
@@ -197,7 +226,7 @@ def run_generation(
             rows = _resample_rows(model, params, xs, originals, key_resample, groups, num_steps)
             files.append(
                 outputs.save_grid(
-                    os.path.join(out_dir, f"resample_keep{groups}.png"), rows, cols=num_steps
+                    os.path.join(out_dir, _resample_file(groups)), rows, cols=num_steps
                 )
             )
     return {**report, "files": files}

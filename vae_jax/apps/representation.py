@@ -15,6 +15,7 @@ Agg canvas, no pyplot state).
 
 from __future__ import annotations
 
+import math
 import os
 from functools import partial
 
@@ -25,6 +26,7 @@ import optax
 
 from vae_jax import checks
 from vae_jax import images as images_lib
+from vae_jax.model import latent_groups
 
 
 def features(model, params, x, *, batch_size=256):
@@ -200,6 +202,16 @@ def representation_report(model, params, train_x, train_y, test_x, test_y, key=N
     return report
 
 
+SCATTER_FILE = "latent_scatter.png"
+
+
+def output_files(model) -> list[str]:
+    """The names of the files ``run_representation`` writes under ``out_dir`` for ``model`` (the
+    scatter plot when its latent is 2-D), so a caller can check them before any work."""
+    latent_size = sum(math.prod(group.shape) for group in latent_groups(model.latent_template))
+    return [SCATTER_FILE] if latent_size == 2 else []
+
+
 def run_representation(
     model, params, train_uint8, train_labels, test_uint8, test_labels, key, *, out_dir, **options
 ):
@@ -210,10 +222,8 @@ def run_representation(
     test_x = images_lib.uint8_to_model_input(np.asarray(test_uint8), kind)
     report = representation_report(model, params, train_x, train_labels, test_x, test_labels, key, **options)
     files = []
-    if report["latent_dim"] == 2:
+    if SCATTER_FILE in output_files(model):
         files.append(
-            latent_scatter(
-                os.path.join(out_dir, "latent_scatter.png"), features(model, params, test_x), test_labels
-            )
+            latent_scatter(os.path.join(out_dir, SCATTER_FILE), features(model, params, test_x), test_labels)
         )
     return {**report, "files": files}

@@ -301,8 +301,31 @@ def _scores(restored, clean):
     return {"psnr": float(psnr(restored, clean)), "ssim": float(ssim(restored, clean))}
 
 
-def restoration_report(model, params, image_uint8, key, *, noise_sigma=0.1, blur_sigma=1.0,
-                       tasks=("denoise", "inpaint_centre", "inpaint_random"), iterations=50, steps=200,
+TASKS = ("denoise", "inpaint_centre", "inpaint_random")
+
+
+def _check_options(tasks, *, noise_sigma, blur_sigma, iterations, steps):
+    """Every setting the report's tasks use, checked before any work (those they do not use are
+    left alone: the inpainting tasks add no noise, denoising does no resampling)."""
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"tasks: expected denoise, inpaint_centre or inpaint_random, got {sorted(unknown)}")
+    checks.check_count("steps", steps, 0)
+    if "denoise" in tasks:
+        checks.check_finite_positive("noise_sigma", noise_sigma)
+        checks.check_finite_positive("blur_sigma", blur_sigma)
+    if any(task.startswith("inpaint_") for task in tasks):
+        checks.check_count("iterations", iterations)
+
+
+def output_files(tasks=TASKS) -> list[str]:
+    """The names of the files ``run_restoration`` writes under ``out_dir`` for ``tasks``, so a
+    caller can check them all before any work."""
+    return [f"{task}.png" for task in tasks]
+
+
+def restoration_report(model, params, image_uint8, key, *, noise_sigma=0.1, blur_sigma=1.0, tasks=TASKS,
+                       iterations=50, steps=200,
                        learning_rate=0.05):  # fmt: skip
     """Degrade ``image_uint8`` (uint8 ``(H, W, C)``, any size), restore it, and score everything.
 
@@ -315,10 +338,8 @@ def restoration_report(model, params, image_uint8, key, *, noise_sigma=0.1, blur
     """
     clean = jnp.asarray(images_lib.to_unit(np.asarray(image_uint8)))
     _check_image(model, "image_uint8", clean)
+    _check_options(tasks, noise_sigma=noise_sigma, blur_sigma=blur_sigma, iterations=iterations, steps=steps)
     noise_key, mask_key, resample_key = jax.random.split(key, 3)
-    unknown = set(tasks) - {"denoise", "inpaint_centre", "inpaint_random"}
-    if unknown:
-        raise ValueError(f"tasks: expected denoise, inpaint_centre or inpaint_random, got {sorted(unknown)}")
     noisy = add_gaussian_noise(clean, noise_sigma, noise_key)
     results = {}
     if "denoise" in tasks:
@@ -353,7 +374,8 @@ def restoration_report(model, params, image_uint8, key, *, noise_sigma=0.1, blur
         task: {method: _scores(image, clean) for method, image in restored.items() if method != "clean"}
         for task, restored in results.items()
     }
-    report["noise_sigma"] = noise_sigma
+    if "denoise" in tasks:  # the inpainting tasks add no noise
+        report["noise_sigma"] = noise_sigma
     return report, results
 
 
@@ -362,8 +384,8 @@ def run_restoration(model, params, image_uint8, key, *, out_dir, **options):
     and return ``restoration_report``'s numbers plus ``"files"`` and each row's ``"columns"``."""
     report, results = restoration_report(model, params, image_uint8, key, **options)
     files, columns = [], {}
-    for task, restored in results.items():
+    for (task, restored), name in zip(results.items(), output_files(results), strict=True):
         columns[task] = list(restored)
         row = jnp.stack(list(restored.values()))
-        files.append(outputs.save_grid(os.path.join(out_dir, f"{task}.png"), row, cols=len(restored)))
+        files.append(outputs.save_grid(os.path.join(out_dir, name), row, cols=len(restored)))
     return {**report, "files": files, "columns": columns}
