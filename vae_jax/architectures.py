@@ -74,16 +74,18 @@ def conv_vae(
     activation="silu",
     dtype: Any = jnp.float32,
     patch_size: int = 1,
+    output_kernel: int = 3,
 ) -> VAE:
     """ResNet encoder/decoder with a spatial latent at 1/(patch_size 2^(len(widths)-1)) resolution
-    (``patch_size``: see ``networks.conv``)."""
+    (``patch_size``: see ``networks.conv``); the decoder's last convolution is ``output_kernel``
+    square."""
     data_shape, widths = tuple(data_shape), tuple(widths)
     factor = check_divisible(data_shape, len(widths), patch_size)
     height, width, _ = data_shape
     params_shape = likelihood.params_shape(data_shape)
     return VAE(
         encoder=ConvEncoder(widths, blocks_per_stage, latent_channels, activation, dtype, patch_size),
-        decoder=ConvDecoder(params_shape, widths, blocks_per_stage, activation, dtype, patch_size),
+        decoder=ConvDecoder(params_shape, widths, blocks_per_stage, activation, dtype, patch_size, output_kernel),
         likelihood=likelihood,
         data_shape=data_shape,
         latent_shape=(height // factor, width // factor, latent_channels),

@@ -42,6 +42,7 @@ class Config:
     widths: tuple[int, ...] = (32, 64, 128)
     blocks_per_stage: int = 1
     patch_size: int = 1  # conv/hvae: stage 0 works on p x p patches (space-to-depth) at H / p
+    output_kernel: int = 3  # conv: the side of the decoder's last convolution (to the likelihood's parameters)
     latent_channels: int = 8
     groups_per_stage: tuple[int, ...] = (1, 1, 1)
     latent_sizes: tuple[int, ...] = (50,)  # stochastic_mlp: units per stochastic layer, z_1 first
@@ -287,7 +288,7 @@ CHOICES = {
 }
 _POSITIVE_INTS = (
     "crop_size", "mixture_components", "prior_components", "latent_dim", "latent_channels", "depth", "patch_size",
-    "batch_size", "k", "steps_per_dispatch", "eval_batch_size", "grid_size",
+    "output_kernel", "batch_size", "k", "steps_per_dispatch", "eval_batch_size", "grid_size",
 )  # fmt: skip
 _NON_NEGATIVE_INTS = (
     "steps", "warmup_steps", "kl_warmup_steps", "blocks_per_stage", "seed", "log_every", "eval_every",
@@ -479,7 +480,7 @@ def build_model(config: Config, data_shape: tuple[int, int, int]):
                          latent_channels=config.latent_channels, prior=prior, **common,
                          patch_size=config.patch_size)  # fmt: skip
     if config.model == "conv":
-        return architectures.conv_vae(data_shape, **convolutional)
+        return architectures.conv_vae(data_shape, **convolutional, output_kernel=config.output_kernel)
     if config.model == "hvae":
         from vae_jax.hierarchical import hierarchical_vae
 

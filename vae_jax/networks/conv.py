@@ -112,8 +112,8 @@ class ConvEncoder(nn.Module):
 
 class ConvDecoder(nn.Module):
     """A stem on z, then per stage (coarsest first) nearest upsampling with a convolution and
-    residual blocks, then a convolution to the likelihood's parameters ``output_shape`` (its
-    ``params_shape``: (H, W, ...) per example)."""
+    residual blocks, then an ``output_kernel`` x ``output_kernel`` convolution to the likelihood's
+    parameters ``output_shape`` (its ``params_shape``: (H, W, ...) per example)."""
 
     output_shape: tuple[int, ...] = (32, 32, 3, 2)
     widths: tuple[int, ...] = (64, 128, 256)
@@ -121,6 +121,7 @@ class ConvDecoder(nn.Module):
     activation: str = "silu"
     dtype: Any = jnp.float32
     patch_size: int = 1
+    output_kernel: int = 3
 
     @nn.compact
     def __call__(self, z):
@@ -134,12 +135,14 @@ class ConvDecoder(nn.Module):
                 h = nn.Conv(width, (3, 3), dtype=self.dtype, name=f"up_{stage}")(h)
             for block in range(self.blocks_per_stage):
                 h = ResBlock(width, self.activation, self.dtype, name=f"stage_{stage}_block_{block}")(h)
-        return params_out(act(h), self.output_shape, self.dtype, self.patch_size)
+        return params_out(act(h), self.output_shape, self.dtype, self.patch_size, self.output_kernel)
 
 
-def params_out(h, output_shape, dtype, patch_size=1):
-    """The last 3x3 convolution, to the likelihood's parameters of every pixel ``as_pixel_params``."""
-    out = nn.Conv(math.prod(output_shape[2:]) * patch_size**2, (3, 3), dtype=dtype, name="out")(h)
+def params_out(h, output_shape, dtype, patch_size=1, kernel=3):
+    """The last convolution (``kernel`` square), to the likelihood's parameters of every pixel
+    ``as_pixel_params``. With many parameters a pixel (a local mixture's 34 K) this layer can cost
+    as much as the rest of the decoder; a 1x1 kernel costs a ninth of a 3x3 one."""
+    out = nn.Conv(math.prod(output_shape[2:]) * patch_size**2, (kernel, kernel), dtype=dtype, name="out")(h)
     return as_pixel_params(out, output_shape, dtype, patch_size)
 
 
