@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -68,11 +69,13 @@ def _flag(field: str) -> str:
 
 
 def _with_flags(message: str) -> str:
-    """A library message, which names config fields ("download=True"), in the command line's terms."""
-    for field, flag in (("download=True", "--download"), ("manual_dir=DIR", "--manual-dir DIR"),
-                        ("data_dir", "--data-dir"), ("force=True", "--force")):  # fmt: skip
-        message = message.replace(field, flag)
-    return message
+    """A library message, which names config fields ("download=True"), in the command line's terms.
+    A list of config keys (after "known keys:") stays in field names: they are what --set takes."""
+    text, known, keys = message.partition("known keys:")
+    for field, flag in ((r"\bdownload=True", "--download"), (r"\bmanual_dir=DIR", "--manual-dir DIR"),
+                        (r"\bdata_dir\b", "--data-dir"), (r"\bforce=True", "--force")):  # fmt: skip
+        text = re.sub(field, flag, text)
+    return text + known + keys
 
 
 def _train_overrides(args) -> dict:
