@@ -64,6 +64,18 @@ def test_bad_input_gives_a_clear_error(args, message, tmp_path, capsys, monkeypa
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_the_list_of_config_keys_shows_field_names_and_a_field_named_alone_its_flag(tmp_path, capsys, monkeypatch):
+    """Issue 27: the keys --set takes were listed with --data-dir in place of data_dir."""
+    monkeypatch.chdir(tmp_path)
+    assert _cli("train", "--set", "not_a_key=1") == 2
+    error = capsys.readouterr().err
+    known = error.split("known keys: ")[1].strip().split(", ")
+    assert "data_dir" in known and "manual_dir" in known and "download" in known
+    assert "--data-dir" not in error
+    tfds_hint = "point data_dir at a directory where it is prepared, or download=True; not metadata_dir"
+    assert cli._with_flags(tfds_hint) == "point --data-dir at a directory where it is prepared, or --download; not metadata_dir"
+
+
 @pytest.fixture(scope="module")
 def photo_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cli") / "run"

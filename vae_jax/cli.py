@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -86,11 +88,13 @@ def _flag(field: str) -> str:
 
 
 def _with_flags(message: str) -> str:
-    """A library message, which names config fields ("download=True"), in the command line's terms."""
-    for field, flag in (("download=True", "--download"), ("manual_dir=DIR", "--manual-dir DIR"),
-                        ("data_dir", "--data-dir"), ("force=True", "--force")):  # fmt: skip
-        message = message.replace(field, flag)
-    return message
+    """A library message, which names config fields ("download=True"), in the command line's terms.
+    A list of config keys (after "known keys:") stays in field names: they are what --set takes."""
+    text, known, keys = message.partition("known keys:")
+    for field, flag in ((r"\bdownload=True", "--download"), (r"\bmanual_dir=DIR", "--manual-dir DIR"),
+                        (r"\bdata_dir\b", "--data-dir"), (r"\bforce=True", "--force")):  # fmt: skip
+        text = re.sub(field, flag, text)
+    return text + known + keys
 
 
 def _train_overrides(args) -> dict:
@@ -648,6 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if sys.unraisablehook is sys.__unraisablehook__:  # not when a host (a test runner) set its own
+        sys.unraisablehook = _ignore_closed_event_loops
     from vae_jax.apps.compression import CompressionError
     from vae_jax.checkpoints import CheckpointError
     from vae_jax.data import DataSourceError
@@ -662,6 +668,25 @@ def main(argv=None) -> int:
             FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError) as error:  # fmt: skip
         print(f"vae-jax {args.command}: error: {_with_flags(str(error))}", file=sys.stderr)
         return 2
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        print(
+            f"vae-jax {args.command}: error: could not write{where}: {error.strerror} (the disk is full or the "
+            f"file-size limit, ulimit -f, is reached); what was written before is intact",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _ignore_closed_event_loops(unraisable) -> None:
+    """A ``sys.unraisablehook``: after a failed checkpoint write, TensorStore's callbacks for the
+    writes still in flight each report "Event loop is closed" (orbax closed it on the first error),
+    up to the process's end, after the one error the command prints; the rest as Python does."""
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -174,12 +175,19 @@ def _append_metrics(run_dir: Path, record: dict) -> None:
 def check_run_directory(run_dir: Path, config: Config, resume: bool) -> None:
     """Raise before anything is written unless ``run_dir`` can take this run: a new or empty
     directory, or (``resume``) a run whose saved configuration differs from ``config`` at most
-    in ``steps``."""
+    in ``steps``; either writable by this process."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"run_dir: {run_dir} exists and is not a directory")
     if resume:
         if not (run_dir / "config.json").is_file():
             raise RunError(f"cannot resume: {run_dir}/config.json does not exist")
+        unwritable = _first_unwritable(_written_on_resume(run_dir))
+        if unwritable is not None:
+            raise RunError(
+                f"cannot resume {run_dir}: {unwritable} is not writable, and resuming writes the metrics log, "
+                f"checkpoints and pictures there; make the run directory writable (chmod -R u+w {run_dir}) "
+                f"or copy it somewhere writable"
+            )
         saved = config_lib.from_json_file(run_dir / "config.json")
         changed = [
             f"{k} {getattr(saved, k)!r} -> {getattr(config, k)!r}"
@@ -191,6 +199,23 @@ def check_run_directory(run_dir: Path, config: Config, resume: bool) -> None:
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir} already exists and is not empty: resume it, or choose another run directory")
+    nearest = next(folder for folder in (run_dir, *run_dir.absolute().parents) if folder.exists())
+    if _first_unwritable([nearest]) is not None:
+        raise RunError(f"cannot create the run directory {run_dir}: {nearest} is not writable")
+
+
+def _written_on_resume(run_dir: Path) -> list[Path]:
+    """The folders a resumed run writes in (retention deletes inside every checkpoint's) and the
+    files it rewrites in place."""
+    checkpoint_folders = [p for p in (run_dir / "checkpoints").rglob("*") if p.is_dir()]
+    files = [run_dir / name for name in ("metrics.jsonl", "data_shape.json", "summary.json", "curves.png")]
+    pictures = [*run_dir.glob("samples_*.png"), *run_dir.glob("reconstructions_*.png")]
+    return [run_dir, run_dir / "checkpoints", *checkpoint_folders, *files, *pictures]
+
+
+def _first_unwritable(paths) -> Path | None:
+    # os.access, not a trial write: nothing may be written before the run is known to be possible.
+    return next((path for path in paths if path.exists() and not os.access(path, os.W_OK)), None)
 
 
 def check_source(config: Config, source) -> None:
@@ -206,13 +231,19 @@ def check_source(config: Config, source) -> None:
         )
 
 
-def truncate_metrics(run_dir: Path, step: int) -> None:
+def truncate_metrics(run_dir: Path, step: int, *, partial_window: bool = False) -> None:
     """Drop the metrics records past ``step`` (the restored checkpoint's): a resumed run writes
-    them again, so every step is logged once."""
+    them again, so every step is logged once. ``partial_window``: also the train record at
+    ``step``, the last of a run that ended before its log window was full; the resumed run's next
+    record averages the window's steps with it, as an uninterrupted run's does."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+
+    def kept_record(record):
+        return record["step"] < step or (record["step"] == step and not (partial_window and record["split"] == "train"))
+
+    kept = [line for line in path.read_text().splitlines() if line.strip() and kept_record(json.loads(line))]
     temporary = path.with_suffix(".jsonl.tmp")
     temporary.write_text("".join(line + "\n" for line in kept))
     temporary.replace(path)
@@ -302,6 +333,10 @@ def train(
     check_source(config, source)
     model = config_lib.build_model(config, source.image_shape)
     state = initial_state(model, config, source)
+    no_room = checkpoints.room_problem(run_dir / "checkpoints", state)
+    if no_room is not None:
+        raise checkpoints.CheckpointWriteError(f"cannot train in {run_dir}: {no_room}; nothing was written")
+    window = _empty_window(0)
     if resume:
         manager = checkpoints.manager(run_dir)
         if manager.latest_step() is not None:
@@ -311,8 +346,11 @@ def train(
                 f"{run_dir} is already at step {int(state.step)}: steps={config.steps} leaves nothing to train "
                 f"(give more steps to continue it)"
             )
+        checkpoints.set_aside_newer(manager, int(state.step), log=log)
+        saved_window = checkpoints.extra(manager, int(state.step)) if int(state.step) > 0 else None
         if primary:
-            truncate_metrics(run_dir, int(state.step))
+            truncate_metrics(run_dir, int(state.step), partial_window=bool(saved_window and saved_window["count"]))
+        window = _resumed_window(saved_window, run_dir, int(state.step))
     else:
         # Every process has checked the directory before any of them writes to it.
         parallel.barrier("vae-jax: run directory checked")
@@ -337,7 +375,7 @@ def train(
     test_images = source.test_images()
     eval_key = jax.random.key(config.seed + 1)
     bar = _progress_bar(progress, start, config.steps)
-    window = {"steps": 0, "time": 0.0, "sums": {}}
+    rate = {"steps": 0, "time": 0.0}  # the timed dispatches since the last record
     summary = {"start_step": start}
     interrupted = None
     began = time.perf_counter()
@@ -365,18 +403,20 @@ def train(
             if step == start:
                 summary["first_dispatch_seconds"] = elapsed  # includes compilation
             else:
-                window["steps"] += n
-                window["time"] += elapsed
+                rate["steps"] += n
+                rate["time"] += elapsed
             for name, values in metrics.items():
                 window["sums"][name] = window["sums"].get(name, 0.0) + float(np.sum(values))
-            window["count"] = window.get("count", 0) + n
+            window["count"] += n
+            window["step"] = step + n
             skipped_streak = _skipped_streak(skipped_streak, metrics["skipped"])
             _check_progress(state, metrics, skipped_streak, step + n, manager)
             step += n
             if bar is not None:
                 bar.update(n)
-            if _crossed(step, n, config.log_every) or step == config.steps:
-                record = _train_record(step, window, config, int(parallel.host_copy(state.skipped)))
+            full_window = _crossed(step, n, config.log_every)
+            if full_window or step == config.steps:
+                record = _train_record(step, window, rate, config, int(parallel.host_copy(state.skipped)))
                 if primary:
                     _append_metrics(run_dir, record)
                 if bar is not None:
@@ -385,9 +425,11 @@ def train(
                         bpd=f"{record['bits_per_dim']:.3f}",
                         img_s=f"{record.get('images_per_s', 0):.0f}",
                     )
-                window = {"steps": 0, "time": 0.0, "sums": {}}
+                rate = {"steps": 0, "time": 0.0}
+                if full_window:  # a run's last, partial, window goes on with it when it is resumed
+                    window = _empty_window(step)
             if _crossed(step, n, config.checkpoint_every):
-                checkpoints.save(manager, state)
+                checkpoints.save(manager, state, extra=window)
             if _crossed(step, n, config.eval_every) and step < config.steps and primary:
                 _evaluate_and_draw(run_dir, model, config, parallel.host_copy(state), test_images, eval_key, step)
             tick = time.perf_counter()  # the rate counts the steps, not the evaluations and checkpoints
@@ -410,7 +452,8 @@ def train(
     if interrupted:
         log(f"\n{interrupted} at step {int(parallel.host_copy(state.step))}: saving a checkpoint")
     state = parallel.host_copy(state)
-    checkpoints.save(manager, state)
+    # A KeyboardInterrupt between a dispatch and the window's update leaves the window behind.
+    checkpoints.save(manager, state, extra=window if window["step"] == int(state.step) else None)
     summary["wall_seconds"] = time.perf_counter() - began
     if interrupted:
         summary["interrupted_at"] = int(state.step)
@@ -506,14 +549,34 @@ def _crossed(step, n, every):
     return every > 0 and step // every > (step - n) // every
 
 
-def _train_record(step, window, config, skipped_total):
-    count = max(window.get("count", 0), 1)
+def _empty_window(step: int) -> dict:
+    """The running sums of the train metrics over the ``count`` steps of the log window up to
+    ``step``: what the next train record averages, saved with each checkpoint so that a resumed
+    run logs what an uninterrupted one does."""
+    return {"step": step, "count": 0, "sums": {}}
+
+
+def _resumed_window(saved, run_dir: Path, step: int) -> dict:
+    """The log window a run resumed at ``step`` goes on with: the one saved with its checkpoint;
+    else (a checkpoint from before windows were saved) an empty one, marked ``from_step`` when
+    steps since the last train record are missing from it."""
+    if saved is not None:
+        return saved
+    log = run_dir / "metrics.jsonl"
+    logged = [r["step"] for r in outputs.read_metrics(log) if r.get("split") == "train"] if log.is_file() else []
+    return {**_empty_window(step), "from_step": step} if step > max(logged, default=0) else _empty_window(step)
+
+
+def _train_record(step, window, rate, config, skipped_total):
+    count = max(window["count"], 1)
     record = {"split": "train", "step": step, "time": time.time()}
+    if "from_step" in window:
+        record["from_step"] = window["from_step"]  # the mean is over the steps after it only
     for name, total in window["sums"].items():
         record[name] = total / count if name != "skipped" else int(total)
     record["skipped_total"] = skipped_total
-    if window["time"] > 0:
-        record["steps_per_s"] = window["steps"] / window["time"]
+    if rate["time"] > 0:
+        record["steps_per_s"] = rate["steps"] / rate["time"]
         record["images_per_s"] = record["steps_per_s"] * config.batch_size
     return record
 
