@@ -2,24 +2,24 @@
 
 Where each check runs:
 
-==========================  ==========  ===================================================
-check                       when        how
-==========================  ==========  ===================================================
-shapes, dtypes, array type  always      static, so ``jit`` and ``vmap`` see them at trace time
-params tree (``check_params``)  always  against ``jax.eval_shape(model.init)``, at trace time
-data values (``check_data``)    eager   concrete arrays: NumPy on the host, before any work
-data values under ``jit``,  traced      a fused reduction on the device and a host callback
-``vmap``, ``grad``, ``scan``            that raises; under ``vmap`` one call for the batch
-==========================  ==========  ===================================================
+* shapes, dtypes, that data are arrays, the params tree (``check_params``, against
+  ``jax.eval_shape(model.init)``): in Python, so eagerly and at trace time under ``jit`` and
+  ``vmap`` alike; a compiled call pays nothing for them.
+* data values (``checked_data``), concrete: NumPy on the host, before any work.
+* data values, traced (``jit``, ``vmap``, ``jit(vmap)``, ``grad``, ``scan``): one fused reduction
+  on the device, then a ``lax.cond`` that calls back to the host, only for bad values, to raise.
+  Under ``vmap`` the batch is reduced first, so one callback reports it. From a compiled
+  program the error is a ``jax.errors.JaxRuntimeError`` (or a ``ValueError``) whose message ends
+  with the eager call's text, and JAX logs the callback's traceback; under ``pmap`` it surfaces
+  when the result is waited on.
 
-A traced value check surfaces as a ``jax.errors.JaxRuntimeError`` whose message ends with the
-same ``ValueError`` text the eager call raises (JAX also logs the callback's traceback); under
-``pmap`` it surfaces when the result is waited on. The device-side reduction is one pass over
-the data, but the callback is a host round trip on every call: on accelerators it stalls the
-stream, so code whose data are valid by construction (the training step: ``images.prepare``'s
-output) traces with ``value_checks("eager")``.
+Valid data give the same numbers, bit for bit, with the check or without. Its cost is the
+reduction and the cond: on CPU about 40 us a call for a tiny model, under 3% for the 784-400-20
+MLP's jitted ELBO; on accelerators the cond's predicate goes to the host every call. So code
+whose data are valid by construction traces with ``value_checks("eager")``: the training losses
+and evaluation of ``vae_jax.training`` (their data come from ``images.prepare``) do.
 
-The switch, ``set_value_checks(mode)`` or the context manager ``value_checks(mode)`` (initially
+The switch, ``set_value_checks(mode)`` or the context manager ``value_checks(mode)`` (at import
 the environment variable ``VAE_JAX_VALUE_CHECKS``, default ``"always"``):
 
 ``"always"``  concrete values on the host, traced values with the device-side check.
@@ -134,7 +134,7 @@ def checked_data(name, x, input_kind, data_shape):
             raise ValueError(f"{name}: expected an integer or float array of 8-bit values, got dtype {dtype}")
     elif not jnp.issubdtype(dtype, jnp.floating):
         hint = (
-            " (8-bit images: convert with vae_jax.data.transforms.prepare)"
+            " (8-bit images: convert with vae_jax.data.prepare)"
             if jnp.issubdtype(dtype, jnp.integer)
             else ""
         )
@@ -235,9 +235,10 @@ class _ParamTemplate(NamedTuple):
 def _param_template(model) -> _ParamTemplate:
     """What ``model.init``'s params look like, cached per (hashable) model."""
     try:
-        return _cached_param_template(model)
+        hash(model)
     except TypeError:  # an unhashable model: no cache
         return _cached_param_template.__wrapped__(model)
+    return _cached_param_template(model)
 
 
 @functools.lru_cache(maxsize=64)
