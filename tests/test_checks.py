@@ -125,3 +125,93 @@ def test_models_that_do_not_fit_are_refused_at_construction():
         )
     with pytest.raises(ValueError, match="num_components"):
         vae_jax.DiscretizedLogisticMixture(0)
+
+
+BUILDS_THAT_INIT_CANNOT_BUILD = [
+    (lambda: vae_jax.conv_vae((8, 8, 3), widths=()), r"widths: expected a non-empty tuple of integers >= 1, got \(\)"),
+    (lambda: vae_jax.conv_vae((8, 8, 3), widths=(8, 0)), r"widths: expected .* got \(8, 0\)"),
+    (lambda: vae_jax.conv_vae((8, 8, 3), widths=(8,), latent_channels=0), "latent_channels: expected an integer >= 1, got 0"),
+    (lambda: vae_jax.conv_vae((8, 8, 3), widths=(8,), blocks_per_stage=-1), "blocks_per_stage: expected an integer >= 0, got -1"),
+    (lambda: vae_jax.conv_vae((8, 8), widths=(8,)), r"data_shape: expected \(height, width, channels\), got \(8, 8\)"),
+    (lambda: vae_jax.conv_vae((8, 8, 0), widths=(8,)), r"data_shape: expected .* >= 1, got \(8, 8, 0\)"),
+    (lambda: vae_jax.conv_vae((8, 8, 3), widths=(8,), patch_size=1.0), "patch_size: expected an integer >= 1, got 1.0"),
+    (lambda: vae_jax.mlp_vae((4,), latent_dim=-1), "latent_dim: expected an integer >= 1, got -1"),
+    (lambda: vae_jax.mlp_vae((4,), hidden=(0,)), r"hidden: expected a tuple of integers >= 1, got \(0,\)"),
+    (lambda: vae_jax.mlp_vae((4,), hidden=400), "hidden: expected a tuple of integers >= 1, got 400"),
+    (lambda: vae_jax.mlp_vae((0,)), r"data_shape: expected a non-empty tuple of integers >= 1, got \(0,\)"),
+    (lambda: vae_jax.mlp_vae((4,), likelihood=vae_jax.Bernoulli), r"likelihood: expected an instance such as vae_jax.Bernoulli\(\), got the class Bernoulli"),
+    (lambda: vae_jax.mlp_vae((4,), prior=vae_jax.MixtureOfGaussians(0)), "prior.num_components: expected an integer >= 1, got 0"),
+    (lambda: vae_jax.mlp_vae((4,), activation="relux"), r"activation: expected one of \[.*'relu'.*\], got 'relux'"),
+    (lambda: vae_jax.hierarchical_vae((8, 8, 3), widths=(), groups_per_stage=()), r"widths: expected a non-empty tuple"),
+    (lambda: vae_jax.hierarchical_vae((8, 8, 3), widths=(8,), groups_per_stage=(1,), latent_channels=0), "latent_channels: expected an integer >= 1, got 0"),
+    (lambda: vae_jax.hierarchical_vae((8, 8, 3), widths=(8,), groups_per_stage=(1.5,)), r"groups_per_stage: expected .* >= 0, got \(1.5,\)"),
+    (lambda: vae_jax.hierarchical_vae((8, 8, 3), widths=(8,), groups_per_stage=1, blocks_per_stage=-1), "blocks_per_stage: expected an integer >= 0, got -1"),
+    (lambda: vae_jax.stochastic_mlp_vae((4, 4, 1), depth=1.5), "depth: expected an integer >= 1, got 1.5"),
+    (lambda: vae_jax.stochastic_mlp_vae((4, 4, 1), widths=(8,), latent_sizes=(2.5,)), r"latent_sizes: expected .* got \(2.5,\)"),
+    (lambda: vae_jax.stochastic_mlp_vae((4, 4, 1), widths=(), latent_sizes=()), r"latent_sizes: expected a non-empty tuple"),
+    (lambda: vae_jax.linear_gaussian(0, 1), "data_dim: expected an integer >= 1, got 0"),
+    (lambda: vae_jax.linear_gaussian(3, 0), "latent_dim: expected an integer >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("build, message", BUILDS_THAT_INIT_CANNOT_BUILD)
+def test_builders_refuse_sizes_that_init_cannot_build(build, message):
+    """Refused when the model is described, naming the argument, the expected and the received
+    (init used to crash inside jax or flax, or silently build something else)."""
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_params_that_do_not_fit_the_model_are_named_at_every_entry_point(mlp):
+    model, params = mlp
+    x = jnp.zeros((2, 4, 4, 1))
+    z = jnp.zeros((2, 2))
+    calls = {
+        "elbo": lambda p: vae_jax.elbo(model, p, x, KEY),
+        "elbo_terms": lambda p: vae_jax.elbo_terms(model, p, x, KEY),
+        "iwae_bound": lambda p: vae_jax.iwae_bound(model, p, x, KEY, k=2),
+        "log_importance_weights": lambda p: vae_jax.log_importance_weights(model, p, x, KEY, k=2),
+        "log_likelihood": lambda p: vae_jax.log_likelihood(model, p, x, KEY, k=2),
+        "encode": lambda p: vae_jax.encode(model, p, x),
+        "decode": lambda p: vae_jax.decode(model, p, z),
+        "sample": lambda p: vae_jax.sample(model, p, KEY, num_samples=2),
+        "reconstruct": lambda p: vae_jax.reconstruct(model, p, x, KEY),
+    }
+    wider = vae_jax.mlp_vae((4, 4, 1), hidden=(8, 8), latent_dim=2)
+    other = vae_jax.mlp_vae((4, 4, 1), hidden=(9,), latent_dim=2)
+    cases = [
+        ({"encoder": params["encoder"]}, r"^params: .*: missing params\['decoder'\]; missing params\['prior'\]$"),
+        (vae_jax.init(wider, KEY), r": not in the model: params\['decoder'\]\['hidden_1'\]; not in the model: params\['encoder'\]\['hidden_1'\]$"),
+        (vae_jax.init(other, KEY), r": params\['decoder'\]\['hidden_0'\]\['bias'\]: expected shape \(8,\), got shape \(9,\);"),
+        (None, r"\(got a NoneType\): missing params\['decoder'\]; missing params\['encoder'\]; missing params\['prior'\]$"),
+    ]
+    for name, call in calls.items():
+        for bad, message in cases:
+            with pytest.raises(ValueError, match=message):
+                call(bad)
+        jax.block_until_ready(call(params))  # the model's own params pass
+        jax.block_until_ready(jax.jit(call)(params))  # and traced ones
+
+
+def test_the_params_reference_is_made_once_per_model(mlp):
+    from vae_jax import checks
+
+    model, params = mlp
+    x = jnp.zeros((2, 4, 4, 1))
+    vae_jax.elbo(model, params, x, KEY)
+    before = checks._cached_param_template.cache_info()
+    vae_jax.elbo(model, params, x, KEY)
+    vae_jax.iwae_bound(model, params, x, KEY, k=2)
+    vae_jax.encode(model, params, x)
+    after = checks._cached_param_template.cache_info()
+    assert (after.misses, after.hits) == (before.misses, before.hits + 3)
+
+
+def test_data_that_is_not_an_array_is_named_by_its_type_not_printed(mlp):
+    model, params = mlp
+    nested = np.zeros((2, 4, 4, 1)).tolist()
+    with pytest.raises(ValueError) as error:
+        vae_jax.elbo(model, params, nested, KEY)
+    assert str(error.value) == "x: expected an array (jax.Array or numpy.ndarray), got list (as an array: shape (2, 4, 4, 1))"
+    with pytest.raises(ValueError, match=r"^x: expected an array \(jax.Array or numpy.ndarray\), got list$"):
+        vae_jax.elbo(model, params, [[0.0, 1.0], [0.0]], KEY)  # ragged

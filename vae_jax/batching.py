@@ -30,7 +30,7 @@ CHUNK_BUDGET_FLOATS = 4096 * 5536
 def batch_and_keys(model, x, key, name="x"):
     """``(batch, keys, batched)``: ``x`` as a batch, one key per example, and whether it was one."""
     checks.check_key("key", key)
-    batched = checks.check_data(name, x, model.likelihood.input_kind, model.data_shape)
+    x, batched = checks.checked_data(name, x, model.likelihood.input_kind, model.data_shape)
     x = jnp.asarray(x)
     if not batched:
         return x[None], key[None], False

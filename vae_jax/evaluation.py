@@ -19,6 +19,7 @@ def log_likelihood(model, params, x, key, *, k=5000, chunk_size=None):
     grows with neither k nor the batch. Chunk ``c`` of example ``e`` draws from
     ``fold_in(key_e, c)``: for a given chunk size the result does not depend on the batch.
     """
+    checks.check_params(model, params)
     xb, keys, batched = batching.batch_and_keys(model, x, key)
     chunk_size, _ = chunking(model, params, k, chunk_size)
 

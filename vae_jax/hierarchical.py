@@ -37,7 +37,8 @@ import jax.numpy as jnp
 
 from vae_jax import distributions as dist
 from vae_jax import priors as priors_lib
-from vae_jax.architectures import check_divisible
+from vae_jax import checks
+from vae_jax.architectures import check_conv_sizes, check_divisible, check_parts
 from vae_jax.likelihoods import DiscretizedLogisticMixture, Likelihood
 from vae_jax.model import LatentTerms, as_latent, check_network_shapes, encoder_input, latent_groups
 from vae_jax.networks.conv import BottomUp
@@ -216,10 +217,13 @@ def hierarchical_vae(
     The default, for 32x32 images: 8 groups at 4x4 (2), 8x8 (4) and 16x16 (2).
     ``patch_size`` p > 1 runs stage s at H / (p 2**s) on space-to-depth patches (``networks.conv``).
     """
-    data_shape, widths = tuple(data_shape), tuple(widths)
-    if isinstance(groups_per_stage, int):
+    data_shape, widths, blocks_per_stage, latent_channels = check_conv_sizes(
+        data_shape, widths, blocks_per_stage, latent_channels
+    )
+    check_parts(likelihood, prior, activation)
+    if isinstance(groups_per_stage, int) and not isinstance(groups_per_stage, bool):
         groups_per_stage = (groups_per_stage,) * len(widths)
-    groups_per_stage = tuple(groups_per_stage)
+    groups_per_stage = checks.check_sizes("groups_per_stage", groups_per_stage, 0)
     if len(groups_per_stage) != len(widths):
         raise ValueError(
             f"groups_per_stage: expected one count per stage ({len(widths)} widths), got {groups_per_stage}"

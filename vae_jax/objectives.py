@@ -39,7 +39,8 @@ def data_log_prob(model, x, decoder_out):
 def encode(model, params, x):
     """``(mean, log_var)`` of q(z|x); for a hierarchy, each group's along the path of posterior
     means (so ``decode(encode(x)[0])`` is the deterministic reconstruction, as for one group)."""
-    batched = checks.check_data("x", x, model.likelihood.input_kind, model.data_shape)
+    checks.check_params(model, params)
+    x, batched = checks.checked_data("x", x, model.likelihood.input_kind, model.data_shape)
     xb = jnp.asarray(x) if batched else jnp.asarray(x)[None]
     return batching.unbatch(model.posterior(params, xb), batched)
 
@@ -47,6 +48,7 @@ def encode(model, params, x):
 def decode(model, params, z):
     """The likelihood's parameters of p(x|z): shape ``likelihood.params_shape(data_shape)`` per z
     (z: every group of the latent)."""
+    checks.check_params(model, params)
     batched = checks.check_latent("z", z, model.latent_template)
     zb = z if batched else jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], z)
     return batching.unbatch(model.decoder_output(params, zb), batched)
@@ -54,6 +56,7 @@ def decode(model, params, z):
 
 def elbo_terms(model, params, x, key) -> ElboTerms:
     """One-sample reconstruction term and the (analytic where possible) KL, per example."""
+    checks.check_params(model, params)
     xb, keys, batched = batching.batch_and_keys(model, x, key)
     terms = model.infer(params, xb, keys)
     reconstruction = data_log_prob(model, xb, terms.decoder_out)
@@ -102,6 +105,7 @@ def sample_log_weights(model, params, xb, keys, k):
 def log_importance_weights(model, params, x, key, *, k):
     """(B, k) log-weights log p(x, z_i) - log q(z_i|x), z_i ~ q(z|x) i.i.d."""
     checks.check_count("k", k, 1)
+    checks.check_params(model, params)
     xb, keys, batched = batching.batch_and_keys(model, x, key)
     return batching.unbatch(sample_log_weights(model, params, xb, keys, k), batched)
 
@@ -115,6 +119,7 @@ def iwae_bound(model, params, x, key, *, k=50):
     each example's samples.
     """
     checks.check_count("k", k, 1)
+    checks.check_params(model, params)
     xb, keys, batched = batching.batch_and_keys(model, x, key)
 
     def bound(group):
@@ -133,6 +138,7 @@ def sample(model, params, key, *, num_samples=1, temperature=1.0, return_mean=Fa
     checks.check_key("key", key)
     checks.check_count("num_samples", num_samples, 1)
     checks.check_finite_non_negative("temperature", temperature)
+    checks.check_params(model, params)
     latent_key, pixel_key = jax.random.split(key)
     out = model.generate(params, jax.random.split(latent_key, num_samples), temperature)
     if return_mean:
@@ -142,5 +148,6 @@ def sample(model, params, key, *, num_samples=1, temperature=1.0, return_mean=Fa
 
 def reconstruct(model, params, x, key):
     """The likelihood's mean at one draw z ~ q(z|x): what the model saw in x."""
+    checks.check_params(model, params)
     xb, keys, batched = batching.batch_and_keys(model, x, key)
     return batching.unbatch(model.likelihood.mean(model.infer(params, xb, keys).decoder_out), batched)

@@ -29,8 +29,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from vae_jax import checks
 from vae_jax import distributions as dist
 from vae_jax import priors as priors_lib
+from vae_jax.architectures import check_parts
 from vae_jax.hierarchical import check_keep_groups
 from vae_jax.likelihoods import Bernoulli, Likelihood
 from vae_jax.model import LatentTerms, as_latent, check_network_shapes, encoder_input, latent_groups
@@ -172,14 +174,16 @@ def stochastic_mlp_vae(
 ) -> StochasticMLPVAE:
     """Burda et al.'s architectures: one layer ``latent_sizes=(50,), widths=(200,)``; two layers
     ``latent_sizes=(100, 50), widths=(200, 100)``; ``depth`` = 2 deterministic layers each."""
-    data_shape, latent_sizes, widths = tuple(data_shape), tuple(latent_sizes), tuple(widths)
-    if not latent_sizes or len(widths) != len(latent_sizes):
+    data_shape = checks.check_data_shape(data_shape)
+    latent_sizes = checks.check_sizes("latent_sizes", latent_sizes)
+    widths = checks.check_sizes("widths", widths)
+    depth = checks.check_count("depth", depth)
+    check_parts(likelihood, StandardNormal(), activation)
+    if len(widths) != len(latent_sizes):
         raise ValueError(
             f"widths: expected one width per stochastic layer ({len(latent_sizes)} in latent_sizes "
             f"{latent_sizes}), got {widths}"
         )
-    if min(latent_sizes + widths) < 1 or depth < 1:
-        raise ValueError(f"latent_sizes {latent_sizes}, widths {widths}, depth {depth}: expected positive sizes")
     def gaussian(width, size):
         return MLPEncoder((width,) * depth, size, activation, dtype, kernel_init="glorot_uniform", log_var="log_sigma")
 
