@@ -23,6 +23,18 @@ chex.set_n_cpu_devices(2)
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
 ).strip()
+# Many tests build the same tiny models and runs, and each builds its own jitted functions, so
+# the same programs compile again and again: JAX's persistent compilation cache (keyed by the
+# program and its compile options) shares them between tests, xdist workers and CLI subprocesses
+# (which read the environment). A cached executable is the one a fresh compile makes.
+COMPILATION_CACHE = {
+    "jax_compilation_cache_dir": os.path.join(os.path.dirname(os.path.dirname(__file__)), ".pytest_cache", "jax"),
+    "jax_persistent_cache_min_compile_time_secs": 0,
+    "jax_persistent_cache_min_entry_size_bytes": 0,
+}
+for option, value in COMPILATION_CACHE.items():
+    os.environ.setdefault(option.upper(), str(value))
+    jax.config.update(option, type(value)(os.environ[option.upper()]))
 
 import vae_jax
 from vae_jax import config as config_lib
