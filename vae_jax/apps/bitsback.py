@@ -58,8 +58,9 @@ Discretization:
   ``constriction.stream.model.Categorical(perfect=False)``. The tables are built
   ``chunk_pixels`` pixels at a time, so memory is bounded for any tile. The local autoregressive
   mixture's pixels read their left, up, up-left and up-right neighbours, so they are decoded one
-  wavefront 2i + j of the tile at a time (2h + w - 2 steps, h in a tile one pixel wide; each R, G, B), the tables of a step
-  built from the values the steps before it decoded, and pushed in the reverse order; its
+  wavefront 2i + j of the tile at a time (2h + w - 2 steps, h in a tile one pixel wide; each
+  R, G, B), the tables of a step built from the values the steps before it decoded, and pushed
+  in the reverse order; its
   neighbours never cross a tile's border (the likelihood sees each tile as an image).
 
 Reproducible probabilities: the decoder must rebuild the encoder's probabilities bit for bit.
@@ -83,7 +84,8 @@ Reproducible probabilities: the decoder must rebuild the encoder's probabilities
 
 What remains: a snapped value can still flip where the network's output sits within an ulp of
 a grid point, and a different backend or library version may round the networks differently;
-decode on the platform that encoded (a flip makes the decoder fail loudly, not silently).
+decode on the platform that encoded (a flip decodes garbage from there on, which the file's
+checksum of the image, ``compression.image_checksum``, or the coder itself refuses loudly).
 """
 
 from __future__ import annotations
