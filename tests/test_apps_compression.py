@@ -2,6 +2,7 @@
 probabilities, refusals of wrong/damaged/old files, rate near -ELBO."""
 
 import struct
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -85,6 +86,12 @@ def test_pixel_tables_are_the_likelihoods_conditionals(likelihood):
         table = tables(indices, x_all, channel)  # unnormalized: the coder quantizes it to its total
         table = table / table.sum(axis=1, keepdims=True)
         np.testing.assert_allclose(table, want.reshape(-1, 3, 256)[indices, channel], rtol=2e-4, atol=1e-7)
+
+
+def _with_crc(body):
+    """``body`` (a file without its last 4 bytes) with a valid CRC-32 appended, as an editor that
+    knows the format would write it."""
+    return body + struct.pack("<I", zlib.crc32(body))
 
 
 def _random_image(shape, seed=0):
@@ -174,7 +181,7 @@ def test_chain_starts_with_one_unit_tile_and_tiles_grow(ladder):
     sides = [c.tile.padded_hw[0] for c in coded]
     assert sides[:4] == [unit[0]] * 4 and sides[-1] == 16 and sides.count(16) > len(sides) // 2
     fields = compression.read_header(blob)
-    layout_bytes = len(blob) - compression._HEADER.size - 4 * fields["num_words"] - 4
+    layout_bytes = compression.layout_size(fields, len(blob))
     bits = np.unpackbits(np.frombuffer(blob, np.uint8, layout_bytes, compression._HEADER.size), bitorder="little")
     blocks = compression._blocks(model, image.shape[:2], (16, 16))
     decoded, used = compression._decode_layout(bits, blocks, 1, image.shape[:2], unit)
@@ -265,16 +272,13 @@ def test_chain_start_overhead_is_one_unit_tiles_worth(ladder):
 
 def test_damaged_tile_layout_is_refused(ladder):
     """A layout whose bits do not fill its bytes exactly (CRC made valid again) is refused."""
-    import zlib
-
     model, params = ladder
     blob = compression.compress_image(model, params, skimage.data.chelsea()[:16, :24], tile_size=16)
-    fields = compression.read_header(blob)
-    layout_bytes = len(blob) - compression._HEADER.size - 4 * fields["num_words"] - 4
+    layout_bytes = compression.layout_size(compression.read_header(blob), len(blob))
     assert layout_bytes >= 1
     damaged = bytearray(blob[:-4])
     damaged[compression._HEADER.size + layout_bytes - 1] |= 0x80  # a padding bit, or a flipped layout bit
-    damaged = bytes(damaged) + struct.pack("<I", zlib.crc32(bytes(damaged)))
+    damaged = _with_crc(bytes(damaged))
     with pytest.raises(compression.CompressionError):
         compression.decompress_image(model, params, damaged)
 
@@ -368,7 +372,7 @@ def test_truncated_corrupted_and_old_files_raise(ladder):
         damaged[position] ^= 0x10
         with pytest.raises(compression.CompressionError):
             compression.decompress_image(model, params, bytes(damaged))
-    for version in (3, 4, 5):
+    for version in (3, 4, 5, 6):
         old = compression.MAGIC + struct.pack("<B", version) + blob[9:]
         with pytest.raises(compression.CompressionError, match=f"unsupported file version {version}"):
             compression.decompress_image(model, params, old)
@@ -462,3 +466,138 @@ def test_grey_report_counts_image_dims_and_benchmark_table(ladder):
     assert report["net_bits_per_dim"] == pytest.approx(report["neg_elbo_bits_per_dim"], rel=0.03)
     table = markdown([table_row("camera", report)])
     assert table.count("\n") == 2 and "| camera | 64x32 L |" in table
+
+
+
+def test_wavefront_schedule_steps_every_pixel_once_after_its_neighbours():
+    """The local likelihoods' decoding order on every tile up to 40 x 40: each step a non-empty
+    wavefront, every pixel once per channel, each after its causal neighbours in the tile.
+    Regression: a tile one pixel wide has no odd wavefront 2i + j, and its empty steps raised IndexError."""
+    likelihood = vae_jax.LocalAutoregressiveMixture(2)
+    for height in range(1, 41):
+        for width in range(1, 41):
+            out = np.zeros((height, width, *likelihood.params_shape((height, width, 3))[2:]))
+            schedule = bitsback._PixelTables(likelihood, out, (height, width), chunk=64, channels=3).schedule
+            step_of = np.full((height * width, 3), -1)
+            for step, (indices, channel) in enumerate(schedule):
+                assert indices.size and (step_of[indices, channel] == -1).all()
+                step_of[indices, channel] = step
+            assert (step_of >= 0).all()
+            i, j = np.divmod(np.arange(height * width), width)
+            for dy, dx in bitsback.CAUSAL_NEIGHBOURS:
+                inside = (i + dy >= 0) & (j + dx >= 0) & (j + dx < width)
+                neighbour = ((i + dy) * width + j + dx)[inside]
+                assert (step_of[neighbour, 2] < step_of[inside, 0]).all()
+
+
+def _small_shapes(side, line):
+    """Every (H, W) up to ``side`` x ``side``, and every height and width up to ``line`` at width or height 1."""
+    grid = [(h, w) for h in range(1, side + 1) for w in range(1, side + 1)]
+    return grid + [(n, 1) for n in range(side + 1, line + 1)] + [(1, n) for n in range(side + 1, line + 1)]
+
+
+def test_every_small_shape_round_trips(ladder_local):
+    """Regression: an image one pixel wide (2 to 40 rows) raised IndexError with the local
+    autoregressive likelihood (its tiles' empty wavefronts). Every shape up to 8 x 8, and lines
+    up to 40, now come back exactly, in blocks of 4 (quadtrees of 2 x 2 and 4 x 4 tiles, every
+    partial block of 1 to 4 rows and columns)."""
+    model, params = ladder_local
+    for height, width in _small_shapes(8, 40):
+        image = _random_image((height, width, 3), seed=height * 41 + width)
+        _round_trip(model, params, image, tile_size=4)
+
+
+def _decode_outcome(model, params, blob, image):
+    """'refused' (CompressionError), 'exact' (the image back), 'WRONG' (another image) or the
+    name of any other exception raised."""
+    try:
+        decoded = compression.decompress_image(model, params, blob)
+    except compression.CompressionError:
+        return "refused"
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # constriction's Rust panics are BaseExceptions
+        return type(error).__name__
+    return "exact" if decoded.shape == image.shape and np.array_equal(decoded, image) else "WRONG"
+
+
+def test_edited_files_with_a_valid_crc_never_decode_to_another_image(ladder):
+    """Regression: a file edited and its CRC recomputed decoded to a wrong image (a flipped ANS
+    word: most pixels wrong, exit 0), or crashed inside constriction (KeyError: 'Tried to encode
+    symbol that has zero probability'; also a header width 48 -> 47). Now every byte of a small
+    file flipped (one bit, which bit rotating with the offset: magic, version, model hash, each
+    header field, the layout, the ANS words, the checksum), and each header field moved by one,
+    either raises CompressionError or decodes exactly the image, never another image or exception."""
+    model, params = ladder
+    image = skimage.data.chelsea()[100:104, 200:206]
+    blob = compression.compress_image(model, params, image, tile_size=4)  # blocks 4 x 4 and 4 x 2
+    header, body = blob[: compression._HEADER.size], blob[:-4]
+    outcomes = {}
+    for position in range(len(body)):
+        damaged = bytearray(body)
+        damaged[position] ^= 1 << (position % 8)
+        outcomes[f"byte {position}"] = _decode_outcome(model, params, _with_crc(bytes(damaged)), image)
+    fields = dict(zip(compression._FIELDS, compression._HEADER.unpack(header)))
+    for name in ("height", "width", "channels", "tile_height", "tile_width", "bin_log2", "max_abs", "num_words"):
+        for step in (-1, 1):
+            edited = compression._HEADER.pack(*{**fields, name: fields[name] + step}.values())
+            outcomes[f"{name} {step:+d}"] = _decode_outcome(model, params, _with_crc(edited + body[len(header) :]), image)
+    bad = {where: outcome for where, outcome in outcomes.items() if outcome not in ("refused", "exact")}
+    assert bad == {}
+    checksum_at = len(body) - compression.CHECKSUM_BYTES
+    assert outcomes[f"byte {checksum_at}"] == "refused" and outcomes["width -1"] == "refused"
+
+
+def test_coder_errors_and_checksum_mismatches_are_refused_as_corrupt(ladder):
+    """An ANS stream the coder cannot decode (its errors of any type) and an image that fails the
+    checksum both raise CompressionError saying the file is corrupt or foreign: another image's
+    stream under this file's checksum, and a mode edited with a valid CRC (the same pixels: the
+    checksum covers the header)."""
+    model, params = ladder
+    image = skimage.data.chelsea()[100:104, 200:206]
+    blob = compression.compress_image(model, params, image, tile_size=4)
+    other = compression.compress_image(model, params, image[::-1], tile_size=4)
+    swapped = _with_crc(other[: -compression._TRAILER_BYTES] + blob[-compression._TRAILER_BYTES : -4])
+    with pytest.raises(compression.CompressionError, match="corrupt or foreign file: the decoded image fails"):
+        compression.decompress_image(model, params, swapped)
+    words_end = len(blob) - compression._TRAILER_BYTES
+    zero_words = _with_crc(blob[: words_end - 4] + bytes(4) + blob[words_end:-4])  # constriction: ends in a zero word
+    with pytest.raises(compression.CompressionError, match="corrupt or foreign file: its ANS stream does not decode"):
+        compression.decompress_image(model, params, zero_words)
+    mode_at = struct.calcsize("<8sB32sIIH")  # after magic, version, model hash, height, width, channels
+    assert blob[mode_at : mode_at + 3] == b"RGB"
+    relabelled = _with_crc(blob[:mode_at] + b"BGR" + blob[mode_at + 3 : -4])
+    with pytest.raises(compression.CompressionError, match="corrupt or foreign file: the decoded image fails"):
+        compression.decompress_image(model, params, relabelled)
+
+
+def test_truncated_at_every_length_or_garbage_after_the_header_is_refused(ladder):
+    """Every prefix of a file, and its header followed by random bytes (of the body's length and
+    others, with the CRC wrong or recomputed), raise CompressionError."""
+    model, params = ladder
+    image = skimage.data.chelsea()[100:104, 200:206]
+    blob = compression.compress_image(model, params, image, tile_size=4)
+    for cut in range(len(blob)):
+        with pytest.raises(compression.CompressionError):
+            compression.decompress_image(model, params, blob[:cut])
+    header, rng = blob[: compression._HEADER.size], np.random.default_rng(0)
+    for length in (0, 1, 7, 12, 13, 40, len(blob) - len(header) - 4, len(blob) - len(header), 500):
+        for seed in range(3):
+            garbage = header + rng.integers(0, 256, length, dtype=np.uint8).tobytes()
+            for candidate in (garbage, _with_crc(garbage)):
+                assert _decode_outcome(model, params, candidate, image) == "refused"
+
+
+def test_read_header_refuses_fields_no_encoder_writes(ladder):
+    """``read_header`` (which the CLI reads before decoding, to count blocks) refuses, with the CRC
+    made valid, a header claiming an image larger than its layout bits can describe, empty tiles,
+    or a latent grid ``compress_image`` refuses: nothing sized by such a header is built."""
+    model, params = ladder
+    blob = compression.compress_image(model, params, skimage.data.chelsea()[100:104, 200:206], tile_size=4)
+    fields = dict(zip(compression._FIELDS, compression._HEADER.unpack_from(blob)))
+    edits = {"height": 2**32 - 1, "width": 40_000, "tile_height": 0, "tile_width": 0, "bin_log2": -124, "max_abs": 0}
+    for name, value in edits.items():
+        header = compression._HEADER.pack(*{**fields, name: value}.values())
+        with pytest.raises(compression.CompressionError, match="corrupted file"):
+            compression.read_header(_with_crc(header + blob[compression._HEADER.size : -4]))
+    assert compression.num_tiles(model, (2**32 - 1, 2**32 - 1, 65535), (1, 1)) == (2**32 - 1) ** 2 * 21845
