@@ -597,17 +597,20 @@ def _tile_elbo(model, params, tile, valid, keys):
 
 
 def _tiles_neg_elbo_bits(model, params, planes, tiles, key, samples):
-    """Per tile, ``tiles`` a sequence of (plane index, ``Tile``): -ELBO in bits, averaged over
-    ``samples`` draws."""
-    bits = []
+    """Per tile, ``tiles`` a sequence of (plane index, ``Tile``): the -ELBO in bits averaged over
+    ``samples`` draws, and the variance of one draw's -log2 p(x|z) + log2 q(z|x) / p(z) term
+    (0 for one sample): a coded tile pays one such draw, so this is the spread of its net cost."""
+    means, variances = [], []
     for p, tile in tiles:
         key, tile_key = jax.random.split(key)
         rows, cols = np.indices(tile.padded_hw)
         valid = (rows < tile.valid_hw[0]) & (cols < tile.valid_hw[1])
         tile_pixels = _cut(planes[p], tile).astype(np.int32)
-        elbo = _tile_elbo(model, params, tile_pixels, valid, jax.random.split(tile_key, samples))
-        bits.append(-float(jnp.mean(elbo)) / math.log(2.0))
-    return np.array(bits)
+        bits = -np.asarray(_tile_elbo(model, params, tile_pixels, valid, jax.random.split(tile_key, samples)), np.float64)
+        bits /= math.log(2.0)
+        means.append(bits.mean())
+        variances.append(bits.var(ddof=1) if samples > 1 else 0.0)
+    return np.array(means), np.array(variances)
 
 
 def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples=1, tile_size=None,
@@ -622,6 +625,9 @@ def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples
       image dims they hold: the rate a long image approaches (None if no tile had bits back: an
       image of one unit); ``neg_elbo_bits_per_dim``: the -ELBO of those same tiles (of every tile
       if none), over ``elbo_samples`` draws: the rate the net one should approach;
+      ``net_spread_bits_per_dim``: the standard deviation of one draw's -ELBO over those tiles
+      (0 with one sample): the coder pays one draw per tile, so the net rate scatters around the
+      -ELBO by about this much;
       ``grid_neg_elbo_bits_per_dim``: the -ELBO of the whole image in plain ``tile_hw`` blocks
       (what the quadtree's smaller tiles cost is the difference);
     - ``tiles`` (the quadtree's leaves, every plane), ``tile_sizes`` (padded ``"HxW"``: count),
@@ -650,9 +656,11 @@ def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples
     tile_hw = tile_hw_for(model, tile_size)
     planes = split_planes(image, model.data_shape[-1])
     keys = jax.random.split(jax.random.key(seed))
-    neg_elbo = _tiles_neg_elbo_bits(model, params, planes, [(c.plane, c.tile) for c in coded], keys[0], elbo_samples)
+    neg_elbo, draw_variance = _tiles_neg_elbo_bits(
+        model, params, planes, [(c.plane, c.tile) for c in coded], keys[0], elbo_samples
+    )
     grid = [(p, t) for p in range(len(planes)) for t in tile_layout(model, image.shape[:2], tile_hw)]
-    grid_neg_elbo = _tiles_neg_elbo_bits(model, params, planes, grid, keys[1], elbo_samples)
+    grid_neg_elbo, _ = _tiles_neg_elbo_bits(model, params, planes, grid, keys[1], elbo_samples)
     # The image dims a tile holds: its pixels times the image channels in its plane (a grey image's
     # plane (v, v, v) holds one), so every rate below is per image dim, as bits_per_dim.
     channels, n = model.data_shape[-1], image.shape[-1]
@@ -678,6 +686,7 @@ def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples
         "bits_per_dim": 8 * len(blob) / image.size,
         "net_bits_per_dim": float(tile_bits[flags].sum() / dims[flags].sum()) if flags.any() else None,
         "neg_elbo_bits_per_dim": float(neg_elbo[chosen].sum() / dims[chosen].sum()),
+        "net_spread_bits_per_dim": float(np.sqrt(draw_variance[chosen].sum()) / dims[chosen].sum()),
         "grid_neg_elbo_bits_per_dim": float(grid_neg_elbo.sum() / sum(dims_of(p, t) for p, t in grid)),
         "chain_start_bits": float((tile_bits - neg_elbo)[~flags].sum()),
         "stack_bits": float(tile_bits.sum()),
