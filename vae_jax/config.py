@@ -172,17 +172,14 @@ PHOTOS_HVAE = dict(
 )
 
 PRESETS: dict[str, dict] = {
-    # The main job: a convolutional VAE on the embedded photographs (its wall time: README, Quick start).
-    # The local autoregressive likelihood (each pixel's coupled mixture reads its causal neighbours):
-    # held-out photographs 3.46 -> 2.99 bits/dim (2.79 at 1800 steps); at lr 2e-3 it diverged, hence 1e-3. Its step costs
-    # 1.4x the coupled one's, hence 1400 steps, not 1800, for the 10 minutes. 2x2 patches
-    # (space-to-depth): the step 2x as fast at about equal parameters (README, Speed).
-    # Its likelihood starts at the least-squares neighbour predictor (output_bias="fit"), and free
-    # bits keep the latent in use beside the neighbours: held out 2.99 -> 2.13 at equal steps.
-    # Without free bits the fitted start left z unused (KL 1 nat an image at 400 steps; a KL
-    # warm-up of 600 steps: 29); with them its KL ends at 133, above the 128 they free.
-    # G and B also read R's (and G's) neighbours ("local-cross"): held out 2.13 -> 2.08, chelsea
-    # 3.57 -> 3.43 at equal steps and about equal step cost (KL 65).
+    # The main job: a convolutional VAE on the embedded photographs, sized to finish in about ten
+    # minutes on a slow 2-core CPU (what each choice bought: docs/results/natural-images.md).
+    # The cross-channel local likelihood (each pixel's mixture reads its causal neighbours and the
+    # earlier channels' ones) starts at their least-squares predictor (output_bias="fit"); free
+    # bits keep the latent in use beside it (without them the fitted start leaves z unused).
+    # 2x2 patches keep every convolution off full resolution; the last layer is 1x1 because, with
+    # 34 K numbers a pixel, a 3x3 one cost as much as the rest of the network; at a fixed time
+    # budget batches of 16 and more steps beat batches of 32.
     "photos": dict(
         NATURAL_PHOTOS,
         likelihood="local-cross",
@@ -191,7 +188,10 @@ PRESETS: dict[str, dict] = {
         learning_rate=1e-3,
         patch_size=2,
         widths=(64, 128),
-        steps=1400,
+        output_kernel=1,
+        batch_size=16,
+        steps=1600,
+        eval_every=800,
     ),
     "photos-hvae": PHOTOS_HVAE,
     # The shipped model: a finished photos-hvae run grown into the cross-channel likelihood
