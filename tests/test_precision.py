@@ -50,19 +50,31 @@ def test_bfloat16_elbo_is_within_its_rounding_of_the_float32_elbo_on_the_same_pa
     np.testing.assert_allclose(value, reference, rtol=BFLOAT16_RELATIVE_TOLERANCE)
 
 
-@pytest.mark.parametrize("name", ["conv", "hvae"])
-def test_bfloat16_training_steps_are_finite_lower_the_loss_and_keep_float32_params(name):
-    config, _, half = _models(name)
-    config = dataclasses.replace(config, compute_dtype="bfloat16", learning_rate=3e-3, warmup_steps=0)
-    source = runs.open_source(config)
-    state = runs.init_state(half, config)
-    loss_fn, optimizer, options = runs.loss_of(half, config), runs.optimizer_of(config), runs.step_options(config)
+def _fit_one_batch(model, config, batch, steps=40):
+    """The losses of ``steps`` train steps on one batch, and the final state."""
+    state = runs.init_state(model, config)
+    loss_fn, optimizer, options = runs.loss_of(model, config), runs.optimizer_of(config), runs.step_options(config)
     step = jax.jit(lambda s, b: training.train_step(loss_fn, optimizer, s, b, options))
-    batch = source.train_batch(0, 16, 0)  # one batch, fitted: its loss must fall
     losses = []
-    for _ in range(40):
+    for _ in range(steps):
         state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
-    assert np.all(np.isfinite(losses)) and int(state.skipped) == 0
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.05 * abs(np.mean(losses[:5]))
-    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(state.params))
+    return np.array(losses), state
+
+
+@pytest.mark.parametrize("name", ["conv", "hvae"])
+def test_bfloat16_training_steps_are_finite_lower_the_loss_and_keep_float32_params(name):
+    """Fitting one batch, bfloat16 steps lower the loss by at least half as much as float32 steps
+    from the same start (how far one batch's loss falls in 40 steps depends on the model, so the
+    float32 run is the yardstick), and the parameters stay float32."""
+    config, full, half = _models(name)
+    config = dataclasses.replace(config, learning_rate=3e-3, warmup_steps=0)
+    batch = runs.open_source(config).train_batch(0, 16, 0)
+    drops = {}
+    for dtype, model in (("float32", full), ("bfloat16", half)):
+        losses, state = _fit_one_batch(model, dataclasses.replace(config, compute_dtype=dtype), batch)
+        assert np.all(np.isfinite(losses)) and int(state.skipped) == 0
+        assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(state.params))
+        drops[dtype] = np.mean(losses[:5]) - np.mean(losses[-5:])
+    assert drops["float32"] > 0.02 * abs(np.mean(losses[:5]))
+    assert drops["bfloat16"] > 0.5 * drops["float32"]
