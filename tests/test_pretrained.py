@@ -9,7 +9,8 @@ from conftest import quiet, tiny_conv_config
 
 import vae_jax
 from vae_jax import config as config_lib
-from vae_jax import pretrained, runs
+from vae_jax import pretrained, runs, trained
+from vae_jax.dataset_evaluation import evaluate_elbo
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def exported(tmp_path_factory):
 
 def test_export_and_load_give_the_runs_model_and_ema_params(exported):
     run_dir, folder = exported
-    run = runs.load_run(run_dir)
+    run = trained.load_run(run_dir)
     shipped = pretrained.load("tiny", directory=folder)
     assert shipped.model == run.model and shipped.config == run.config
     for a, b in zip(jax.tree_util.tree_leaves(shipped.params), jax.tree_util.tree_leaves(run.params)):
@@ -41,12 +42,12 @@ def test_altered_or_missing_files_are_refused(exported, tmp_path):
         (tmp_path / file.name).write_bytes(file.read_bytes())
     params = tmp_path / "params.msgpack"
     params.write_bytes(params.read_bytes()[:-10])
-    with pytest.raises(pretrained.PretrainedError, match="does not match the SHA-256"):
+    with pytest.raises(trained.LoadError, match="does not match the SHA-256"):
         pretrained.load("tiny", directory=tmp_path)
     params.unlink()
-    with pytest.raises(pretrained.PretrainedError, match="params.msgpack is missing"):
+    with pytest.raises(trained.LoadError, match="params.msgpack is missing"):
         pretrained.load("tiny", directory=tmp_path)
-    with pytest.raises(pretrained.PretrainedError, match="no shipped model 'nope'"):
+    with pytest.raises(trained.LoadError, match="no shipped model 'nope'"):
         pretrained.load("nope")
 
 
@@ -60,8 +61,8 @@ def test_the_shipped_model_measures_what_its_provenance_says():
     shipped = pretrained.load()
     recorded = shipped.provenance["measured"]["chelsea_elbo_bits_per_dim"]
     x = tiles(load_photos()["chelsea"], shipped.model.data_shape[0])
-    result = runs.evaluate_elbo(shipped.model, shipped.params, x, jax.random.key(0),
-                                likelihood_input=shipped.config.likelihood_input, batch_size=128)  # fmt: skip
+    result = evaluate_elbo(shipped.model, shipped.params, x, jax.random.key(0),
+                           likelihood_input=shipped.config.likelihood_input, batch_size=128)  # fmt: skip
     assert abs(result["bits_per_dim"] - recorded) < 0.02, json.dumps(shipped.provenance)
 
 
@@ -69,7 +70,7 @@ def test_float16_storage_loads_as_float32_rounded_params(exported, tmp_path):
     run_dir, _ = exported
     folder = pretrained.export(run_dir, "half", directory=tmp_path / "half", dtype="float16")
     shipped = pretrained.load("half", directory=folder)
-    run = runs.load_run(run_dir)
+    run = trained.load_run(run_dir)
     for a, b in zip(jax.tree_util.tree_leaves(shipped.params), jax.tree_util.tree_leaves(run.params)):
         assert a.dtype == np.float32
         np.testing.assert_array_equal(a, np.asarray(b, np.float16).astype(np.float32))
