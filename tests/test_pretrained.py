@@ -1,6 +1,7 @@
 """The shipped model: export a run, load it back bit for bit, and refuse altered files."""
 
 import json
+import re
 
 import jax
 import numpy as np
@@ -89,3 +90,44 @@ def test_the_shipped_model_is_its_presets_configuration():
     preset = dataclasses.asdict(config_lib.preset("photos-hvae-cross"))
     differing = {k for k in shipped if shipped[k] != preset[k]}
     assert differing == {"init_from"}, {k: (shipped[k], preset[k]) for k in differing}
+
+
+def test_one_loader_gives_runs_and_shipped_models_as_one_record(exported):
+    """``trained.load`` reads a run directory and a shipped folder into the same record; the
+    commands tell them apart by ``source_kind`` (where they write by default), not by type."""
+    import argparse
+    from pathlib import Path
+
+    from vae_jax import cli
+
+    run_dir, folder = exported
+    run = trained.load(str(run_dir))
+    shipped = trained.load_shipped("tiny", directory=folder)
+    assert type(run) is type(shipped) is trained.TrainedModel
+    assert (run.source_kind, run.name, run.directory, run.step) == ("run", "run", run_dir, 2)
+    assert run.params is run.state.ema_params and int(run.state.step) == 2
+    assert (shipped.source_kind, shipped.directory, shipped.step, shipped.state) == ("pretrained", folder, 2, None)
+    no_out_dir = argparse.Namespace(out_dir=None)
+    assert cli._out_dir(no_out_dir, run, "samples") == run_dir / "samples"
+    assert cli._out_dir(no_out_dir, shipped, "samples") == Path("samples")  # never inside the package
+
+
+def test_a_spec_that_names_no_model_is_refused_naming_it(tmp_path):
+    with pytest.raises(trained.LoadError, match=r"^/no/such is not a run directory \(no such directory: train "
+                                                r"that run first\), nor pretrained:NAME$"):  # fmt: skip
+        trained.load("/no/such")
+    missing = re.escape(f"{tmp_path} is not a run directory: {tmp_path}/config.json is missing")
+    with pytest.raises(trained.LoadError, match=f"^{missing}$"):
+        trained.load(str(tmp_path))
+    with pytest.raises(trained.LoadError, match="^no shipped model 'nope'"):
+        trained.load("pretrained:nope")
+
+
+@pytest.mark.skipif(not pretrained.available(), reason="no model shipped in this checkout")
+def test_the_default_and_pretrained_name_load_the_shipped_model():
+    default, named, public = trained.load(), trained.load(f"pretrained:{pretrained.DEFAULT}"), pretrained.load()
+    assert default.name == named.name == public.name == pretrained.DEFAULT
+    assert default.source_kind == "pretrained" and default.step == default.provenance["step"]
+    for a, b, c in zip(*(jax.tree_util.tree_leaves(m.params) for m in (default, named, public))):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
