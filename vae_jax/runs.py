@@ -165,17 +165,23 @@ def train(
         log(f"\n{interrupted} during a dispatch: the run stands at its last checkpoint")
         summary.update(interrupted_at=manager.latest_step(), signal=interrupted)
         return summary
-    if interrupted:
-        log(f"\n{interrupted} at step {int(parallel.host_copy(state.step))}: saving a checkpoint")
-    state = parallel.host_copy(state)
-    # A KeyboardInterrupt between a dispatch and the window's update leaves the window behind.
-    checkpoints.save(manager, state, extra=window if window["step"] == int(state.step) else None)
+    state = _save_at_exit(manager, state, window, interrupted, log)
     summary["wall_seconds"] = time.perf_counter() - began
     if interrupted:
         summary.update(interrupted_at=int(state.step), signal=interrupted)
         return summary
     summary.update(final_step=int(state.step), skipped_updates=int(state.skipped))
     return _final_evaluation(run, state, summary, log) if parallel.is_primary() else summary
+
+
+def _save_at_exit(manager, state, window: dict, interrupted: str | None, log):
+    """The checkpoint a run ends on, finished or stopped by a signal; the state, on this host."""
+    if interrupted:
+        log(f"\n{interrupted} at step {int(parallel.host_copy(state.step))}: saving a checkpoint")
+    state = parallel.host_copy(state)
+    # A KeyboardInterrupt between a dispatch and the window's update leaves the window behind.
+    checkpoints.save(manager, state, extra=window if window["step"] == int(state.step) else None)
+    return state
 
 
 def _checked_start(config: Config, run_dir: Path, resume: bool):
