@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bin-log2", type=int, default=None, help="latent bins of 2**-B (default: the coder's)")
     args = parser.parse_args(argv)
 
-    from vae_jax import images, runs
+    from vae_jax import images, trained
     from vae_jax.apps import compression
 
     bin_log2 = compression.DEFAULT_BIN_LOG2 if args.bin_log2 is None else args.bin_log2
@@ -93,12 +93,7 @@ def main(argv=None) -> int:
     if args.untrained is None:
         if args.run_dir is None:
             parser.error("give a RUN_DIR (or --untrained PRESET)")
-        if args.run_dir == "shipped":
-            from vae_jax import pretrained
-
-            run = pretrained.load()
-        else:
-            run = runs.load_run(args.run_dir)
+        run = trained.load(None if args.run_dir == "shipped" else args.run_dir)
         model, params = run.model, run.params
     else:
         model, params = untrained(args.untrained)

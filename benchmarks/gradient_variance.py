@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import runs, training
+from vae_jax import configured, trained, training
 
 ESTIMATORS = ("closed_form_kl", "one_sample_log_w")
 
@@ -41,14 +41,14 @@ def _flat(tree):
 
 
 def gradient_variance(run_dir: Path, draws: int = 2000, chunk: int = 100, seed: int = 0) -> dict:
-    run = runs.load_run(run_dir)
+    run = trained.load_run(run_dir)
     config = run.config
     likelihood_input = config.likelihood_input
     losses = {
         "closed_form_kl": training.elbo_loss(run.model, likelihood_input=likelihood_input),
         "one_sample_log_w": training.sampled_elbo_loss(run.model, likelihood_input=likelihood_input),
     }
-    source = runs.open_source(config)
+    source = configured.open_source(config)
     batch = source.train_batch(0, config.batch_size, config.seed)
     step = jnp.asarray(0)
     names = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(run.params)]
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         result = gradient_variance(args.run_dir, args.draws, seed=args.seed)
-    except runs.RunError as error:
+    except trained.LoadError as error:
         raise SystemExit(str(error)) from None
     text = json.dumps(result, indent=2)
     print(text)

@@ -23,7 +23,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from vae_jax import photo_eval, runs
+from vae_jax import photo_eval, trained
+from vae_jax.dataset_evaluation import evaluate_elbo, evaluate_log_likelihood
 
 
 def codec_bits_per_dim(tiles: np.ndarray, whole_image: np.ndarray | None) -> list[dict]:
@@ -48,20 +49,20 @@ def codec_bits_per_dim(tiles: np.ndarray, whole_image: np.ndarray | None) -> lis
 
 
 def model_bits_per_dim(run_dir: Path, tiles: np.ndarray, k: int, batch_size: int) -> dict:
-    run = runs.load_run(run_dir)
+    run = trained.load_run(run_dir)
     key = jax.random.key(0)
     started = time.perf_counter()
     likelihood_input = run.config.likelihood_input
-    elbo = runs.evaluate_elbo(run.model, run.params, tiles, key, likelihood_input=likelihood_input, batch_size=batch_size)
+    elbo = evaluate_elbo(run.model, run.params, tiles, key, likelihood_input=likelihood_input, batch_size=batch_size)
     row = {
         "name": f"{run.config.model} VAE ({run_dir.name})",
         "run_dir": str(run_dir),
         "elbo_bits_per_dim": elbo["bits_per_dim"],
         "kl_bits_per_dim": elbo["kl"] / (math.prod(run.model.data_shape) * math.log(2)),
-        "steps": int(run.state.step),
+        "steps": run.step,
     }
     if k > 0:
-        nll = runs.evaluate_log_likelihood(
+        nll = evaluate_log_likelihood(
             run.model, run.params, tiles, jax.random.fold_in(key, 1), likelihood_input=likelihood_input, k=k,
             batch_size=batch_size,
         )

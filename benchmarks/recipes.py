@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from vae_jax import config as config_lib
-from vae_jax import photo_eval, runs
+from vae_jax import configured, photo_eval, runs, trained
 
 # What each recipe changes, relative to its preset. Add a line to try another.
 RECIPES: dict[str, tuple[str, dict]] = {
@@ -59,10 +59,10 @@ RECIPES: dict[str, tuple[str, dict]] = {
 
 def steps_per_second(config) -> float:
     """The train step's rate on this machine: the median of a few dispatches after compiling."""
-    source = runs.open_source(config)
+    source = configured.open_source(config)
     model = config_lib.build_model(config, source.image_shape)
-    state = runs.init_state(model, config)
-    train_steps = runs.train_steps_of(model, config)
+    state = configured.init_state(model, config)
+    train_steps = configured.train_steps_of(model, config)
     n, rates = config.steps_per_dispatch, []
     for i in range(4):
         batches = source.train_batches(i * n, n, config.batch_size, config.seed)
@@ -89,7 +89,7 @@ def run_recipe(name, minutes, out_dir: Path, heldout: dict, heldout_tiles: int, 
     started = time.perf_counter()
     summary = runs.train(config, run_dir, resume=(run_dir / "config.json").is_file(), progress=False, log=lambda *_: None)
     train_seconds = time.perf_counter() - started
-    run = runs.load_run(run_dir)
+    run = trained.load_run(run_dir)
     key = jax.random.key(0)
     options = dict(likelihood_input=config.likelihood_input, batch_size=64)
     held = photo_eval.evaluate_photos(run.model, run.params, heldout, key, max_tiles=heldout_tiles, **options) if heldout else None

@@ -40,8 +40,9 @@ import vae_jax.data.idx
 import vae_jax.data.tfds_source
 import vae_jax.stochastic_mlp  # noqa: F401
 from vae_jax import config as config_lib
-from vae_jax import runs
+from vae_jax import configured, runs, trained, warm_start
 from vae_jax.data import prepare
+from vae_jax.dataset_evaluation import evaluate_elbo, evaluate_log_likelihood
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,16 +150,16 @@ def layer_activity(model, params, images, key, batch_size=1000):
 def evaluate_row(run_dir: Path, k: int, batch_size: int, key_seed: int | None = None) -> dict:
     """The paper's evaluation of a row's run: NLL (k samples), -ELBO and active units on the test
     set, drawn (binarization, samples) from ``key(key_seed)``, by default ``key(seed + 2)``."""
-    run = runs.load_run(run_dir)
-    source = runs.open_source(run.config)
+    run = trained.load_run(run_dir)
+    source = configured.open_source(run.config)
     images = source.test_images()
     key = jax.random.key(run.config.seed + 2 if key_seed is None else key_seed)
     started = time.perf_counter()
     likelihood_input = run.config.likelihood_input
-    nll = runs.evaluate_log_likelihood(
+    nll = evaluate_log_likelihood(
         run.model, run.params, images, key, likelihood_input=likelihood_input, k=k, batch_size=batch_size
     )
-    elbo = runs.evaluate_elbo(
+    elbo = evaluate_elbo(
         run.model, run.params, images, jax.random.fold_in(key, 1), likelihood_input=likelihood_input,
         batch_size=batch_size,
     )
@@ -170,7 +171,7 @@ def evaluate_row(run_dir: Path, k: int, batch_size: int, key_seed: int | None = 
         "num_test_images": len(images),
         "active_units": [int(np.sum(a > ACTIVE_UNIT_THRESHOLD)) for a in activity],
         "evaluation_seconds": time.perf_counter() - started,
-        "step": int(run.state.step),
+        "step": run.step,
     }
 
 
@@ -182,14 +183,14 @@ EXECUTION_VARIANTS = ((1, False), (1, True), (8, False), (8, True), (16, True))
 def estimate(config, name: str, dispatches: int = 4, variants: bool = False) -> dict:
     """Time ``dispatches`` dispatches of the row's train step and extrapolate to its schedule;
     with ``variants``, under each of ``EXECUTION_VARIANTS`` too, the fastest one extrapolated."""
-    source = runs.open_source(config)
+    source = configured.open_source(config)
     model = config_lib.build_model(config, source.image_shape)
     n = config.steps_per_dispatch
     batches = [source.train_batches(i * n, n, config.batch_size, config.seed) for i in range(dispatches + 1)]
 
     def seconds_per_step(**how):
-        state = runs.initial_state(model, config, source)
-        train_steps = runs.train_steps_of(model, config, **how)
+        state = warm_start.initial_state(model, config, source)
+        train_steps = configured.train_steps_of(model, config, **how)
         seconds = []
         for i, batch in enumerate(batches):
             tick = time.perf_counter()
@@ -366,7 +367,7 @@ def main(argv=None) -> int:
     )
     if "interrupted_at" in summary:
         return 130
-    source_size = runs.open_source(config).num_train
+    source_size = configured.open_source(config).num_train
     result = {
         "table": "Burda et al. (2016), Table 1, MNIST",
         "row": args.row,

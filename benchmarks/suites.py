@@ -17,7 +17,7 @@ import numpy as np
 from benchmarks import flops as flops_lib
 from benchmarks import timing
 from benchmarks.models import MODELS, Skip, build, synthetic_images, test_images
-from vae_jax import batching, evaluation, objectives, runs
+from vae_jax import batching, configured, evaluation, objectives
 from vae_jax.images import prepare
 
 ROW_KEYS = (
@@ -309,7 +309,7 @@ def time_train_steps(
     """The library's ``make_train_steps`` at the model's config: ``steps_per_dispatch`` steps a
     call, the state donated and threaded from call to call, the batches already on device."""
     steps = config.steps_per_dispatch
-    state = runs.init_state(model, config)
+    state = configured.init_state(model, config)
     batches = synthetic_images(steps * batch_size, model.data_shape).reshape(
         steps, batch_size, *model.data_shape
     )
@@ -318,7 +318,7 @@ def time_train_steps(
         batches = jax.device_put(batches, shardings[1])
     else:
         batches = _device_put(batches)
-    train_steps = runs.train_steps_of(model, config)
+    train_steps = configured.train_steps_of(model, config)
     per_step = train_step_flops(model, config, train_steps, state, batches)
     compiled = timing.compile_ahead(train_steps, state, batches)
     _check_memory(settings, compiled, f"train step at batch {batch_size}")
@@ -375,7 +375,7 @@ def bench_train_step(settings, name):
 
 
 def log_likelihood_fn(model, config, k, chunk_size):
-    """What ``runs.evaluate_log_likelihood`` jits per batch: prepare the uint8 batch, then the
+    """What ``dataset_evaluation.evaluate_log_likelihood`` jits per batch: prepare the uint8 batch, then the
     library's chunked estimator."""
     kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
 
@@ -649,9 +649,9 @@ def bench_peers(settings, name):
     hidden = config.hidden[0]
     data = synthetic_images(steps * batch, model.data_shape).reshape(steps, batch, -1)
 
-    state = runs.init_state(model, dataclasses.replace(config, seed=0))
+    state = configured.init_state(model, dataclasses.replace(config, seed=0))
     batches = _device_put(data.reshape(steps, batch, *model.data_shape))
-    train_steps = runs.train_steps_of(model, config)
+    train_steps = configured.train_steps_of(model, config)
     compiled = timing.compile_ahead(train_steps, state, batches)
     holder = {"state": state}
 

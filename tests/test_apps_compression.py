@@ -290,10 +290,10 @@ def test_cli_compress_passes_tile_size(ladder, monkeypatch, tmp_path):
 
     from PIL import Image
 
-    from vae_jax import cli, runs
+    from vae_jax import cli, trained
 
     model, params = ladder
-    monkeypatch.setattr(runs, "load_run", lambda run_dir, step=None: SimpleNamespace(model=model, params=params))
+    monkeypatch.setattr(trained, "load_run", lambda run_dir, step=None: SimpleNamespace(model=model, params=params))
     photo = tmp_path / "photo.png"
     Image.fromarray(skimage.data.chelsea()[:20, :28]).save(photo)
     assert cli.main(["compress", str(photo), "--run", str(tmp_path), "--tile-size", "8", "--no-progress"]) == 0

@@ -502,9 +502,9 @@ def test_interpolate_checks_its_images_and_files_first(mlp_run, photo_file, tmp_
 
 
 def test_probe_checks_its_report_and_scatter_plot_before_reading_data(mlp_run, tmp_path, capsys, monkeypatch):
-    from vae_jax import runs
+    from vae_jax import configured
 
-    _forbid(monkeypatch, runs, "open_source")
+    _forbid(monkeypatch, configured, "open_source")
     out = tmp_path / "probe"
     out.mkdir()
     (out / "latent_scatter.png").write_bytes(b"mine")  # the run's latent is 2-D: probe plots it

@@ -8,7 +8,7 @@ import pytest
 
 import vae_jax
 from vae_jax import config as config_lib
-from vae_jax import likelihood_fit, runs
+from vae_jax import configured, likelihood_fit, warm_start
 from vae_jax.likelihoods import (
     CAUSAL_NEIGHBOURS,
     CoupledLogisticMixture,
@@ -156,14 +156,14 @@ def test_the_coupled_and_independent_mixtures_start_at_the_channel_fits():
 
 def test_a_fitted_conv_decoder_starts_at_the_fit_for_any_latent():
     config = tiny_conv_config(likelihood="local", output_bias="fit", patch_size=2)
-    source = runs.open_source(config)
+    source = configured.open_source(config)
     model = config_lib.build_model(config, source.image_shape)
-    state = runs.initial_state(model, config, source)
-    crops = np.asarray(source.train_batches(0, runs.FIT_BATCHES, config.batch_size, config.seed))
+    state = warm_start.initial_state(model, config, source)
+    crops = np.asarray(source.train_batches(0, warm_start.FIT_BATCHES, config.batch_size, config.seed))
     bias = likelihood_fit.fitted_output_bias(model.likelihood, crops.reshape(-1, *crops.shape[2:]))
     out = state.params["decoder"]["out"]
     np.testing.assert_allclose(out["bias"], np.tile(bias, 4), rtol=1e-6)  # one copy per pixel of a 2x2 patch
-    plain = runs.init_state(model, config)
+    plain = configured.init_state(model, config)
     np.testing.assert_allclose(out["kernel"], plain.params["decoder"]["out"]["kernel"] * likelihood_fit.OUTPUT_KERNEL_SCALE)
     # Every other parameter is the seed's.
     rest = lambda params: {k: v for k, v in params.items() if k != "decoder"}
@@ -194,10 +194,10 @@ def test_dense_decoders_start_at_the_fit_in_every_pixel(model):
     else:
         overrides.update(model=model, hidden=(8,), latent_dim=2, crop_size=8)
     config = tiny_conv_config(output_bias="fit", **overrides)
-    source = runs.open_source(config)
+    source = configured.open_source(config)
     model = config_lib.build_model(config, source.image_shape)
-    state = runs.initial_state(model, config, source)
-    crops = np.asarray(source.train_batches(0, runs.FIT_BATCHES, config.batch_size, config.seed))
+    state = warm_start.initial_state(model, config, source)
+    crops = np.asarray(source.train_batches(0, warm_start.FIT_BATCHES, config.batch_size, config.seed))
     bias = likelihood_fit.fitted_output_bias(model.likelihood, crops.reshape(-1, *crops.shape[2:]))
     layer = state.params["decoder"].get("x", state.params["decoder"])["out"]
     np.testing.assert_allclose(layer["bias"], np.tile(bias, 8 * 8), rtol=1e-6)

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys, tempfile
     import jax, numpy as np
-    from vae_jax import config as config_lib, runs
+    from vae_jax import config as config_lib, runs, trained
 
     assert len(jax.devices()) == 4, jax.devices()
     results = {}
@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
         for devices in (1, 4):
             with tempfile.TemporaryDirectory() as tmp:
                 runs.train(config, f"{tmp}/run", progress=False, log=lambda *_: None, devices=devices)
-                state = runs.load_run(f"{tmp}/run").state
+                state = trained.load_run(f"{tmp}/run").state
                 params[devices] = [np.asarray(a) for a in jax.tree_util.tree_leaves(state.params)]
         worst = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12)) for a, b in zip(params[1], params[4]))
         identical = all(np.array_equal(a, b) for a, b in zip(params[1], params[4]))

@@ -17,7 +17,7 @@ from conftest import data_for, perturbed, tiny_conv_config
 
 import vae_jax
 from vae_jax import config as config_lib
-from vae_jax import runs, training
+from vae_jax import configured, training
 
 BFLOAT16_RELATIVE_TOLERANCE = 0.02
 
@@ -52,8 +52,8 @@ def test_bfloat16_elbo_is_within_its_rounding_of_the_float32_elbo_on_the_same_pa
 
 def _fit_one_batch(model, config, batch, steps=40):
     """The losses of ``steps`` train steps on one batch, and the final state."""
-    state = runs.init_state(model, config)
-    loss_fn, optimizer, options = runs.loss_of(model, config), runs.optimizer_of(config), runs.step_options(config)
+    state = configured.init_state(model, config)
+    loss_fn, optimizer, options = configured.loss_of(model, config), configured.optimizer_of(config), configured.step_options(config)
     step = jax.jit(lambda s, b: training.train_step(loss_fn, optimizer, s, b, options))
     losses = []
     for _ in range(steps):
@@ -69,7 +69,7 @@ def test_bfloat16_training_steps_are_finite_lower_the_loss_and_keep_float32_para
     float32 run is the yardstick), and the parameters stay float32."""
     config, full, half = _models(name)
     config = dataclasses.replace(config, learning_rate=3e-3, warmup_steps=0)
-    batch = runs.open_source(config).train_batch(0, 16, 0)
+    batch = configured.open_source(config).train_batch(0, 16, 0)
     drops = {}
     for dtype, model in (("float32", full), ("bfloat16", half)):
         losses, state = _fit_one_batch(model, dataclasses.replace(config, compute_dtype=dtype), batch)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import TINY_RUN, quiet, tiny_conv_config, tiny_run_config
 
-from vae_jax import checkpoints, runs
+from vae_jax import checkpoints, configured, runs, trained
 from vae_jax import config as config_lib
 from vae_jax.config import ConfigError
 
@@ -50,15 +50,15 @@ class _InterruptAt:
 def test_resume_after_interrupt_is_bit_identical(tmp_path, monkeypatch):
     config = tiny_conv_config()
     _train(config, tmp_path / "straight")
-    straight = runs.load_run(tmp_path / "straight")
-    real_open = runs.open_source
-    monkeypatch.setattr(runs, "open_source", lambda c, spec=None: _InterruptAt(real_open(c, spec), 10))
+    straight = trained.load_run(tmp_path / "straight")
+    real_open = configured.open_source
+    monkeypatch.setattr(configured, "open_source", lambda c, spec=None: _InterruptAt(real_open(c, spec), 10))
     summary = _train(config, tmp_path / "resumed")
     assert summary["interrupted_at"] == 10
-    assert runs.load_run(tmp_path / "resumed").state.step == 10  # the Ctrl-C checkpoint
-    monkeypatch.setattr(runs, "open_source", real_open)
+    assert trained.load_run(tmp_path / "resumed").state.step == 10  # the Ctrl-C checkpoint
+    monkeypatch.setattr(configured, "open_source", real_open)
     _train(config, tmp_path / "resumed", resume=True)
-    resumed = runs.load_run(tmp_path / "resumed")
+    resumed = trained.load_run(tmp_path / "resumed")
     assert int(resumed.state.step) == int(straight.state.step) == 20
     assert _leaves_equal(resumed.state.params, straight.state.params)
     assert _leaves_equal(resumed.state.ema_params, straight.state.ema_params)
@@ -74,14 +74,14 @@ def test_checkpoint_from_another_model_or_corrupt_is_refused(tmp_path):
     config_text = (run_dir / "config.json").read_text()
     (run_dir / "config.json").write_text(config_lib.to_json(dataclasses.replace(config, hidden=(8,))))
     with pytest.raises(checkpoints.CheckpointError, match="different model"):
-        runs.load_run(run_dir)
+        trained.load_run(run_dir)
     (run_dir / "config.json").write_text(config_text)
-    assert int(runs.load_run(run_dir).state.step) == 5  # the refusal changed nothing on disk
+    assert int(trained.load_run(run_dir).state.step) == 5  # the refusal changed nothing on disk
     for path in (run_dir / "checkpoints").rglob("*"):
         if path.is_file() and path.stat().st_size > 0 and "ocdbt" not in path.name and path.suffix != ".json":
             path.write_bytes(b"\0" * path.stat().st_size)
     with pytest.raises(checkpoints.CheckpointError):
-        runs.load_run(run_dir)
+        trained.load_run(run_dir)
 
 
 def _logged_steps(run_dir, split="train"):
@@ -142,7 +142,7 @@ def test_a_folder_without_test_images_is_refused_before_training(tmp_path):
 def _terminate_when_asked_for(monkeypatch, step):
     """Send SIGTERM (what schedulers send) when the data source is asked for the batches from
     ``step`` on; returns the real ``open_source`` to put back."""
-    real_open = runs.open_source
+    real_open = configured.open_source
 
     class TerminateAt:
         def __init__(self, source):
@@ -156,7 +156,7 @@ def _terminate_when_asked_for(monkeypatch, step):
                 os.kill(os.getpid(), signal.SIGTERM)
             return self.source.train_batches(start_step, *args)
 
-    monkeypatch.setattr(runs, "open_source", lambda c, spec=None: TerminateAt(real_open(c, spec)))
+    monkeypatch.setattr(configured, "open_source", lambda c, spec=None: TerminateAt(real_open(c, spec)))
     return real_open
 
 
@@ -164,7 +164,7 @@ def test_sigterm_saves_a_checkpoint_like_ctrl_c(tmp_path, monkeypatch):
     _terminate_when_asked_for(monkeypatch, 15)
     summary = _train(tiny_run_config(), tmp_path / "run")
     assert summary["signal"] == "SIGTERM" and summary["interrupted_at"] == 15
-    assert runs.load_run(tmp_path / "run").state.step == 15
+    assert trained.load_run(tmp_path / "run").state.step == 15
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
 
 
@@ -191,7 +191,7 @@ def test_a_run_that_stops_learning_stops_with_a_clear_error(tmp_path):
     config = tiny_run_config(steps=60, learning_rate=1e30, warmup_steps=0, checkpoint_every=5, grad_clip=0.0)
     with pytest.raises(runs.RunError, match=r"training stopped at step \d+: .*(skipped|non-finite)"):
         _train(config, tmp_path / "run")
-    restored = runs.load_run(tmp_path / "run")  # the checkpoints on disk are from before
+    restored = trained.load_run(tmp_path / "run")  # the checkpoints on disk are from before
     assert int(restored.state.step) <= 25
 
 
@@ -211,7 +211,7 @@ def _signal_inside_the_dispatch_to(monkeypatch, step, *signals):
     """Send ``signals`` once the dispatch that reaches ``step`` has returned and before its result
     is assigned: where a handler that raised would lose the new state, the old one's buffers
     being donated to the step."""
-    real_steps_of = runs.train_steps_of
+    real_steps_of = configured.train_steps_of
 
     def steps_of(model, config, **how):
         train_steps = real_steps_of(model, config, **how)
@@ -225,7 +225,7 @@ def _signal_inside_the_dispatch_to(monkeypatch, step, *signals):
 
         return signalled
 
-    monkeypatch.setattr(runs, "train_steps_of", steps_of)
+    monkeypatch.setattr(configured, "train_steps_of", steps_of)
 
 
 def test_a_signal_during_a_dispatch_stops_after_it_with_its_state(tmp_path, monkeypatch):
@@ -233,7 +233,7 @@ def test_a_signal_during_a_dispatch_stops_after_it_with_its_state(tmp_path, monk
     sigint_handler = signal.getsignal(signal.SIGINT)
     summary = _train(tiny_run_config(), tmp_path / "run")
     assert summary["signal"] == "SIGTERM" and summary["interrupted_at"] == 15
-    assert runs.load_run(tmp_path / "run").state.step == 15
+    assert trained.load_run(tmp_path / "run").state.step == 15
     assert signal.getsignal(signal.SIGINT) is sigint_handler  # both handlers are put back
 
 
@@ -242,7 +242,7 @@ def test_a_second_ctrl_c_inside_a_dispatch_leaves_the_last_checkpoint(tmp_path, 
     _signal_inside_the_dispatch_to(monkeypatch, 15, signal.SIGINT, signal.SIGINT)
     summary = _train(tiny_run_config(), tmp_path / "run")
     assert summary["signal"] == "SIGINT" and summary["interrupted_at"] == 10  # checkpoint_every=10
-    assert runs.load_run(tmp_path / "run").state.step == 10
+    assert trained.load_run(tmp_path / "run").state.step == 10
 
 
 def _flip_one_byte(path):
@@ -265,7 +265,7 @@ def test_resuming_past_a_damaged_checkpoint_keeps_two_intact_ones(tmp_path):
                       f"{run_dir.absolute()}/checkpoints/damaged-30: it no longer counts as a checkpoint"  # fmt: skip
     assert checkpoints.manager(run_dir).all_steps() == [30, 40]
     for step in (30, 40):  # both intact: restoring either verifies its checksum
-        assert int(runs.load_run(run_dir, step).state.step) == step
+        assert int(trained.load_run(run_dir, step).state.step) == step
     assert (run_dir / "checkpoints" / "damaged-30").is_dir()
 
 
@@ -291,7 +291,7 @@ def test_a_resumed_run_logs_the_train_records_of_an_uninterrupted_one(tmp_path, 
     assert [r["step"] for r in straight] == [15, 30]
     real_open = _terminate_when_asked_for(monkeypatch, 10)
     assert _train(config(20), tmp_path / "resumed")["interrupted_at"] == 10
-    monkeypatch.setattr(runs, "open_source", real_open)
+    monkeypatch.setattr(configured, "open_source", real_open)
     _train(config(20), tmp_path / "resumed", resume=True)
     assert [r["step"] for r in _train_records(tmp_path / "resumed")] == [15, 20]
     _train(config(30), tmp_path / "resumed", resume=True)

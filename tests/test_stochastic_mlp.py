@@ -72,11 +72,11 @@ def test_sampled_kl_is_chosen_by_config_and_refuses_what_it_cannot_weight():
     model = config_lib.build_model(config_lib.validate(config), (28, 28, 1))
     params = vae_jax.init(model, KEY)
     batch = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)).astype(np.uint8)
-    from vae_jax import runs
+    from vae_jax import configured
 
     key, step = jax.random.key(1), jnp.int32(0)
     expected = training.sampled_elbo_loss(model, likelihood_input="dynamic_binary")(params, batch, key, step)[0]
-    np.testing.assert_allclose(runs.loss_of(model, config)(params, batch, key, step)[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(configured.loss_of(model, config)(params, batch, key, step)[0], expected, rtol=1e-6)
     for overrides in ({"objective": "iwae"}, {"free_bits": 1.0}, {"kl_warmup_steps": 10}):
         with pytest.raises(config_lib.ConfigError, match="kl_estimate"):
             config_lib.validate(config_lib.preset("iwae-mnist-1layer", {"kl_estimate": "sampled", **overrides}))

@@ -10,7 +10,8 @@ import pytest
 from conftest import quiet, tiny_conv_config, tiny_run_config
 
 from vae_jax import config as config_lib
-from vae_jax import runs, training
+from vae_jax import configured, runs, training
+from vae_jax.dataset_evaluation import evaluate_elbo
 
 
 def _leaves_equal(a, b):
@@ -18,13 +19,13 @@ def _leaves_equal(a, b):
 
 
 def _setup(config):
-    source = runs.open_source(config)
+    source = configured.open_source(config)
     model = config_lib.build_model(config, source.image_shape)
-    return model, runs.init_state(model, config), source.train_batch(0, config.batch_size, 0)
+    return model, configured.init_state(model, config), source.train_batch(0, config.batch_size, 0)
 
 
 def _step(model, config, state, batch):
-    loss_fn, optimizer, options = runs.loss_of(model, config), runs.optimizer_of(config), runs.step_options(config)
+    loss_fn, optimizer, options = configured.loss_of(model, config), configured.optimizer_of(config), configured.step_options(config)
     # Jitted: op by op, a convolutional train step compiles every primitive on its own (a minute).
     return jax.jit(lambda s, b: training.train_step(loss_fn, optimizer, s, b, options))(state, batch)
 
@@ -90,7 +91,7 @@ def test_kl_warmup_weights_the_kl_and_free_bits_floor_it():
     """The ELBO loss is -mean(reconstruction - beta * sum_g max(free_bits, KL_g)), beta = step / warm-up."""
     config = tiny_conv_config(kl_warmup_steps=10, free_bits=0.5)
     model, state, batch = _setup(config)
-    loss_fn = runs.loss_of(model, config)
+    loss_fn = configured.loss_of(model, config)
     key = jax.random.key(3)
     loss, metrics = loss_fn(state.params, batch, key, jnp.int32(4))
     assert float(metrics["beta"]) == pytest.approx(0.4)
@@ -116,11 +117,11 @@ def test_a_few_hundred_steps_on_photos_lower_the_test_loss(tmp_path):
         steps=300, steps_per_dispatch=1, eval_every=0, checkpoint_every=0, log_every=100, learning_rate=3e-3,
         warmup_steps=20,
     )  # fmt: skip
-    source = runs.open_source(config)
+    source = configured.open_source(config)
     model = config_lib.build_model(config, source.image_shape)
-    initial = runs.init_state(model, config)
+    initial = configured.init_state(model, config)
     test = source.test_images()
-    before = runs.evaluate_elbo(
+    before = evaluate_elbo(
         model, initial.params, test, jax.random.key(1), likelihood_input=config.likelihood_input, batch_size=256
     )
     summary = runs.train(config, tmp_path / "run", progress=False, log=quiet)
@@ -133,9 +134,9 @@ def test_a_few_hundred_steps_on_photos_lower_the_test_loss(tmp_path):
 
 
 def _run_steps(config, state, batches, **how):
-    model = config_lib.build_model(config, runs.open_source(config).image_shape)
+    model = config_lib.build_model(config, configured.open_source(config).image_shape)
     train_steps = training.make_train_steps(
-        runs.loss_of(model, config), runs.optimizer_of(config), runs.step_options(config), **how
+        configured.loss_of(model, config), configured.optimizer_of(config), configured.step_options(config), **how
     )
     return train_steps(jax.tree_util.tree_map(jnp.copy, state), batches)
 
@@ -145,9 +146,9 @@ def test_unrolled_branchless_steps_compute_what_the_scanned_conds_compute():
     # taken: the select must keep the old state exactly where the cond skipped.
     steps = 8
     probe = tiny_run_config()
-    source = runs.open_source(probe)
+    source = configured.open_source(probe)
     model = config_lib.build_model(probe, source.image_shape)
-    state = runs.init_state(model, probe)
+    state = configured.init_state(model, probe)
     batches = source.train_batches(0, steps, probe.batch_size, 0)
     _, metrics = _run_steps(probe, state, batches, unroll=1, branchless=False)
     config = tiny_run_config(skip_grad_norm=float(np.median(metrics["grad_norm"])))

@@ -7,7 +7,7 @@ import pytest
 
 import vae_jax
 from vae_jax import config as config_lib
-from vae_jax import runs, warm_start
+from vae_jax import configured, runs, trained, warm_start
 
 from conftest import perturbed, quiet, tiny_conv_config
 
@@ -61,11 +61,11 @@ def local_run(tmp_path_factory):
 
 
 def test_a_run_started_from_another_begins_at_its_ema_params_and_trains(local_run, tmp_path):
-    source = runs.load_run(local_run)
+    source = trained.load_run(local_run)
     config = tiny_conv_config(likelihood="local-cross", init_from=str(local_run), steps=2)
-    data = runs.open_source(config)
+    data = configured.open_source(config)
     model = config_lib.build_model(config, data.image_shape)
-    state = runs.initial_state(model, config, data)
+    state = warm_start.initial_state(model, config, data)
     images = np.asarray(data.test_images()[:4])
     x = vae_jax.data.prepare(images, "discrete")
     key = jax.random.key(1)
@@ -73,13 +73,13 @@ def test_a_run_started_from_another_begins_at_its_ema_params_and_trains(local_ru
         vae_jax.elbo(model, state.params, x, key), vae_jax.elbo(source.model, source.params, x, key), rtol=1e-6
     )
     runs.train(config, tmp_path / "grown", progress=False, log=quiet)
-    assert runs.load_run(tmp_path / "grown").state.step == 2
+    assert trained.load_run(tmp_path / "grown").state.step == 2
 
 
 @pytest.mark.parametrize(
     "init_from, message",
     [
-        ("/no/such/run", r"init_from: /no/such/run is neither a run directory \(train that run first\) nor pretrained:NAME"),
+        ("/no/such/run", r"^init_from: /no/such/run is not a run directory \(no such directory: train that run first\), nor pretrained:NAME$"),
         ("pretrained:nope", "no shipped model 'nope'"),
     ],
 )

@@ -7,7 +7,7 @@ vae_jax.elbo(model, params, x, key)             # nats per example
 Every function a user calls follows one rule: ``(model, params, data..., key, *, options)``.
 """
 
-from vae_jax import pretrained
+from vae_jax import pretrained, trained
 from vae_jax.architectures import conv_vae, linear_gaussian, mlp_784_400_20, mlp_784_500_20, mlp_vae
 from vae_jax.diagnostics import active_units, bits_per_dim_split, kl_per_group
 from vae_jax.evaluation import bits_per_dim, log_likelihood
@@ -90,5 +90,6 @@ __all__ = [
     "reconstruct",
     "sample",
     "stochastic_mlp_vae",
+    "trained",
     "weighted_elbo",
 ]

@@ -58,20 +58,23 @@ class UsageError(ValueError):
     """A command line that asks for something impossible."""
 
 
-def _run_dir(args) -> Path:
-    run_dir = args.run_flag or args.run_dir
-    if not run_dir:
+def _named_model(args):
+    """The trained model RUN_DIR (or ``--run``) names: a run directory, or pretrained:NAME."""
+    from vae_jax import trained
+
+    spec = args.run_flag or args.run_dir
+    if not spec:
         raise UsageError("a run directory is required: vae-jax COMMAND RUN_DIR (or --run RUN_DIR)")
-    return Path(run_dir)
+    return trained.load(spec)
 
 
 def _model_of(args):
-    """The run that ``--run`` (or RUN_DIR) names, else the model shipped inside the package."""
-    from vae_jax import pretrained, runs
+    """The trained model that ``--run`` (or RUN_DIR) names, else the model shipped inside the package."""
+    from vae_jax import trained
 
     if args.run_flag or getattr(args, "run_dir", None):
-        return runs.load_run(_run_dir(args))
-    shipped = pretrained.load()
+        return _named_model(args)
+    shipped = trained.load()
     print(f"using the shipped model {shipped.name!r} (pass --run RUN_DIR for your own)", file=sys.stderr)
     return shipped
 
@@ -157,13 +160,13 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     import jax
 
-    from vae_jax import images, photo_eval, runs
+    from vae_jax import configured, images, photo_eval
 
-    run = runs.load_run(_run_dir(args))
+    run = _named_model(args)
     folder = bool(args.data and args.data.startswith("folder:"))
     if args.max_tiles and not folder:
         raise UsageError("--max-tiles: applies to --data folder:DIR (tiles of whole photographs) only")
-    out = Path(args.output) if args.output else run.directory / "evaluation.json"
+    out = Path(args.output) if args.output else _home(run) / "evaluation.json"
     with _output_check("--output FILE"):
         images.check_writable(out, force=args.force, make_parents=True)
     key, started = jax.random.key(args.seed), time.perf_counter()
@@ -179,10 +182,10 @@ def cmd_evaluate(args) -> int:
             result = photo_eval.evaluate_photos(
                 run.model, run.params, photos, key, progress=progress, max_tiles=args.max_tiles or None, **options
             )
-        report = {"run_dir": str(run.directory), "data": args.data, "step": int(run.state.step), **result}
+        report = {"run_dir": str(run.directory), "data": args.data, "step": run.step, **result}
         rows = [*result["photos"], result["overall"]]
     else:
-        source = runs.open_source(run.config, args.data)
+        source = configured.open_source(run.config, args.data)
         if tuple(source.image_shape) != tuple(run.model.data_shape):
             raise UsageError(
                 f"--data {args.data}: images are {source.image_shape}, the model was trained on {run.model.data_shape}"
@@ -194,7 +197,7 @@ def cmd_evaluate(args) -> int:
             row = photo_eval.evaluate_tiles(
                 run.model, run.params, test_images, key, progress=progress, **options
             )
-        report = {"run_dir": str(run.directory), "data": source.name, "step": int(run.state.step), **row}
+        report = {"run_dir": str(run.directory), "data": source.name, "step": run.step, **row}
         rows = [{"name": f"{source.name} test set", **row}]
     report["wall_seconds"] = time.perf_counter() - started
     _write_report(out, report)
@@ -261,25 +264,27 @@ def _write_report(path: Path, report: dict) -> Path:
     return path
 
 
+def _home(run) -> Path:
+    """Where a command writes by default: the run's directory; for a shipped model (inside the
+    package, not to be written into) the current directory."""
+    return run.directory if run.source_kind == "run" else Path()
+
+
 def _out_dir(args, run, name) -> Path:
     """``--out-dir``, else the run's folder ``name``, else (the shipped model) ``./name``."""
-    from vae_jax import pretrained
-
-    if args.out_dir:
-        return Path(args.out_dir)
-    return Path(name) if isinstance(run, pretrained.Pretrained) else run.directory / name
+    return Path(args.out_dir) if args.out_dir else _home(run) / name
 
 
 def _input_image(args, run):
     """The image a command works on: a file, or by default the run's held-out photograph."""
-    from vae_jax import images, runs
+    from vae_jax import configured, images
 
     channels = run.model.data_shape[-1]
     if args.image:
         return images.load_image(args.image, channels)
     if run.config.data == "photos":
         return _default_photo()
-    return runs.open_source(run.config).test_images()[0]
+    return configured.open_source(run.config).test_images()[0]
 
 
 def _default_photo():
@@ -314,7 +319,7 @@ def cmd_sample(args) -> int:
 def cmd_interpolate(args) -> int:
     import jax
 
-    from vae_jax import runs
+    from vae_jax import configured
     from vae_jax.apps import generation
 
     if args.images is not None and len(args.images) < 2:
@@ -335,7 +340,7 @@ def cmd_interpolate(args) -> int:
         endpoints = np.stack([_image_of_model_size(path, run.model) for path in args.images])
     else:
         pairs = args.pairs or 4
-        endpoints = runs.open_source(run.config).test_images()[: pairs + 1]
+        endpoints = configured.open_source(run.config).test_images()[: pairs + 1]
         if len(endpoints) < pairs + 1:
             raise UsageError(
                 f"--pairs {pairs}: needs {pairs + 1} test images, the run's data has {len(endpoints)}"
@@ -364,13 +369,13 @@ def _image_of_model_size(path, model):
 def cmd_probe(args) -> int:
     import jax
 
-    from vae_jax import runs
+    from vae_jax import configured
     from vae_jax.apps import representation
 
-    run = runs.load_run(_run_dir(args))
+    run = _named_model(args)
     out_dir = _out_dir(args, run, "probe")
     _check_out_dir(args, out_dir, [*representation.output_files(run.model), "probe.json"])
-    source = runs.open_source(run.config, args.data)
+    source = configured.open_source(run.config, args.data)
     train_x, train_y = source.train_images_and_labels()
     test_x, test_y = source.test_images(), source.test_labels()
     if train_y is None or test_y is None:

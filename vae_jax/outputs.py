@@ -6,9 +6,10 @@ import json
 import math
 from pathlib import Path
 
+import jax
 import numpy as np
 
-from vae_jax import images
+from vae_jax import images, objectives
 
 
 def image_grid(pictures: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
@@ -40,6 +41,22 @@ def pairs_grid(originals: np.ndarray, reconstructions: np.ndarray) -> np.ndarray
     for start in range(0, n, columns):
         rows.extend([originals[start : start + columns], reconstructions[start : start + columns]])
     return image_grid(np.concatenate(rows), columns=columns)
+
+
+def write_pictures(run_dir: Path, model, params, test_images: np.ndarray, key, *, likelihood_input: str,
+                   grid_size: int, tags) -> None:  # fmt: skip
+    """Grids of prior samples (likelihood means) and of test images above their reconstructions,
+    as ``samples_TAG.png`` and ``reconstructions_TAG.png`` in ``run_dir`` for each tag."""
+    sample_key, recon_key, data_key = jax.random.split(key, 3)
+    means = objectives.sample(model, params, sample_key, num_samples=grid_size**2, return_mean=True)
+    sample_grid = image_grid(images.to_uint8(means))
+    originals = test_images[: min(16, len(test_images))]
+    x = images.prepare(originals, likelihood_input, data_key)
+    reconstructions = objectives.reconstruct(model, params, x, recon_key)
+    pairs = pairs_grid(originals, images.to_uint8(reconstructions))
+    for tag in tags:
+        images.save_png(Path(run_dir) / f"samples_{tag}.png", sample_grid, 3)
+        images.save_png(Path(run_dir) / f"reconstructions_{tag}.png", pairs, 3)
 
 
 def read_metrics(path: Path) -> list[dict]:

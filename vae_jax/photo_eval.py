@@ -16,8 +16,8 @@ import time
 import jax
 import numpy as np
 
-from vae_jax import runs
 from vae_jax.data.crops import tiles as cut_tiles
+from vae_jax.dataset_evaluation import evaluate_elbo, evaluate_log_likelihood
 
 CODECS = ("png", "webp")
 
@@ -48,10 +48,10 @@ def evaluate_tiles(model, params, tiles, key, *, likelihood_input, k=0, batch_si
     twice with k > 0: the ELBO pass, then the NLL pass)."""
     started = time.perf_counter()
     options = dict(likelihood_input=likelihood_input, batch_size=batch_size, progress=progress)
-    elbo = runs.evaluate_elbo(model, params, tiles, key, **options)
+    elbo = evaluate_elbo(model, params, tiles, key, **options)
     row = {"tiles": len(tiles), "elbo_bits_per_dim": elbo["bits_per_dim"], "elbo": elbo}
     if k > 0:
-        nll = runs.evaluate_log_likelihood(model, params, tiles, jax.random.fold_in(key, 1), k=k, **options)
+        nll = evaluate_log_likelihood(model, params, tiles, jax.random.fold_in(key, 1), k=k, **options)
         row.update(nll_bits_per_dim=nll["bits_per_dim"], k=k, iwae=nll)
     codecs = codec_bits_per_dim(tiles)
     row.update(png_bits_per_dim=codecs["png"], webp_bits_per_dim=codecs["webp"])

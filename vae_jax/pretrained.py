@@ -1,24 +1,15 @@
-"""The model that ships inside the package: a trained photos model the apps use when no run is given.
+"""The models that ship inside the package: export a finished run as one, list them, load one back.
 
-``vae_jax/pretrained/NAME/`` holds four files:
-
-- ``config.json`` and ``data_shape.json``: the run's, as a run directory holds them;
-- ``params.msgpack``: the run's EMA parameters, serialized by ``flax.serialization`` (parameters
-  only, no optimizer state; stored in float16 if exported so, to halve the size: they are loaded
-  back as float32, and what ``provenance.json`` records was measured with those rounded values);
-- ``provenance.json``: the command, commit and step that made it, its SHA-256, and what it measured.
-
-``load("photos")`` rebuilds ``(config, model, params)``; a missing, truncated or altered file fails
-with an error naming the file. ``python -m vae_jax.pretrained export RUN_DIR [--name photos]``
-writes the three files from a finished run (the project's own training command, recorded in
-``provenance.json`` and the README).
+``export(RUN_DIR, NAME)`` writes the run's EMA parameters, configuration and provenance to
+``vae_jax/pretrained/NAME/`` (the folder's four files are described in ``vae_jax.trained``, which
+reads them back and checks them); ``load(NAME)`` is ``vae_jax.trained.load("pretrained:NAME")``.
+``python -m vae_jax.pretrained export RUN_DIR [--name photos]`` is the project's own way to ship a
+run (its training command is recorded in ``provenance.json`` and the README).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -28,61 +19,21 @@ import jax
 import numpy as np
 
 from vae_jax import config as config_lib
+from vae_jax import trained
 
-DEFAULT = "photos"
-DIRECTORY = Path(__file__).parent / "pretrained"
-
-
-class PretrainedError(ValueError):
-    """A shipped model that is missing or whose files do not match what was shipped."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Pretrained:
-    name: str
-    config: config_lib.Config
-    model: object
-    params: object
-    provenance: dict
-
-    @property
-    def directory(self) -> Path:
-        return DIRECTORY / self.name
+DEFAULT = trained.DEFAULT_SHIPPED
+DIRECTORY = trained.SHIPPED_DIRECTORY
 
 
 def available() -> list[str]:
     """Names of the shipped models."""
-    if not DIRECTORY.is_dir():
-        return []
-    return sorted(p.name for p in DIRECTORY.iterdir() if (p / "params.msgpack").is_file())
+    return trained.available()
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def load(name: str = DEFAULT, directory: Path | None = None) -> Pretrained:
-    """The shipped model ``name`` (or the one exported to ``directory``): its config, model and params."""
-    folder = Path(directory) if directory is not None else DIRECTORY / name
-    if not folder.is_dir():
-        raise PretrainedError(f"no shipped model {name!r} (looked in {folder}); shipped: {available() or 'none'}")
-    paths = {part: folder / f"{part}.json" for part in ("config", "data_shape", "provenance")}
-    paths["params"] = folder / "params.msgpack"
-    for path in paths.values():
-        if not path.is_file():
-            raise PretrainedError(f"shipped model {name!r}: {path} is missing")
-    provenance = json.loads(paths["provenance"].read_text())
-    if _sha256(paths["params"]) != provenance.get("params_sha256"):
-        raise PretrainedError(
-            f"shipped model {name!r}: {paths['params']} does not match the SHA-256 in {paths['provenance']} "
-            f"(truncated or altered); reinstall the package"
-        )
-    config = config_lib.from_json_file(paths["config"])
-    model = config_lib.build_model(config, tuple(json.loads(paths["data_shape"].read_text())))
-    template = jax.eval_shape(lambda: model.init(jax.random.key(0)))
-    params = flax.serialization.from_bytes(template, paths["params"].read_bytes())
-    params = jax.tree_util.tree_map(lambda a, t: np.asarray(a, t.dtype), params, template)
-    return Pretrained(name, config, model, params, provenance)
+def load(name: str = DEFAULT, directory: Path | None = None) -> trained.TrainedModel:
+    """The shipped model ``name`` (or the one exported to ``directory``): ``.model``, ``.params``,
+    ``.config``, ``.provenance``; a missing or altered file raises ``trained.LoadError``."""
+    return trained.load_shipped(name, directory)
 
 
 def export(run_dir, name: str = DEFAULT, *, command: str = "", commit: str = "", measured: dict | None = None,
@@ -91,9 +42,7 @@ def export(run_dir, name: str = DEFAULT, *, command: str = "", commit: str = "",
     shipped model ``name``; returns the folder."""
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype: expected float32 or float16, got {dtype!r}")
-    from vae_jax import runs
-
-    run = runs.load_run(run_dir)
+    run = trained.load_run(run_dir)
     folder = Path(directory) if directory is not None else DIRECTORY / name
     folder.mkdir(parents=True, exist_ok=True)
     params = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype), run.params)
@@ -104,8 +53,8 @@ def export(run_dir, name: str = DEFAULT, *, command: str = "", commit: str = "",
     provenance = {
         "command": command,
         "commit": commit,
-        "step": int(run.state.step),
-        "params_sha256": _sha256(params_path),
+        "step": run.step,
+        "params_sha256": trained.file_sha256(params_path),
         "stored_dtype": dtype,
         "parameters": int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params))),
         "measured": measured or {},

@@ -1,15 +1,23 @@
-"""A training run on disk: start or resume it, train, evaluate, and load it back.
+"""A training run on disk: start or resume it, and train it.
 
-A run directory holds ``config.json``, ``checkpoints/``, ``metrics.jsonl``, PNG grids of samples
-and reconstructions, ``curves.png`` and ``evaluation.json``. This module is the I/O edge
-around the pure step in ``training``; it is the only one that writes into a run directory.
+A run directory holds ``config.json``, ``data_shape.json``, ``checkpoints/``, ``metrics.jsonl``,
+PNG grids of samples and reconstructions, ``curves.png`` and ``summary.json``. This module is the
+I/O edge around the pure step in ``training`` and the only one that writes those files;
+``vae_jax.trained`` reads a run back, ``vae_jax.configured`` says what a configuration makes of
+the step, ``vae_jax.warm_start`` where a run starts.
+
+``train`` checks everything it can before the directory is touched, creates or resumes it, then
+dispatches ``steps_per_dispatch`` steps at a time (``_dispatch_loop``). After each dispatch the
+metrics join the log window (``_account``), a train record is written when a window closes
+(``_close_window``), a checkpoint and an evaluation when their periods come round
+(``_periodic_actions``); a signal stops the loop after the dispatch in flight, with a checkpoint.
+The finished run's EMA parameters are evaluated on the test images (``_final_evaluation``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import signal
 import sys
@@ -20,147 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import checkpoints, evaluation, objectives, outputs, parallel, training
+from vae_jax import checkpoints, configured, dataset_evaluation, outputs, parallel, warm_start
 from vae_jax import config as config_lib
-from vae_jax import images as images_lib
 from vae_jax.config import Config
-from vae_jax.data import load_source
 
 
 class RunError(ValueError):
-    """A run directory that cannot be used as asked (exists, missing, inconsistent)."""
-
-
-@dataclasses.dataclass
-class Run:
-    directory: Path
-    config: Config
-    model: object
-    state: training.TrainState
-
-    @property
-    def params(self):
-        """The EMA parameters: what evaluation and the apps use."""
-        return self.state.ema_params
-
-
-def open_source(config: Config, spec: str | None = None):
-    return load_source(
-        spec or config.data,
-        crop_size=config.crop_size,
-        channels=config.channels,
-        scales=config.scales,
-        zooms=config.zooms,
-        permute_channels=config.permute_channels,
-        max_saturation=config.max_saturation,
-        data_dir=config.data_dir,
-        manual_dir=config.manual_dir,
-        download=config.download,
-    )
-
-
-def load_run(run_dir, step: int | None = None) -> Run:
-    """Rebuild a run's model and restore its checkpoint (latest intact, or ``step``)."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise RunError(f"{run_dir} is not a run directory: {config_path} is missing")
-    config = config_lib.from_json_file(config_path)
-    shape_path = run_dir / "data_shape.json"
-    if not shape_path.is_file():
-        raise RunError(f"{run_dir} has no data_shape.json: the run never started training")
-    model = config_lib.build_model(config, tuple(json.loads(shape_path.read_text())))
-    template = init_state(model, config)
-    state = checkpoints.restore(checkpoints.manager(run_dir), template, step)
-    return Run(run_dir, config, model, state)
-
-
-# ---------------------------------------------------------------- what a Config makes of the training step
-
-
-def loss_of(model, config: Config) -> training.LossFn:
-    """The configured objective as a loss function of (params, uint8 batch, key, step)."""
-    if config.objective == "iwae":
-        return training.iwae_loss(model, likelihood_input=config.likelihood_input, k=config.k)
-    if config.kl_estimate == "sampled":
-        return training.sampled_elbo_loss(model, likelihood_input=config.likelihood_input, k=config.k)
-    return training.elbo_loss(
-        model, likelihood_input=config.likelihood_input, k=config.k, free_bits=config.free_bits,
-        kl_warmup_steps=config.kl_warmup_steps,
-    )  # fmt: skip
-
-
-def optimizer_of(config: Config):
-    if config.lr_schedule == "burda":
-        schedule = training.burda_schedule(config.learning_rate, config.steps)
-    else:
-        schedule = training.cosine_schedule(
-            config.learning_rate, config.steps, warmup_steps=config.warmup_steps,
-            end_ratio=config.end_learning_rate_ratio,
-        )  # fmt: skip
-    return training.adam(
-        schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
-        weight_decay=config.weight_decay, grad_clip=config.grad_clip,
-    )  # fmt: skip
-
-
-def step_options(config: Config) -> training.StepOptions:
-    return training.StepOptions(config.ema_decay, config.skip_grad_norm, config.skip_grad_norm_factor)
-
-
-def train_steps_of(model, config: Config, **how):
-    """The jitted multi-step train function for a configuration (``how``: ``unroll``,
-    ``branchless``, see ``training.make_train_steps``)."""
-    return training.make_train_steps(loss_of(model, config), optimizer_of(config), step_options(config), **how)
-
-
-def init_state(model, config: Config, params=None) -> training.TrainState:
-    """The training state at step 0: params from model.init (or ``params``), keys from the seed."""
-    init_key, train_key = jax.random.split(jax.random.key(config.seed))
-    params = model.init(init_key) if params is None else params
-    return training.init_state(params, optimizer_of(config), train_key)
-
-
-# Training batches the output_bias="fit" least squares reads (1280 crops at batch 32): plenty
-# for the few coefficients of each channel, and a second of NumPy.
-FIT_BATCHES = 40
-
-
-def initial_state(model, config: Config, source) -> training.TrainState:
-    """Step 0 of a run: ``model.init`` from the seed, and for ``output_bias="data_mean"`` the
-    decoder's output bias at the logit of the training images' mean (Burda et al.'s code), for
-    ``output_bias="fit"`` at the least-squares fit of each pixel from its likelihood's context
-    over the first training batches (``vae_jax.likelihood_fit``); with ``init_from``, at another
-    model's parameters (``vae_jax.warm_start``), the output bias theirs."""
-    state = init_state(model, config)
-    if config.init_from:
-        from vae_jax import warm_start
-
-        try:
-            params = warm_start.initial_params(model, config, state.params)
-        except (warm_start.WarmStartError, RunError) as error:
-            raise config_lib.ConfigError("init_from", str(error).removeprefix("init_from: ")) from None
-        return init_state(model, config, params)
-    if config.output_bias == "zero":
-        return state
-    if config.output_bias == "fit":
-        from vae_jax import likelihood_fit
-
-        batches = source.train_batches(0, FIT_BATCHES, config.batch_size, config.seed)
-        crops = np.asarray(batches).reshape(-1, *np.shape(batches)[2:])
-        try:
-            bias = likelihood_fit.fitted_output_bias(model.likelihood, crops)
-            params = likelihood_fit.with_output_bias(state.params, bias)
-        except ValueError as error:
-            raise config_lib.ConfigError("output_bias", str(error).removeprefix("output_bias: ")) from None
-        return init_state(model, config, params)
-    if config.model != "stochastic_mlp":
-        raise config_lib.ConfigError("output_bias", f"data_mean needs model=stochastic_mlp, got model={config.model!r}")
-    from vae_jax.stochastic_mlp import with_observation_bias
-
-    images, _ = source.train_images_and_labels()
-    means = np.mean(np.asarray(images, np.float64), axis=0) / 255.0
-    return init_state(model, config, with_observation_bias(model, state.params, means))
+    """A run directory that cannot be trained in as asked (exists, missing, inconsistent), or a
+    run that stopped learning."""
 
 
 def _write_json(path: Path, value) -> None:
@@ -249,69 +124,6 @@ def truncate_metrics(run_dir: Path, step: int, *, partial_window: bool = False) 
     temporary.replace(path)
 
 
-def evaluate_elbo(model, params, images: np.ndarray, key, *, likelihood_input: str, batch_size: int,
-                  progress=None) -> dict:  # fmt: skip
-    """Mean test ELBO, KL (total and per group) and bits/dim over ``images`` (uint8);
-    ``progress(n)`` is called after every batch of n images."""
-    evaluate = training.make_eval_fn(model, likelihood_input)
-    totals = None
-    for start in range(0, len(images), batch_size):
-        terms = evaluate(params, images[start : start + batch_size], jax.random.fold_in(key, start))
-        if progress is not None:
-            progress(len(images[start : start + batch_size]))
-        sums = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64).sum(), terms)
-        totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)
-    n = len(images)
-    elbo = (totals.reconstruction - totals.kl) / n
-    dims = math.prod(model.data_shape)
-    return {
-        "elbo": float(elbo),
-        "reconstruction": float(totals.reconstruction / n),
-        "kl": float(totals.kl / n),
-        "kl_groups": [float(g / n) for g in totals.kl_groups],
-        "bits_per_dim": float(evaluation.bits_per_dim(elbo, dims, dequantized=likelihood_input == "dequantized")),
-        "num_images": n,
-    }
-
-
-def evaluate_log_likelihood(model, params, images: np.ndarray, key, *, likelihood_input: str, k: int,
-                            batch_size: int, progress=None) -> dict:  # fmt: skip
-    """Importance-sampled test NLL (k samples) in nats and bits/dim, batch by batch;
-    ``progress(n)`` is called after every batch of n images."""
-
-    @jax.jit
-    def batch_log_likelihood(batch, batch_key):
-        data_key, sample_key = jax.random.split(batch_key)
-        x = images_lib.prepare(batch, likelihood_input, data_key)
-        return evaluation.log_likelihood(model, params, x, sample_key, k=k)
-
-    total = 0.0
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]
-        total += float(np.sum(batch_log_likelihood(batch, jax.random.fold_in(key, start))))
-        if progress is not None:
-            progress(len(batch))
-    mean = total / len(images)
-    dims = math.prod(model.data_shape)
-    bpd = evaluation.bits_per_dim(mean, dims, dequantized=likelihood_input == "dequantized")
-    return {"k": k, "nll_nats": -mean, "bits_per_dim": float(bpd), "num_images": len(images)}
-
-
-def write_pictures(run_dir: Path, model, params, test_images: np.ndarray, key, *, likelihood_input: str,
-                   grid_size: int, tags) -> None:  # fmt: skip
-    """Grids of prior samples (likelihood means) and of test images above their reconstructions."""
-    sample_key, recon_key, data_key = jax.random.split(key, 3)
-    means = objectives.sample(model, params, sample_key, num_samples=grid_size**2, return_mean=True)
-    sample_grid = outputs.image_grid(images_lib.to_uint8(means))
-    originals = test_images[: min(16, len(test_images))]
-    x = images_lib.prepare(originals, likelihood_input, data_key)
-    reconstructions = objectives.reconstruct(model, params, x, recon_key)
-    pairs = outputs.pairs_grid(originals, images_lib.to_uint8(reconstructions))
-    for tag in tags:
-        images_lib.save_png(run_dir / f"samples_{tag}.png", sample_grid, 3)
-        images_lib.save_png(run_dir / f"reconstructions_{tag}.png", pairs, 3)
-
-
 def train(
     config: Config, run_dir, *, resume: bool = False, progress: bool = True, log=print, devices: int = 1,
     on_start=None,
@@ -321,44 +133,16 @@ def train(
     ``on_start()``, if given, is called once the run directory is ready, before the first step.
 
     ``devices`` > 1 (0: all) trains data-parallel over a mesh of that many devices: the same
-    global batch, split by rows, with replicated parameters (see ``vae_jax.parallel``).
+    global batch, split by rows, with replicated parameters (see ``vae_jax.parallel``). In a
+    multi-process job every process trains; process 0 alone writes files and evaluates.
     """
     run_dir = Path(run_dir)
-    # In a multi-process job every process trains; process 0 alone writes files and evaluates.
-    primary = parallel.is_primary()
-    # Everything that can be wrong is checked before the run directory is touched.
-    config_lib.validate(config)
-    check_run_directory(run_dir, config, resume)
-    source = open_source(config)
-    check_source(config, source)
-    model = config_lib.build_model(config, source.image_shape)
-    state = initial_state(model, config, source)
-    no_room = checkpoints.room_problem(run_dir / "checkpoints", state)
-    if no_room is not None:
-        raise checkpoints.CheckpointWriteError(f"cannot train in {run_dir}: {no_room}; nothing was written")
-    window = _empty_window(0)
+    source, model, state = _checked_start(config, run_dir, resume)
     if resume:
-        manager = checkpoints.manager(run_dir)
-        if manager.latest_step() is not None:
-            state = checkpoints.restore(manager, state, warn=log)
-        if int(state.step) >= config.steps:
-            raise RunError(
-                f"{run_dir} is already at step {int(state.step)}: steps={config.steps} leaves nothing to train "
-                f"(give more steps to continue it)"
-            )
-        checkpoints.set_aside_newer(manager, int(state.step), log=log)
-        saved_window = checkpoints.extra(manager, int(state.step)) if int(state.step) > 0 else None
-        if primary:
-            truncate_metrics(run_dir, int(state.step), partial_window=bool(saved_window and saved_window["count"]))
-        window = _resumed_window(saved_window, run_dir, int(state.step))
+        manager, state, window = _resumed(run_dir, config, state, log)
     else:
-        # Every process has checked the directory before any of them writes to it.
-        parallel.barrier("vae-jax: run directory checked")
-        if primary:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(config_lib.to_json(config) + "\n")
-        manager = checkpoints.manager(run_dir)
-    if primary:
+        manager, window = _created(run_dir, config), _empty_window(0)
+    if parallel.is_primary():
         _write_json(run_dir / "data_shape.json", list(source.image_shape))
     if on_start is not None:
         on_start()
@@ -371,109 +155,226 @@ def train(
         f"backend {jax.default_backend()} ({jax.devices()[0].device_kind} x{mesh.size if mesh else 1}), "
         f"run dir {run_dir}"
     )
-    train_steps = train_steps_of(model, config)
-    test_images = source.test_images()
-    eval_key = jax.random.key(config.seed + 1)
-    bar = _progress_bar(progress, start, config.steps)
-    rate = {"steps": 0, "time": 0.0}  # the timed dispatches since the last record
+    run = _Training(run_dir, config, model, source, manager, mesh, source.test_images(), jax.random.key(config.seed + 1))
     summary = {"start_step": start}
-    interrupted = None
     began = time.perf_counter()
-    skipped_streak = 0
+    state, window, interrupted = _dispatch_loop(run, state, window, summary, progress)
+    if interrupted and _donated(state):
+        # A second Ctrl-C inside a dispatch, after its input buffers were given to the step: what
+        # was saved last is all there is.
+        log(f"\n{interrupted} during a dispatch: the run stands at its last checkpoint")
+        summary.update(interrupted_at=manager.latest_step(), signal=interrupted)
+        return summary
+    state = _save_at_exit(manager, state, window, interrupted, log)
+    summary["wall_seconds"] = time.perf_counter() - began
+    if interrupted:
+        summary.update(interrupted_at=int(state.step), signal=interrupted)
+        return summary
+    summary.update(final_step=int(state.step), skipped_updates=int(state.skipped))
+    return _final_evaluation(run, state, summary, log) if parallel.is_primary() else summary
 
-    def next_batches(step):
-        n = min(config.steps_per_dispatch, config.steps - step)
-        batches = source.train_batches(step, n, config.batch_size, config.seed, config.reshuffle)
-        return batches if mesh is None else parallel.shard_batches(batches, mesh)
 
+def _save_at_exit(manager, state, window: dict, interrupted: str | None, log):
+    """The checkpoint a run ends on, finished or stopped by a signal; the state, on this host."""
+    if interrupted:
+        log(f"\n{interrupted} at step {int(parallel.host_copy(state.step))}: saving a checkpoint")
+    state = parallel.host_copy(state)
+    # A KeyboardInterrupt between a dispatch and the window's update leaves the window behind.
+    checkpoints.save(manager, state, extra=window if window["step"] == int(state.step) else None)
+    return state
+
+
+def _checked_start(config: Config, run_dir: Path, resume: bool):
+    """``(source, model, state at step 0)`` of a run, once everything that can be wrong is
+    checked, before the run directory is touched."""
+    config_lib.validate(config)
+    check_run_directory(run_dir, config, resume)
+    source = configured.open_source(config)
+    check_source(config, source)
+    model = config_lib.build_model(config, source.image_shape)
+    state = warm_start.initial_state(model, config, source)
+    no_room = checkpoints.room_problem(run_dir / "checkpoints", state)
+    if no_room is not None:
+        raise checkpoints.CheckpointWriteError(f"cannot train in {run_dir}: {no_room}; nothing was written")
+    return source, model, state
+
+
+def _created(run_dir: Path, config: Config):
+    """A new run directory holding ``config.json``; its checkpoint manager."""
+    # Every process has checked the directory before any of them writes to it.
+    parallel.barrier("vae-jax: run directory checked")
+    if parallel.is_primary():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(config_lib.to_json(config) + "\n")
+    return checkpoints.manager(run_dir)
+
+
+def _resumed(run_dir: Path, config: Config, state, log):
+    """``(manager, state, window)`` of a run taken up again: the state of its latest intact
+    checkpoint (``state`` when none was written) and the log window saved with it; the
+    checkpoints after it set aside, the metrics log cut back to its step."""
+    manager = checkpoints.manager(run_dir)
+    if manager.latest_step() is not None:
+        state = checkpoints.restore(manager, state, warn=log)
+    step = int(state.step)
+    if step >= config.steps:
+        raise RunError(
+            f"{run_dir} is already at step {step}: steps={config.steps} leaves nothing to train "
+            f"(give more steps to continue it)"
+        )
+    checkpoints.set_aside_newer(manager, step, log=log)
+    saved_window = checkpoints.extra(manager, step) if step > 0 else None
+    if parallel.is_primary():
+        truncate_metrics(run_dir, step, partial_window=bool(saved_window and saved_window["count"]))
+    return manager, state, _resumed_window(saved_window, run_dir, step)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Training:
+    """What every part of the loop reads, fixed for one call to ``train``."""
+
+    run_dir: Path
+    config: Config
+    model: object
+    source: object
+    manager: object
+    mesh: object  # None: one device
+    test_images: np.ndarray
+    eval_key: object
+
+
+@dataclasses.dataclass
+class _Logbook:
+    """What the loop counts between train records: the log window (see ``_empty_window``), the
+    timed dispatches since the last record, and the updates skipped in a row."""
+
+    window: dict
+    rate: dict = dataclasses.field(default_factory=lambda: {"steps": 0, "time": 0.0})
+    skipped_streak: int = 0
+
+
+def _dispatch_loop(run: _Training, state, window: dict, summary: dict, progress: bool):
+    """Dispatch the train steps from ``state`` up to ``config.steps``, or until a signal asks to
+    stop; returns ``(state, window, the signal's name or None)``. After a second Ctrl-C (a
+    ``KeyboardInterrupt``) the state may be the one donated to the dispatch it cut short."""
+    config, logbook = run.config, _Logbook(window)
+    train_steps = configured.train_steps_of(run.model, config)
+    start = step = int(parallel.host_copy(state.step))
+    bar = _progress_bar(progress, start, config.steps)
     stop = _StopRequest()
     previous_handlers = stop.install()
     try:
-        step = start
-        batches = next_batches(step)
+        batches = _next_batches(run, step)
         tick = time.perf_counter()
         while step < config.steps:
             n = len(batches)
             state, metrics = train_steps(state, batches)
             # The step runs asynchronously: the host cuts the next batches meanwhile.
             if step + n < config.steps:
-                batches = next_batches(step + n)
+                batches = _next_batches(run, step + n)
             metrics = parallel.host_copy(metrics)
-            elapsed = time.perf_counter() - tick
-            if step == start:
-                summary["first_dispatch_seconds"] = elapsed  # includes compilation
-            else:
-                rate["steps"] += n
-                rate["time"] += elapsed
-            for name, values in metrics.items():
-                window["sums"][name] = window["sums"].get(name, 0.0) + float(np.sum(values))
-            window["count"] += n
-            window["step"] = step + n
-            skipped_streak = _skipped_streak(skipped_streak, metrics["skipped"])
-            _check_progress(state, metrics, skipped_streak, step + n, manager)
+            _account(logbook, summary, metrics, step, n, time.perf_counter() - tick, first=step == start)
+            _check_progress(state, metrics, logbook.skipped_streak, step + n, run.manager)
             step += n
             if bar is not None:
                 bar.update(n)
-            full_window = _crossed(step, n, config.log_every)
-            if full_window or step == config.steps:
-                record = _train_record(step, window, rate, config, int(parallel.host_copy(state.skipped)))
-                if primary:
-                    _append_metrics(run_dir, record)
-                if bar is not None:
-                    bar.set_postfix(
-                        loss=f"{record['loss']:.1f}",
-                        bpd=f"{record['bits_per_dim']:.3f}",
-                        img_s=f"{record.get('images_per_s', 0):.0f}",
-                    )
-                rate = {"steps": 0, "time": 0.0}
-                if full_window:  # a run's last, partial, window goes on with it when it is resumed
-                    window = _empty_window(step)
-            if _crossed(step, n, config.checkpoint_every):
-                checkpoints.save(manager, state, extra=window)
-            if _crossed(step, n, config.eval_every) and step < config.steps and primary:
-                _evaluate_and_draw(run_dir, model, config, parallel.host_copy(state), test_images, eval_key, step)
+            _close_window(run, logbook, state, step, n, bar)
+            _periodic_actions(run, state, logbook.window, step, n)
             tick = time.perf_counter()  # the rate counts the steps, not the evaluations and checkpoints
             if stop.signal is not None:
                 break
-        interrupted = stop.signal
+        return state, logbook.window, stop.signal
     except KeyboardInterrupt:  # a second Ctrl-C, or a Ctrl-C raised outside the main thread's handler
-        interrupted = "SIGINT"
-        if _donated(state):
-            # Raised inside a dispatch, after its input buffers were given to the step: what was
-            # saved last is all there is.
-            log(f"\n{interrupted} during a dispatch: the run stands at its last checkpoint")
-            summary.update(interrupted_at=manager.latest_step(), signal=interrupted)
-            return summary
+        return state, logbook.window, "SIGINT"
     finally:
         if bar is not None:
             bar.close()
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
-    if interrupted:
-        log(f"\n{interrupted} at step {int(parallel.host_copy(state.step))}: saving a checkpoint")
-    state = parallel.host_copy(state)
-    # A KeyboardInterrupt between a dispatch and the window's update leaves the window behind.
-    checkpoints.save(manager, state, extra=window if window["step"] == int(state.step) else None)
-    summary["wall_seconds"] = time.perf_counter() - began
-    if interrupted:
-        summary["interrupted_at"] = int(state.step)
-        summary["signal"] = interrupted
-        return summary
-    summary.update(final_step=int(state.step), skipped_updates=int(state.skipped))
-    if not primary:
-        return summary
-    final = _evaluate_and_draw(run_dir, model, config, state, test_images, eval_key, int(state.step))
+
+
+def _next_batches(run: _Training, step: int):
+    """The batches of the dispatch from ``step`` (``steps_per_dispatch``, fewer at the end), split over the mesh."""
+    config = run.config
+    n = min(config.steps_per_dispatch, config.steps - step)
+    batches = run.source.train_batches(step, n, config.batch_size, config.seed, config.reshuffle)
+    return batches if run.mesh is None else parallel.shard_batches(batches, run.mesh)
+
+
+def _account(logbook: _Logbook, summary: dict, metrics: dict, step: int, n: int, elapsed: float, *, first: bool):
+    """Add the dispatch of steps ``step + 1 .. step + n`` to the log window and to the timing; the
+    first dispatch of a call, which compiles, is timed apart."""
+    if first:
+        summary["first_dispatch_seconds"] = elapsed
+    else:
+        logbook.rate["steps"] += n
+        logbook.rate["time"] += elapsed
+    window = logbook.window
+    for name, values in metrics.items():
+        window["sums"][name] = window["sums"].get(name, 0.0) + float(np.sum(values))
+    window["count"] += n
+    window["step"] = step + n
+    logbook.skipped_streak = _skipped_streak(logbook.skipped_streak, metrics["skipped"])
+
+
+def _close_window(run: _Training, logbook: _Logbook, state, step: int, n: int, bar) -> None:
+    """At the end of a log window, or of the run, the train record of the window's means; a run's
+    last, partial, window goes on with it when it is resumed."""
+    full_window = _crossed(step, n, run.config.log_every)
+    if not (full_window or step == run.config.steps):
+        return
+    record = _train_record(step, logbook.window, logbook.rate, run.config, int(parallel.host_copy(state.skipped)))
+    if parallel.is_primary():
+        _append_metrics(run.run_dir, record)
+    if bar is not None:
+        bar.set_postfix(
+            loss=f"{record['loss']:.1f}", bpd=f"{record['bits_per_dim']:.3f}",
+            img_s=f"{record.get('images_per_s', 0):.0f}",
+        )  # fmt: skip
+    logbook.rate = {"steps": 0, "time": 0.0}
+    if full_window:
+        logbook.window = _empty_window(step)
+
+
+def _periodic_actions(run: _Training, state, window: dict, step: int, n: int) -> None:
+    """A checkpoint (with the log window) every ``checkpoint_every`` steps, an evaluation with
+    pictures every ``eval_every`` (the final one is ``_final_evaluation``'s)."""
+    if _crossed(step, n, run.config.checkpoint_every):
+        checkpoints.save(run.manager, state, extra=window)
+    if _crossed(step, n, run.config.eval_every) and step < run.config.steps and parallel.is_primary():
+        _evaluate_and_draw(run, parallel.host_copy(state), step)
+
+
+def _final_evaluation(run: _Training, state, summary: dict, log) -> dict:
+    """The finished run's test ELBO and pictures, its median rate, ``summary.json``; the summary."""
+    final = _evaluate_and_draw(run, state, int(state.step))
     summary["test"] = final
-    train_records = [r for r in outputs.read_metrics(run_dir / "metrics.jsonl") if r.get("split") == "train"]
+    train_records = [r for r in outputs.read_metrics(run.run_dir / "metrics.jsonl") if r.get("split") == "train"]
     rates = [r["steps_per_s"] for r in train_records if "steps_per_s" in r]
     if rates:
         summary["steps_per_s"] = float(np.median(rates))
-    _write_json(run_dir / "summary.json", summary)
+    _write_json(run.run_dir / "summary.json", summary)
     log(
         f"done: test bits/dim {final['bits_per_dim']:.4f} (ELBO, EMA params, {final['num_images']} images), "
         f"{summary['wall_seconds']:.0f} s wall, {summary.get('steps_per_s', float('nan')):.1f} steps/s"
     )
     return summary
+
+
+def _evaluate_and_draw(run: _Training, state, step: int) -> dict:
+    """The EMA parameters' test ELBO, logged, and pictures tagged with the step and ``latest``."""
+    config = run.config
+    result = dataset_evaluation.evaluate_elbo(
+        run.model, state.ema_params, run.test_images, run.eval_key, likelihood_input=config.likelihood_input,
+        batch_size=config.eval_batch_size,
+    )  # fmt: skip
+    _append_metrics(run.run_dir, {"split": "test", "step": step, **result})
+    outputs.write_pictures(
+        run.run_dir, run.model, state.ema_params, run.test_images, jax.random.fold_in(run.eval_key, step),
+        likelihood_input=config.likelihood_input, grid_size=config.grid_size, tags=(f"{step:06d}", "latest"),
+    )  # fmt: skip
+    outputs.plot_curves(run.run_dir / "metrics.jsonl", run.run_dir / "curves.png")
+    return result
 
 
 class _StopRequest:
@@ -579,18 +480,3 @@ def _train_record(step, window, rate, config, skipped_total):
         record["steps_per_s"] = rate["steps"] / rate["time"]
         record["images_per_s"] = record["steps_per_s"] * config.batch_size
     return record
-
-
-def _evaluate_and_draw(run_dir, model, config, state, test_images, key, step):
-    result = evaluate_elbo(
-        model, state.ema_params, test_images, key, likelihood_input=config.likelihood_input,
-        batch_size=config.eval_batch_size,
-    )  # fmt: skip
-    _append_metrics(run_dir, {"split": "test", "step": step, **result})
-    tags = (f"{step:06d}", "latest")
-    write_pictures(
-        run_dir, model, state.ema_params, test_images, jax.random.fold_in(key, step),
-        likelihood_input=config.likelihood_input, grid_size=config.grid_size, tags=tags,
-    )  # fmt: skip
-    outputs.plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-    return result

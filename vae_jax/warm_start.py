@@ -1,8 +1,9 @@
-"""Start a run from another model's parameters (``Config.init_from``): fine-tuning, or growing a
-likelihood.
+"""Where a run starts: ``model.init`` from the seed, with the decoder's output bias set from the
+data (``Config.output_bias``), or at another model's parameters (``Config.init_from``): fine-tuning,
+or growing a likelihood.
 
-Every parameter is copied from the source, which must have the same networks. One change is
-allowed: the local autoregressive likelihood may grow into the cross-channel one
+With ``init_from``, every parameter is copied from the source, which must have the same networks.
+One change is allowed: the local autoregressive likelihood may grow into the cross-channel one
 (``likelihood=local`` -> ``local-cross``). The cross-channel mixture's decoder gives the local
 mixture's ``22 K`` numbers per pixel first and then ``12 K`` cross coefficients d = tanh(.), so
 the last layer's new columns start at 0: d = 0, and the grown model at step 0 *is* the source
@@ -13,40 +14,55 @@ crop early in training), while one whose latents already carry the image keeps t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import numpy as np
 
 from vae_jax import config as config_lib
-from vae_jax import likelihood_fit
+from vae_jax import configured, likelihood_fit, trained
+from vae_jax.stochastic_mlp import with_observation_bias
 
-PRETRAINED_PREFIX = "pretrained:"
 # (source likelihood, new likelihood): the new one's numbers per pixel extend the source's, and
 # zeros in the extension leave its distribution unchanged.
 GROWABLE_LIKELIHOODS = {("local", "local-cross")}
+# Training batches the output_bias="fit" least squares reads (1280 crops at batch 32): plenty
+# for the few coefficients of each channel.
+FIT_BATCHES = 40
 
 
 class WarmStartError(ValueError):
     """A source whose parameters cannot start this configuration."""
 
 
-def load_source(spec: str):
-    """``(config, params)`` of a run directory (its EMA parameters) or of ``pretrained:NAME``."""
-    if spec.startswith(PRETRAINED_PREFIX):
-        from vae_jax import pretrained
-
+def initial_state(model, config, source):
+    """Step 0 of a run: ``model.init`` from the seed, and for ``output_bias="data_mean"`` the
+    decoder's output bias at the logit of the training images' mean (Burda et al.'s code), for
+    ``output_bias="fit"`` at the least-squares fit of each pixel from its likelihood's context
+    over the first training batches (``vae_jax.likelihood_fit``); with ``init_from``, at another
+    model's parameters (``initial_params``), the output bias theirs. A source that cannot start
+    the run is a ``ConfigError`` naming the field."""
+    state = configured.init_state(model, config)
+    if config.init_from:
         try:
-            shipped = pretrained.load(spec.removeprefix(PRETRAINED_PREFIX))
-        except pretrained.PretrainedError as error:
-            raise WarmStartError(f"init_from: {error}") from None
-        return shipped.config, shipped.params
-    from vae_jax import runs
-
-    if not Path(spec).is_dir():
-        raise WarmStartError(f"init_from: {spec} is neither a run directory (train that run first) nor pretrained:NAME")
-    run = runs.load_run(spec)
-    return run.config, run.params
+            params = initial_params(model, config, state.params)
+        except (WarmStartError, trained.LoadError) as error:
+            raise config_lib.ConfigError("init_from", str(error).removeprefix("init_from: ")) from None
+        return configured.init_state(model, config, params)
+    if config.output_bias == "zero":
+        return state
+    if config.output_bias == "fit":
+        batches = source.train_batches(0, FIT_BATCHES, config.batch_size, config.seed)
+        crops = np.asarray(batches).reshape(-1, *np.shape(batches)[2:])
+        try:
+            bias = likelihood_fit.fitted_output_bias(model.likelihood, crops)
+            params = likelihood_fit.with_output_bias(state.params, bias)
+        except ValueError as error:
+            raise config_lib.ConfigError("output_bias", str(error).removeprefix("output_bias: ")) from None
+        return configured.init_state(model, config, params)
+    if config.model != "stochastic_mlp":
+        raise config_lib.ConfigError("output_bias", f"data_mean needs model=stochastic_mlp, got model={config.model!r}")
+    images, _ = source.train_images_and_labels()
+    means = np.mean(np.asarray(images, np.float64), axis=0) / 255.0
+    return configured.init_state(model, config, with_observation_bias(model, state.params, means))
 
 
 def _path_name(path) -> str:
@@ -95,15 +111,14 @@ def transplant(fresh, source, *, grow_output: tuple[int, int] | None = None):
 
 def initial_params(model, config, fresh):
     """The parameters ``config.init_from`` gives ``model`` (whose ``model.init`` made ``fresh``)."""
-    source_config, source_params = load_source(config.init_from)
+    source = trained.load(config.init_from)
     grow = None
-    if source_config.likelihood != config.likelihood:
-        if (source_config.likelihood, config.likelihood) not in GROWABLE_LIKELIHOODS:
+    if source.config.likelihood != config.likelihood:
+        if (source.config.likelihood, config.likelihood) not in GROWABLE_LIKELIHOODS:
             raise WarmStartError(
-                f"init_from: likelihood {source_config.likelihood!r} cannot become {config.likelihood!r} "
+                f"init_from: likelihood {source.config.likelihood!r} cannot become {config.likelihood!r} "
                 f"(can: {sorted(GROWABLE_LIKELIHOODS)})"
             )
-        source_likelihood = config_lib.build_likelihood(source_config)
         per_pixel = lambda likelihood: likelihood.params_shape((1, 1, 3))[-1]
-        grow = (per_pixel(source_likelihood), per_pixel(model.likelihood))
-    return transplant(fresh, source_params, grow_output=grow)
+        grow = (per_pixel(source.model.likelihood), per_pixel(model.likelihood))
+    return transplant(fresh, source.params, grow_output=grow)
