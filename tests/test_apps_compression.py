@@ -224,10 +224,10 @@ def test_a_tile_takes_bits_back_only_if_its_pops_leave_the_reserve(ladder):
     model, params = ladder
     tile = skimage.data.chelsea()[100:116, 200:216]
     coder = bitsback.TileCoder(model, params, compression.DEFAULT_BIN_LOG2, compression.DEFAULT_MAX_ABS)
-    features, shapes = coder._features(tile), coder._group_shapes((16, 16))
+    features = coder._features(tile)
 
     def left_after_pops(ans):  # the pops of the tile's path, without the reserve's check
-        coder._walk(features, shapes, lambda g, posterior, prior: coder._pop_posterior(ans, *posterior))
+        coder._walk((16, 16), features, lambda g, posterior, prior: coder._pop_posterior(ans, *posterior))
         return ans.num_valid_bits() if not ans.is_empty() else 0
 
     needed = 4000 * 8 - left_after_pops(_stack_of_random_bytes(4000, seed=0))
@@ -357,6 +357,41 @@ def test_net_rate_is_close_to_negative_elbo(which, request):
     for codec in ("png", "webp"):
         assert report[f"{codec}_bits_per_dim"] > 0 and report[f"{codec}_encode_mpps"] > 0
     assert report["encode_mpps"] > 0 and report["decode_mpps"] > 0
+
+
+def _interface_members(*protocols):
+    """The names a Protocol declares (data fields, properties, methods), its bases' included."""
+    return sorted(
+        {name for cls in protocols for name in (*cls.__annotations__, *vars(cls)) if not name.startswith("_")}
+    )
+
+
+@pytest.mark.parametrize(
+    ("which", "protocols"),
+    [("ladder", (vae_jax.LatentVariableModel, vae_jax.HierarchicalModel)), ("conv_coupled", (vae_jax.LatentVariableModel,))],
+)
+def test_the_coder_needs_only_the_model_interface(which, protocols, request):
+    """A model known by its interface alone (``HierarchicalModel``'s top-down steps, or one
+    group's ``LatentVariableModel`` methods; no Flax modules, no class of the library's) codes to
+    the very file its model does, but for the model hash, and decodes. Regression: the coder ran
+    the ladder's Flax modules (``model.top_down.apply(method=TopDown.to_group)``) and refused any
+    other multi-group class."""
+    import dataclasses
+
+    model, params = request.getfixturevalue(which)
+    members = _interface_members(*protocols)
+    namespace = {name: property(lambda self, name=name: getattr(self.inner, name)) for name in members}
+    InterfaceOnly = dataclasses.make_dataclass("InterfaceOnly", ["inner"], namespace=namespace, frozen=True)
+    wrapped = InterfaceOnly(model)
+    assert not hasattr(wrapped, "top_down") and not hasattr(wrapped, "decoder")
+    image = skimage.data.chelsea()[100:124, 200:240]
+    blob = compression.compress_image(model, params, image, tile_size=16)
+    wrapped_blob = compression.compress_image(wrapped, params, image, tile_size=16)
+    fields, wrapped_fields = compression.read_header(blob), compression.read_header(wrapped_blob)
+    assert fields.pop("model_hash") != wrapped_fields.pop("model_hash") and fields == wrapped_fields
+    body = slice(compression._HEADER.size, -compression._TRAILER_BYTES)
+    assert wrapped_blob[body] == blob[body]  # the tile layout and every ANS word
+    np.testing.assert_array_equal(compression.decompress_image(wrapped, params, wrapped_blob), image)
 
 
 def test_wrong_model_is_refused(ladder):
