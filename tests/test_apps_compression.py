@@ -394,6 +394,45 @@ def test_the_coder_needs_only_the_model_interface(which, protocols, request):
     np.testing.assert_array_equal(compression.decompress_image(wrapped, params, wrapped_blob), image)
 
 
+def test_compress_only_compresses_and_the_report_adds_the_comparison(ladder, monkeypatch, tmp_path):
+    """``run_compression`` codes, verifies and measures, and runs no -ELBO pass nor codec; with
+    ``report`` it adds them, from the same file. The codecs run at ``vae_jax.codecs``' settings,
+    the ones ``photo_eval`` uses too."""
+    from PIL import Image
+
+    from vae_jax import codecs, photo_eval
+
+    model, params = ladder
+    image = skimage.data.chelsea()[100:124, 200:240]
+    real_elbo, real_rates = compression._tiles_neg_elbo_bits, codecs.timed_rates
+    for module, name in ((compression, "_tiles_neg_elbo_bits"), (codecs, "timed_rates")):
+        monkeypatch.setattr(module, name, lambda *args, _name=name, **kwargs: pytest.fail(f"{_name} ran"))
+    measures = compression.run_compression(model, params, image, out_path=tmp_path / "a.vae", tile_size=16)
+    blob = (tmp_path / "a.vae").read_bytes()
+    assert blob == compression.compress_image(model, params, image, tile_size=16)
+    assert measures["file_bytes"] == len(blob) and measures["bits_per_dim"] == 8 * len(blob) / image.size
+    assert (measures["image_shape"], measures["mode"], measures["round_trip_exact"]) == ([24, 40, 3], "RGB", True)
+    assert not any(key.startswith(("png", "webp", "neg_elbo", "grid")) or key == "chain_start_bits" for key in measures)
+    with pytest.raises(ValueError, match="seed: fixes the report's -ELBO draws"):
+        compression.run_compression(model, params, image, out_path=tmp_path / "b.vae", seed=1)
+    assert not (tmp_path / "b.vae").exists()
+
+    monkeypatch.setattr(compression, "_tiles_neg_elbo_bits", real_elbo)
+    monkeypatch.setattr(codecs, "timed_rates", real_rates)
+    report = compression.run_compression(
+        model, params, image, out_path=tmp_path / "b.vae", tile_size=16, report=True, seed=0
+    )  # fmt: skip
+    assert (tmp_path / "b.vae").read_bytes() == blob
+    untimed = lambda numbers: {k: v for k, v in numbers.items() if k in measures and not k.endswith(("seconds", "mpps"))}
+    assert untimed(report) == untimed(measures)
+    _, direct = compression.compression_report(model, params, image, tile_size=16, seed=0)
+    assert report["neg_elbo_bits_per_dim"] == direct["neg_elbo_bits_per_dim"]
+    for codec in codecs.CODECS:
+        size = len(codecs.encode(Image.fromarray(image), codec))
+        assert report[f"{codec}_bits_per_dim"] == 8 * size / image.size
+        assert photo_eval.encoded_bytes(image, codec) == size
+
+
 def test_wrong_model_is_refused(ladder):
     model, params = ladder
     blob = compression.compress_image(model, params, _random_image((8, 8, 3)))
