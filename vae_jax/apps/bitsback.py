@@ -1,9 +1,10 @@
 """Bits-back ANS coding of one image tile with every latent group of a model.
 
 A model of latent groups z_1 (top) .. z_G, p(x, z) = p(z_1) prod_{g>1} p(z_g | z_<g) p(x | z)
-and q(z | x) = prod_g q(z_g | x, z_<g) (the one-group VAE is G = 1, the ladder of
-``HierarchicalVAE`` any G), codes a tile ``x`` on an ANS stack (last in, first out) with the
-nested bits-back scheme of HiLLoC (Townsend et al. 2020) and Bit-Swap (Kingma et al. 2019):
+and q(z | x) = prod_g q(z_g | x, z_<g) (a one-group model is G = 1, coded through its
+``posterior`` and ``decoder_output``; a ``model.HierarchicalModel`` any G, through its top-down
+steps), codes a tile ``x`` on an ANS stack (last in, first out) with the nested bits-back scheme
+of HiLLoC (Townsend et al. 2020) and Bit-Swap (Kingma et al. 2019):
 
     encode:  for g = 1..G:  z_g <- decoded under Q(z_g | x, z_<g)   (bits back: -log2 Q off)
              push x under P(x | z): channel last to first, so R, G | R, B | R, G pop in order
@@ -19,16 +20,14 @@ The pops need bits on the stack: about sum_g H(Q(z_g | .)) in bins, (latent dims
 pixel dims, and an inactive one, q = p, pops ~log2(1/w) + 2 bits and costs nothing net). Pops
 give draws from Q only while they read coded data: a pop reads the ANS head's lowest 24 bits
 (the models' precision), and with fewer coded bits left those are the zeros of an empty coder,
-so the last pops give the lowest, far-off bins (each such latent then costs its pixels hundreds
-of bits: on the shipped model and a 512 x 512 photograph, the first tile of each larger size
-in the chain start cost 0.4k, 6k and 19k bits over its -ELBO, 1.2% of the image, against 0.05%
-once the pops left bits to spare). So a tile takes bits back only if its pops leave
-``POP_RESERVE_BITS`` (24 and a margin) on the stack. A tile
-whose pops would run the stack that low either goes without bits back (``bits_back=False``: z_g is
-the bin of the posterior mean given the binned z_<g, nothing is popped, and the decoder pushes
-nothing back: the tile costs -log2 P(x | z) - log2 P(z), about sum_g H(Q(z_g | .)) in bins more
-than with bits back) or, with ``push(..., require_bits_back=True)``, is not coded at all, so
-that the caller can code it as smaller tiles (``vae_jax.apps.compression`` starts the chain so).
+so the last pops give the lowest, far-off bins, each such latent then costing its pixels far
+more than the -ELBO says. So a tile takes bits back only if its pops leave ``POP_RESERVE_BITS``
+(24 and a margin) on the stack. A tile whose pops would run the stack that low either goes
+without bits back (``bits_back=False``: z_g is the bin of the posterior mean given the binned
+z_<g, nothing is popped, and the decoder pushes nothing back: the tile costs -log2 P(x | z) -
+log2 P(z), about sum_g H(Q(z_g | .)) in bins more than with bits back) or, with ``push(...,
+require_bits_back=True)``, is not coded at all, so that the caller can code it as smaller tiles
+(``vae_jax.apps.compression`` starts the chain so).
 
 Discretization:
 
@@ -42,16 +41,14 @@ Discretization:
   over all 2 M + 1 bins would do the same in one step but not in fixed point: every bin gets at
   least 2**-24, so a pop lands anywhere in [-M, M] with probability (2 M + 1) 2**-24 (1.2e-4 per
   latent at w = 1/64, 5e-4 at 1/256), a latent tens of posterior stds off whose pixels then
-  cost ~1000 bits more; measured on the shipped ``photos`` model (chelsea), the net rate was
-  1.5% over the -ELBO at 1/64 and 3.3% at 1/256 (finer bins, more bins to leak to). The cells
-  leak 65 * 2**-24 per latent, and only within the window (8 to 16 stds either side); a cell's
-  bins f * 2**-24, within the cell. For w well below the posterior
-  standard deviations the net latent cost
-  log2 Q(i) - log2 P(i) tends to log2 q(z) - log2 p(z), the ELBO's KL term, and the decoder
-  sees z within w/2 of a continuous draw; the test of the rate against the -ELBO measures what
-  is left. A mixture top prior (``MixtureOfGaussians``, ``VampPrior``) codes z_1 with bits back
-  over the component k: pop k under P(k | z_1) ~ pi_k N(z_1; mu_k, sigma_k^2), push z_1 under
-  component k, push k under pi.
+  cost far more than their -ELBO, the more often the finer the bins (more bins to leak to). The
+  cells leak 65 * 2**-24 per latent, and only within the window (8 to 16 stds either side); a
+  cell's bins f * 2**-24, within the cell. For w well below the posterior standard deviations
+  the net latent cost log2 Q(i) - log2 P(i) tends to log2 q(z) - log2 p(z), the ELBO's KL term,
+  and the decoder sees z within w/2 of a continuous draw; the test of the rate against the
+  -ELBO measures what is left. A mixture top prior (``MixtureOfGaussians``, ``VampPrior``)
+  codes z_1 with bits back over the component k: pop k under P(k | z_1) ~ pi_k N(z_1; mu_k,
+  sigma_k^2), push z_1 under component k, push k under pi.
 - pixels: each sub-pixel a categorical over its 256 values, the likelihood's discretized
   logistic (mixture) of that sub-pixel (the channel-coupled mixture's R, G | R, B | R, G, its
   component weights updated by the channels seen; independent ones per channel), quantized by
@@ -74,13 +71,14 @@ Reproducible probabilities: the decoder must rebuild the encoder's probabilities
   alone (``_PixelTables``: the logistic CDF at the 255 bin edges, differenced, the mixture
   components added in order), and so is the top prior's component posterior: no compiler
   sits between the encoder's numbers and the decoder's, and the chunking cannot change them.
-  (Computing them with XLA, even in float64, differed by ~6e-8 between a jitted and an eager
-  run: the likelihoods place the bin centres in float32, which XLA rounds differently fused.)
-- Group g's statistics come from one compiled step (``_ladder_to_group``) of (features, the
-  ladder's state after group g - 1), the state from another (``_ladder_merge``) of the groups'
-  bins: the encoder's pops, its pushes under the priors and the decoder's pops and pushes run
-  the same steps on the same bins, so encoder and decoder evaluate identical programs on
-  identical inputs, and a tile costs one top-down pass (``TileCoder._walk``).
+  (Computing them with XLA, even in float64, differed between a jitted and an eager run: the
+  likelihoods place the bin centres in float32, which XLA rounds differently fused.)
+- Group g's statistics come from one compiled step (``_ladder_to_group``: the model's
+  ``top_down_to_group``) of (features, the model's top-down state after group g - 1), the state
+  from another (``_ladder_merge``: ``top_down_merge``) of the groups' bins: the encoder's
+  pops, its pushes under the priors and the decoder's pops and pushes run the same steps on the
+  same bins, so encoder and decoder evaluate identical programs on identical inputs, and a tile
+  costs one top-down pass (``TileCoder._walk``).
 
 What remains: a snapped value can still flip where the network's output sits within an ulp of
 a grid point, and a different backend or library version may round the networks differently;
@@ -114,7 +112,7 @@ from vae_jax.priors import StandardNormal
 
 LATENT_GRID_LOG2 = 8  # latent means / stds (in bins) are multiples of 1/256 of a bin
 OUTPUT_GRID_LOG2 = 12  # the likelihood's parameters are multiples of 2**-12
-# Q's window: 2 POSTERIOR_CELLS + 1 cells around the posterior mean, each at most std / 4 bins wide
+# Q's window: 2 POSTERIOR_CELLS + 1 cells around the posterior mean, each under std / 2 bins wide
 POSTERIOR_CELLS = 32
 # A tile takes bits back only if its pops leave this many bits on the stack (module docstring).
 POP_RESERVE_BITS = 32
@@ -488,11 +486,13 @@ class TileCoder:
 
     def _to_group(self, padded_hw, g, features, state):
         if self.top_down:
-            return _ladder_to_group(self.model, self.bin_log2, g, tuple(padded_hw), self.params, features, state)
+            return _ladder_to_group(self.model, self.bin_log2, g, padded_hw, self.params, features, state)
         return None, _posterior_in_bins(*features, self.bin_log2), None
 
     def _merge(self, g, step, bins):
-        return _ladder_merge(self.model, self.bin_log2, g, self.params, step, bins) if self.top_down else bins
+        if self.top_down:
+            return _ladder_merge(self.model, self.bin_log2, g, self.params, step, bins)
+        return bins
 
     def _output(self, state):
         if self.top_down:

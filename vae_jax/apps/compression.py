@@ -5,7 +5,10 @@ code whose expected length approaches the negative ELBO; with a hierarchy every 
 is coded with bits back in turn (HiLLoC, Townsend et al. 2020; Bit-Swap, Kingma et al. 2019).
 ``vae_jax.apps.bitsback`` codes one tile (its docstring has the scheme, the discretization and
 what makes encoder and decoder probabilities agree); this module cuts images into tiles, chains
-them on one ANS stack and defines the file.
+them on one ANS stack and defines the file. ``run_compression`` (``vae-jax compress``) codes,
+verifies by decoding and measures the file; ``compression_report`` (``--report``,
+``benchmarks.compression``) also compares it with the model's -ELBO and with the standard codecs
+(``vae_jax.codecs``).
 
 Tiles. A model whose networks are fully convolutional (``bitsback.fully_convolutional``: the
 ladder ``HierarchicalVAE`` and the convolutional VAE, with the standard normal prior) codes an
@@ -20,32 +23,25 @@ than one tile, the 256-value tables a chunk of pixels. Other models (MLPs) code 
 Starting the chain. Tiles are coded on one stack, each taking its bits back from the tiles
 before it; a tile's pops need about the entropy of its latents' posteriors in bins on the stack,
 sum_g H(Q(z_g | x, z_<g)) ~ (latent dims) x (log2(sigma_q / w) + 2.05) bits, more than it adds
-net (``photos-hvae`` has 3.25 latent dims per pixel, most of them near their prior after
-training: ~26 bits of pops per pixel against ~13 net at its 4.3 bits/dim). The stack starts
-empty, so an image is coded as a quadtree: each block of ``tile_size`` (raster order) is one tile
-if the stack can fund its pops, else its quadrants (raster order, those holding image pixels),
-each again one tile or four, down to the model's tile unit. The encoder decides greedily by
+net (a ladder has more latent dims than pixels, most of them near their prior after training,
+and those pop about as many bits as they push back). The stack starts empty, so an image is
+coded as a quadtree: each block of ``tile_size`` (raster order) is one tile if the stack can
+fund its pops, else its quadrants (raster order, those holding image pixels), each again one
+tile or four, down to the model's tile unit. The encoder decides greedily by
 trying the pops (a tile whose pops would run the stack low is split, not coded); a tile of one
 unit that still cannot be funded is coded without bits back (its latents at the bins of the
 posterior means given the binned groups above, nothing popped). So the image's first tile is
-one unit (8 x 8 pixels for ``photos-hvae``), and starting the chain costs that tile's latents'
-posterior entropy: measured 1.5 kbit (``compression_report``'s ``chain_start_bits``; untrained
-``photos-hvae``, perturbed params, ``chelsea``), where the previous format's first 128 x 128 tile
-without bits back cost 384 kbit. Tiles then grow as the stack fills (8, 16, 32, 64 then 128 on
-a 256 x 256 crop; a tile of side s once about (pops / net) x s^2 pixels are coded, so a trained
-model takes a few blocks longer). Measured there: the whole file 0.12% above the net rate on
-the 256 x 256 crop, 0.06% on 300 x 451. With the shipped ``photos`` model (trained; 0.5 latent
-dims per pixel) on the whole 300 x 451 ``chelsea``: chain start 63 bits (the previous format's:
-64 kbit), the file 0.05% above the net rate. The first block's smaller tiles cost more per pixel
-(the networks see less context): ``neg_elbo_bits_per_dim`` is the -ELBO of the tiles actually
-coded, ``grid_neg_elbo_bits_per_dim`` that of plain ``tile_size`` tiles, and with that model
-they differ by 0.35% (3.936 against 3.922 bits/dim, ~5 kbit: more than the chain start itself;
-starting with a larger tile without bits back would trade it for ~8 bits per latent dim of that
-tile, about even there and far worse for a ladder). No pseudo-random initial bits, and a file
-codes nothing it does not use. Rejected: HiLLoC's start,
-the first pixels coded by another codec whose bytes then serve as bits to pop (WebP-lossless of
-an 8 x 8 crop is 864 bits: it would fund only half of one unit tile's pops, and the decoder would
-need that codec), and a larger first tile without bits back (~26 bits per pixel of it).
+one unit, and starting the chain costs that tile's latents' posterior entropy (the report's
+``chain_start_bits``), not a whole first block's. Tiles then grow as the stack fills: a tile of
+side s once about (pops / net) x s^2 pixels are coded. The first block's smaller tiles cost more
+per pixel (the networks see less context): ``neg_elbo_bits_per_dim`` is the -ELBO of the tiles
+actually coded, ``grid_neg_elbo_bits_per_dim`` that of plain ``tile_size`` tiles; starting with a
+larger tile without bits back would trade that difference for about sum_g H(Q(z_g | .)) bits
+of that tile, far worse for a ladder. No pseudo-random initial bits, and a file codes nothing
+it does not use. Rejected: HiLLoC's start, the first pixels coded by another codec whose bytes
+then serve as bits to pop (a unit tile's worth of another codec's bytes funds only part of its
+pops, and the decoder would need that codec), and a larger first tile without bits back.
+The rates these choices give: ``docs/results/compression.md``.
 
 File format (little-endian): ``_HEADER`` = magic ``b"VAEBBANS"``, version (u8), model hash (32
 bytes, ``model_hash``), image height, width (u32), its channels n (u16), its mode (4 ASCII
@@ -102,10 +98,8 @@ CHECKSUM_BYTES = 8  # the image's checksum: why 8, in the module docstring
 _CRC = struct.Struct("<I")
 _TRAILER_BYTES = CHECKSUM_BYTES + _CRC.size
 # Latent bins of 1/16. With latents whose posteriors are about as wide as the prior (free bits
-# keep them so), finer bins cost more than the -ELBO: measured on the shipped hierarchical
-# model, the file's net rate over the -ELBO was 1.9% on chelsea and 3.7% on a smooth 512x512
-# crop at 1/64, 4.3% on that crop's conv model at 1/256; 0.3%, 0.4% and 0.4% at 1/16. Not
-# monotonic, and not right for every image: a textured crop cost 0.3% at 1/64, 1.2% at 1/16.
+# keep them so), finer bins cost more over the -ELBO on the shipped models' photographs (not on
+# every image, nor monotonically: the rates per bin size are in docs/results/compression.md).
 DEFAULT_BIN_LOG2 = 4
 DEFAULT_MAX_ABS = 16  # latents coded on [-16, 16]; beyond it they are clipped to the edge bins
 
@@ -157,11 +151,8 @@ def tile_hw_for(model, tile_size=None) -> tuple[int, int]:
     """The tile size ``compress_image`` uses: ``tile_size`` square for a fully convolutional model
     (default its ``data_shape``, the crops it was trained on, rounded up to its tile unit), else
     ``data_shape``. Why the training size: on larger tiles the coarsest groups' maps have interior
-    positions no training crop had, and a model may not carry over. The shipped model's -ELBO of a
-    512x512 crop of the smooth Aqua photograph is 0.82 bits/dim in tiles of 32 (its crops), 0.91
-    in tiles of 64 and 13,000 in tiles of 128 (two tiles' priors blew up, KL 10^6-10^9 nats); on
-    three other photographs the sizes are within 0.03 of each other, and the model shipped before
-    was equally good at 64 to 512."""
+    positions no training crop had, and a model may not carry over (the shipped model's top-down
+    priors blew up on some tiles larger than its crops: docs/results/compression.md)."""
     if not bitsback.fully_convolutional(model):
         if tile_size is not None and (tile_size, tile_size) != tuple(model.data_shape[:2]):
             raise ValueError(
@@ -402,11 +393,12 @@ def compress_image(model, params, pixels, *, mode=None, tile_size=None, bin_log2
     bits-back ANS over every latent group.
 
     The channels are coded in planes of the model's channels (``split_planes``: RGBA on a
-    colour model is RGB, then (A, A, A)); each plane in tiles (``tile_layout``, ``tile_size``
-    for a fully convolutional model), raster order, the first without bits back (see the module
-    docstring). ``mode`` (stored, default ``default_mode(n)``) names how to write the pixels
-    back; ``chunk_pixels`` bounds the likelihood tables' memory (the bytes do not depend on it);
-    ``progress(1)`` is called after every tile.
+    colour model is RGB, then (A, A, A)); each plane in blocks (``tile_layout``, ``tile_size``
+    for a fully convolutional model), raster order, each block one tile or a quadtree of smaller
+    ones while the stack cannot fund its pops (the module docstring). ``mode`` (stored, default
+    ``default_mode(n)``) names how to write the pixels back; ``chunk_pixels`` bounds the
+    likelihood tables' memory (the bytes do not depend on it); ``progress(1)`` is called after
+    every block.
     """
     check_codable(model)
     image = _as_pixels(pixels)
@@ -552,20 +544,7 @@ def decompress_image(model, params, blob, *, chunk_pixels=None, progress=None):
 def _compress_verified(model, params, pixels, *, mode, tile_size, bin_log2, chunk_pixels, progress):
     """Code ``pixels`` once and decode the file once, refusing a file that does not decode to them.
     Returns the file, its coded tiles (``_Coded``), the checked uint8 ``(H, W, n)`` image and what
-    coding measured, a dict of JSON-ready numbers (and the ``image_shape``, ``mode``, ``tile_hw``):
-
-    - ``file_bytes``; ``bits_per_dim``: the whole file over the image's ``H * W * n`` dims (header,
-      tile layout, checksum, CRC and the chain start included);
-    - ``net_bits_per_dim``: the stack's growth over the tiles coded with bits back, over the image
-      dims they hold: the rate a long image approaches (None if no tile had bits back: an image
-      of one unit);
-    - ``tiles`` (the quadtree's leaves, every plane), ``tile_sizes`` (padded ``"HxW"``: count),
-      ``tiles_without_bits_back``, ``stack_bits`` (all the tiles added), ``layout_bits`` (the
-      quadtree, padded to a byte), ``header_bits`` (the header, the image's checksum and the CRC);
-    - ``encode_seconds``, ``decode_seconds``, ``encode_mpps``, ``decode_mpps`` (megapixels, H * W,
-      per second, planes together; the first image of a tile shape includes compiling for it);
-      ``round_trip_exact`` (always True: a mismatch raises ``CompressionError``).
-    """
+    coding measured (``run_compression``'s dict, less its ``file``)."""
     check_codable(model)
     image = _as_pixels(pixels)
     mode = default_mode(image.shape[-1]) if mode is None else mode
@@ -623,9 +602,23 @@ def run_compression(model, params, pixels, *, out_path, mode=None, tile_size=Non
                     report=False, seed=None):  # fmt: skip
     """Code ``pixels`` once, verify by decoding once, then write the file to ``out_path`` (never
     over an existing file unless ``force``; checked before any work). Returns what coding
-    measured (``_compress_verified``) plus ``"file"``; with ``report``, ``compression_report``'s
-    dict (its -ELBO passes and the codecs' comparison, ``seed`` fixing the -ELBO's draws,
-    default 0) instead of coding's measures alone."""
+    measured, a dict of JSON-ready numbers (and the ``image_shape``, ``mode``, ``tile_hw`` and
+    the ``file``'s path):
+
+    - ``file_bytes``; ``bits_per_dim``: the whole file over the image's ``H * W * n`` dims (header,
+      tile layout, checksum, CRC and the chain start included);
+    - ``net_bits_per_dim``: the stack's growth over the tiles coded with bits back, over the image
+      dims they hold: the rate a long image approaches (None if no tile had bits back: an image
+      of one unit);
+    - ``tiles`` (the quadtree's leaves, every plane), ``tile_sizes`` (padded ``"HxW"``: count),
+      ``tiles_without_bits_back``, ``stack_bits`` (all the tiles added), ``layout_bits`` (the
+      quadtree, padded to a byte), ``header_bits`` (the header, the image's checksum and the CRC);
+    - ``encode_seconds``, ``decode_seconds``, ``encode_mpps``, ``decode_mpps`` (megapixels, H * W,
+      per second, planes together; the first image of a tile shape includes compiling for it);
+      ``round_trip_exact`` (always True: a mismatch raises ``CompressionError``).
+
+    With ``report``, also ``compression_report``'s comparison (its -ELBO passes and the codecs',
+    ``seed`` fixing the -ELBO's draws, default 0)."""
     from vae_jax.images import check_writable
 
     if seed is not None and not report:
@@ -704,7 +697,8 @@ def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples
     neg_elbo, draw_variance = _tiles_neg_elbo_bits(
         model, params, planes, [(c.plane, c.tile) for c in coded], keys[0], elbo_samples
     )
-    grid = [(p, t) for p in range(len(planes)) for t in tile_layout(model, image.shape[:2], tuple(measures["tile_hw"]))]
+    blocks = tile_layout(model, image.shape[:2], tuple(measures["tile_hw"]))
+    grid = [(p, t) for p in range(len(planes)) for t in blocks]
     grid_neg_elbo, _ = _tiles_neg_elbo_bits(model, params, planes, grid, keys[1], elbo_samples)
     dims, flags, tile_bits = _per_tile(model, image, coded)
     chosen = flags if flags.any() else np.ones_like(flags)
