@@ -99,7 +99,9 @@ class HierarchicalModel(LatentVariableModel, Protocol):
             state = top_down_merge(params, step, z_g, g)
         decoder_output = top_down_output(params, state)
 
-    The states are the model's own (pass them on, do not read them).
+    The states are the model's own (pass them on, do not read them). A model whose posterior runs
+    the other way (``StochasticMLPVAE``: q(z_2 | z_1), bottom-up) has ``generate_from`` but not
+    these steps, so it is not a ``HierarchicalModel`` and the bits-back coder refuses it.
     """
 
     def generate_from(self, params, x, keys, keep_groups: int, temperature=1.0, prior_keys=None) -> jax.Array:

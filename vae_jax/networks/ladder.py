@@ -224,8 +224,8 @@ class TopDown(nn.Module):
 
     def to_group(self, h, features, g):
         """From the state after group g - 1's merge (``start``'s for g = 0), run the ladder up to
-        group g. Returns ``(h, prior, prior_features, posterior)`` there, ``h`` the state before
-        g's merge (``_group_statistics`` for the rest)."""
+        group g. Returns ``(h, prior, prior_features, posterior)`` there: ``h`` the state before
+        g's merge, the rest as ``_group_statistics`` gives them."""
         steps = self._steps()
         at = steps.index(("group", g))
         first = steps.index(("group", g - 1)) + 1 if g > 0 else 0
