@@ -8,10 +8,11 @@ WebP-lossless, all timed in the same process on the same machine.
 Prints a Markdown table, one row per image: its size, the file's bits/dim (everything in it),
 the net rate of the tiles coded with bits back, the model's -ELBO over those tiles (the rate
 the net one approaches), the bits the chain start cost (the first tile's missing bits back),
-PNG (Pillow, optimize) and
-WebP-lossless (method 6) bits/dim, and encode / decode speed in megapixels per second of
-vae-jax (the encoder's number includes nothing but encoding; the verifying decode is timed
-apart), PNG and WebP. Every vae-jax file is decoded and checked bit for bit. ``--untrained
+PNG and WebP-lossless bits/dim (``vae_jax.codecs`` holds their settings), and encode / decode
+speed in megapixels per second of vae-jax (the encoder's number includes nothing but encoding;
+the verifying decode is timed apart), PNG and WebP. Every vae-jax file is decoded and checked
+bit for bit. ``vae-jax compress --report`` gives the same numbers for one image
+(``compression.compression_report``). ``--untrained
 PRESET`` codes with that preset's model at its initial params plus N(0, 0.01^2) offsets (the
 networks then do something; the rates are an untrained model's, ~9 bits/dim, but the file's
 overheads over the net rate are measured as for a trained one).

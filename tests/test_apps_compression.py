@@ -224,10 +224,10 @@ def test_a_tile_takes_bits_back_only_if_its_pops_leave_the_reserve(ladder):
     model, params = ladder
     tile = skimage.data.chelsea()[100:116, 200:216]
     coder = bitsback.TileCoder(model, params, compression.DEFAULT_BIN_LOG2, compression.DEFAULT_MAX_ABS)
-    features, shapes = coder._features(tile), coder._group_shapes((16, 16))
+    features = coder._features(tile)
 
     def left_after_pops(ans):  # the pops of the tile's path, without the reserve's check
-        coder._walk(features, shapes, lambda g, posterior, prior: coder._pop_posterior(ans, *posterior))
+        coder._walk((16, 16), features, lambda g, posterior, prior: coder._pop_posterior(ans, *posterior))
         return ans.num_valid_bits() if not ans.is_empty() else 0
 
     needed = 4000 * 8 - left_after_pops(_stack_of_random_bytes(4000, seed=0))
@@ -357,6 +357,84 @@ def test_net_rate_is_close_to_negative_elbo(which, request):
     for codec in ("png", "webp"):
         assert report[f"{codec}_bits_per_dim"] > 0 and report[f"{codec}_encode_mpps"] > 0
     assert report["encode_mpps"] > 0 and report["decode_mpps"] > 0
+
+
+def _interface_members(*protocols):
+    """The names a Protocol declares (data fields, properties, methods), its bases' included."""
+    return sorted(
+        {name for cls in protocols for name in (*cls.__annotations__, *vars(cls)) if not name.startswith("_")}
+    )
+
+
+@pytest.mark.parametrize(
+    ("which", "protocols"),
+    [
+        ("ladder", (vae_jax.LatentVariableModel, vae_jax.HierarchicalModel)),
+        ("conv_coupled", (vae_jax.LatentVariableModel,)),
+    ],
+)
+def test_the_coder_needs_only_the_model_interface(which, protocols, request):
+    """A model known by its interface alone (``HierarchicalModel``'s top-down steps, or one
+    group's ``LatentVariableModel`` methods; no Flax modules, no class of the library's) codes to
+    the very file its model does, but for the model hash, and decodes. Regression: the coder ran
+    the ladder's Flax modules (``model.top_down.apply(method=TopDown.to_group)``) and refused any
+    other multi-group class."""
+    import dataclasses
+
+    model, params = request.getfixturevalue(which)
+    members = _interface_members(*protocols)
+    namespace = {name: property(lambda self, name=name: getattr(self.inner, name)) for name in members}
+    InterfaceOnly = dataclasses.make_dataclass("InterfaceOnly", ["inner"], namespace=namespace, frozen=True)
+    wrapped = InterfaceOnly(model)
+    assert not hasattr(wrapped, "top_down") and not hasattr(wrapped, "decoder")
+    image = skimage.data.chelsea()[100:124, 200:240]
+    blob = compression.compress_image(model, params, image, tile_size=16)
+    wrapped_blob = compression.compress_image(wrapped, params, image, tile_size=16)
+    fields, wrapped_fields = compression.read_header(blob), compression.read_header(wrapped_blob)
+    assert fields.pop("model_hash") != wrapped_fields.pop("model_hash") and fields == wrapped_fields
+    body = slice(compression._HEADER.size, -compression._TRAILER_BYTES)
+    assert wrapped_blob[body] == blob[body]  # the tile layout and every ANS word
+    np.testing.assert_array_equal(compression.decompress_image(wrapped, params, wrapped_blob), image)
+
+
+def test_compress_only_compresses_and_the_report_adds_the_comparison(ladder, monkeypatch, tmp_path):
+    """``run_compression`` codes, verifies and measures, and runs no -ELBO pass nor codec; with
+    ``report`` it adds them, from the same file. The codecs run at ``vae_jax.codecs``' settings,
+    the ones ``photo_eval`` uses too."""
+    from PIL import Image
+
+    from vae_jax import codecs, photo_eval
+
+    model, params = ladder
+    image = skimage.data.chelsea()[100:124, 200:240]
+    real_elbo, real_rates = compression._tiles_neg_elbo_bits, codecs.timed_rates
+    for module, name in ((compression, "_tiles_neg_elbo_bits"), (codecs, "timed_rates")):
+        monkeypatch.setattr(module, name, lambda *args, _name=name, **kwargs: pytest.fail(f"{_name} ran"))
+    measures = compression.run_compression(model, params, image, out_path=tmp_path / "a.vae", tile_size=16)
+    blob = (tmp_path / "a.vae").read_bytes()
+    assert blob == compression.compress_image(model, params, image, tile_size=16)
+    assert measures["file_bytes"] == len(blob) and measures["bits_per_dim"] == 8 * len(blob) / image.size
+    assert (measures["image_shape"], measures["mode"], measures["round_trip_exact"]) == ([24, 40, 3], "RGB", True)
+    comparison = ("png", "webp", "neg_elbo", "grid_neg_elbo", "net_spread", "chain_start")
+    assert not [key for key in measures if key.startswith(comparison)]
+    with pytest.raises(ValueError, match="seed: fixes the report's -ELBO draws"):
+        compression.run_compression(model, params, image, out_path=tmp_path / "b.vae", seed=1)
+    assert not (tmp_path / "b.vae").exists()
+
+    monkeypatch.setattr(compression, "_tiles_neg_elbo_bits", real_elbo)
+    monkeypatch.setattr(codecs, "timed_rates", real_rates)
+    report = compression.run_compression(
+        model, params, image, out_path=tmp_path / "b.vae", tile_size=16, report=True, seed=0
+    )  # fmt: skip
+    assert (tmp_path / "b.vae").read_bytes() == blob
+    same = lambda numbers: {k: v for k, v in numbers.items() if k != "file" and not k.endswith(("seconds", "mpps"))}
+    assert same(measures) == {k: v for k, v in same(report).items() if k in measures}
+    _, direct = compression.compression_report(model, params, image, tile_size=16, seed=0)
+    assert report["neg_elbo_bits_per_dim"] == direct["neg_elbo_bits_per_dim"]
+    for codec in codecs.CODECS:
+        size = len(codecs.encode(Image.fromarray(image), codec))
+        assert report[f"{codec}_bits_per_dim"] == 8 * size / image.size
+        assert photo_eval.encoded_bytes(image, codec) == size
 
 
 def test_wrong_model_is_refused(ladder):

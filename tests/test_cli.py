@@ -359,6 +359,32 @@ def test_compress_checks_its_report_too_before_any_work(mlp_run, photo_file, tmp
     assert (tmp_path / "mine.vae.json").read_text() == "notes\n"
 
 
+def test_compress_compresses_and_its_report_compares(mlp_run, photo_file, tmp_path, capsys, monkeypatch):
+    """``compress`` codes, verifies and writes what it measured; ``--report`` adds the -ELBO and
+    the codecs, to the output and FILE.vae.json, from the same file; ``--seed`` (the report's
+    draws) without ``--report`` is refused before any work."""
+    from vae_jax.apps import compression
+
+    assert _cli("compress", photo_file, "-o", tmp_path / "a.vae", "--run", mlp_run, "--no-progress") == 0
+    printed = capsys.readouterr().out
+    plain = json.loads((tmp_path / "a.vae.json").read_text())
+    assert plain["file_bytes"] == (tmp_path / "a.vae").stat().st_size and plain["round_trip_exact"]
+    assert f"{plain['bits_per_dim']:.4f} bits/dim (RGB)" in printed and "PNG" not in printed
+    assert not {"neg_elbo_bits_per_dim", "png_bits_per_dim", "webp_bits_per_dim"} & set(plain)
+    argv = ("compress", photo_file, "-o", tmp_path / "b.vae", "--run", mlp_run, "--no-progress", "--report")
+    assert _cli(*argv, "--seed", 3) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "b.vae.json").read_text())
+    assert (tmp_path / "b.vae").read_bytes() == (tmp_path / "a.vae").read_bytes()
+    assert f"-ELBO {report['neg_elbo_bits_per_dim']:.4f}" in printed
+    assert f"PNG {report['png_bits_per_dim']:.4f}" in printed
+    assert report["webp_bits_per_dim"] > 0 and report["bits_per_dim"] == plain["bits_per_dim"]
+    _forbid(monkeypatch, compression, "run_compression")
+    assert _cli("compress", photo_file, "-o", tmp_path / "c.vae", "--run", mlp_run, "--seed", 3) == 2
+    assert "--seed: sets the -ELBO draws of --report; give --report too" in capsys.readouterr().err
+    assert not (tmp_path / "c.vae").exists()
+
+
 def test_decompress_refuses_a_lossy_extension_before_decoding(mlp_run, tmp_path, capsys, monkeypatch):
     from vae_jax.apps import compression
 

@@ -279,3 +279,44 @@ def test_bfloat16_compute_keeps_likelihood_and_kl_in_float32(params, x):
     reconstruction = lambda t: jnp.sum(LIKELIHOOD.log_prob(x, t.decoder_out), axis=(1, 2, 3))
     np.testing.assert_allclose(reconstruction(terms), reconstruction(reference), rtol=0.02)
     np.testing.assert_allclose(sum(terms.kl_groups), sum(reference.kl_groups), rtol=0.1, atol=0.05)
+
+
+
+def _walk_top_down(params, x, z, features):
+    """The ``HierarchicalModel`` steps, as a coder walks them, with z_g = ``z[g]``: each group's
+    (prior, posterior) and the decoder output at the end."""
+    state, statistics = MODEL.top_down_start(params, x.shape[0], x.shape[1:3]), []
+    for g in range(MODEL.num_groups):
+        step, prior, posterior = MODEL.top_down_to_group(params, state, features, g)
+        statistics.append((prior, posterior))
+        state = MODEL.top_down_merge(params, step, z[g], g)
+    return statistics, MODEL.top_down_output(params, state)
+
+
+def test_the_top_down_steps_are_the_whole_pass_one_group_at_a_time(params, x):
+    """At the path of posterior means, the steps give exactly the posterior ``posterior`` returns,
+    the decoder output ``decoder_output`` gives of it and the priors ``prior_log_prob`` scores:
+    the same computation, op for op (both run op by op here). Without data (decoding) the steps
+    give the same priors and no posterior."""
+    from vae_jax import distributions as dist
+    from vae_jax import priors as priors_lib
+
+    assert isinstance(MODEL, vae_jax.HierarchicalModel)
+    means, log_vars = MODEL.posterior(params, x)
+    statistics, out = _walk_top_down(params, x, means, MODEL.bottom_up_features(params, x))
+    for g, (prior, posterior) in enumerate(statistics):
+        np.testing.assert_array_equal(posterior[0], means[g])
+        np.testing.assert_array_equal(posterior[1], log_vars[g])
+        assert (prior is None) == (g == 0)
+    np.testing.assert_array_equal(out, MODEL.decoder_output(params, means))
+    log_p = priors_lib.batch_log_prob(MODEL.prior_components(params), means[0])
+    for g, (prior, _) in enumerate(statistics[1:], 1):
+        log_p += dist.sum_over_event(dist.diag_gaussian_log_prob(means[g], *prior))
+    np.testing.assert_array_equal(log_p, MODEL.prior_log_prob(params, means))
+    without_data, out_without = _walk_top_down(params, x, means, None)
+    for (prior, _), (prior_alone, posterior_alone) in zip(statistics, without_data, strict=True):
+        assert posterior_alone is None
+        if prior is not None:
+            np.testing.assert_array_equal(prior_alone[0], prior[0])
+            np.testing.assert_array_equal(prior_alone[1], prior[1])
+    np.testing.assert_array_equal(out_without, out)

@@ -144,7 +144,7 @@ def test_decode_of_the_posterior_mean_is_the_deterministic_reconstruction_for_ev
     model, params, x = case["model"], case["params"], case["x"]
     mean, _ = vae_jax.encode(model, params, x)
     at_mean = lambda g, posterior, prior: posterior[0]
-    features = model._features(params, x)
+    features = model.bottom_up_features(params, x)
     expected, _ = model._top_down(params, features, at_mean, x.shape[0])
     np.testing.assert_allclose(vae_jax.decode(model, params, mean), expected, rtol=1e-5, atol=1e-6)
 

@@ -14,7 +14,9 @@ model's ``prior``: the standard normal (analytic KL) or a mixture (``MixtureOfGa
 ``HierarchicalVAE`` is a ``model.HierarchicalModel``: its latent is the tuple of groups
 (top-down), ``posterior`` gives every group's Gaussian along the path of posterior means,
 ``decoder_output`` and ``prior_log_prob`` take the whole tuple, and ``kl_groups`` has one entry
-per group (free bits apply per group).
+per group (free bits apply per group). It also runs the top-down pass one group at a time
+(``bottom_up_features``, ``top_down_start``, ``top_down_to_group``, ``top_down_merge``,
+``top_down_output``), as a bits-back coder needs it: z_g decided before group g + 1 is computed.
 
 Stability (see ``networks.ladder``): residual branches and prior heads start at zero, so the
 ladder starts as a plain decoder with p(z_g | z_<g) = N(0, I); posterior heads start small, so
@@ -86,10 +88,6 @@ class HierarchicalVAE:
         check_network_shapes(self, params)
         return params
 
-    def _features(self, params, x):
-        features = encoder_input(self.likelihood.input_kind, x)
-        return self.bottom_up.apply({"params": params["encoder"]}, features)
-
     def _top_down(self, params, features, draw, batch_size, coarsest_hw=None):
         return self.top_down.apply({"params": params["decoder"]}, features, draw, batch_size, coarsest_hw)
 
@@ -107,7 +105,7 @@ class HierarchicalVAE:
     def posterior(self, params, x):
         """Every group's (mean, log_var) of q(z_g | x, z_<g) along the path of posterior means."""
         at_mean = lambda g, posterior, prior: posterior[0]
-        _, records = self._top_down(params, self._features(params, x), at_mean, x.shape[0])
+        _, records = self._top_down(params, self.bottom_up_features(params, x), at_mean, x.shape[0])
         return as_latent(r.posterior[0] for r in records), as_latent(r.posterior[1] for r in records)
 
     def _given(self, params, z):
@@ -152,7 +150,7 @@ class HierarchicalVAE:
         log q = sum_g log q(z_g | x, z_<g),   log p = sum_g log p(z_g | z_<g),
         ``kl_groups`` in top-down order (index 0 is z_1, with the model's prior).
         """
-        out, records = self._run(params, self._features(params, x), keys, self.num_groups, 1.0)
+        out, records = self._run(params, self.bottom_up_features(params, x), keys, self.num_groups, 1.0)
         top = records[0]
         log_q, log_p, kl_top = priors_lib.top_terms(
             self.prior, lambda: self.prior_components(params), top.z, *top.posterior
@@ -187,8 +185,45 @@ class HierarchicalVAE:
             )
         if prior_keys is not None and prior_keys.shape != keys.shape:
             raise ValueError(f"prior_keys: expected shape {keys.shape} like keys, got {prior_keys.shape}")
-        features = self._features(params, x) if keep_groups else None
+        features = self.bottom_up_features(params, x) if keep_groups else None
         return self._run(params, features, keys, keep_groups, temperature, prior_keys)[0]
+
+
+    # -- the top-down pass one group at a time, for a coder that needs z_g before group g + 1 ------
+    # (bits-back ANS). Each step is the very computation the whole pass makes at that point, so a
+    # path coded step by step meets the same networks as ``infer``'s.
+
+    def bottom_up_features(self, params, x):
+        """The bottom-up features of x (B, H, W, C), one map per stage, finest first: all that the
+        posteriors q(z_g | x, z_<g) read of x."""
+        return self.bottom_up.apply({"params": params["encoder"]}, encoder_input(self.likelihood.input_kind, x))
+
+    def top_down_start(self, params, batch_size, image_hw):
+        """The top-down state before the first group, for ``batch_size`` images of ``(H, W)`` =
+        ``image_hw``: the learned initial state over the coarsest stage."""
+        return self.top_down.apply({"params": params["decoder"]}, batch_size, image_hw, method=TopDown.start)
+
+    def top_down_to_group(self, params, state, features, g):
+        """From ``state``, the top-down state after group g - 1's merge (``top_down_start``'s for
+        g = 0), the ladder up to group g. Returns ``(step, prior, posterior)``: ``step`` the state
+        there, for ``top_down_merge``; p(z_g | z_<g) as (mean, log_var), None for g = 0 (the top
+        group's prior is the model's ``prior``); q(z_g | x, z_<g) as (mean, log_var) given the
+        bottom-up ``features`` of x, None when ``features`` is None (no data)."""
+        h, prior, prior_features, posterior = self.top_down.apply(
+            {"params": params["decoder"]}, state, features, g, method=TopDown.to_group
+        )
+        return (h, prior_features), prior, posterior
+
+    def top_down_merge(self, params, step, z, g):
+        """The top-down state after group g's merge of its draw ``z`` (``step`` from
+        ``top_down_to_group``): what group g + 1, or ``top_down_output`` after the last, continues from."""
+        h, prior_features = step
+        return self.top_down.apply({"params": params["decoder"]}, h, prior_features, z, g, method=TopDown.merge_group)
+
+    def top_down_output(self, params, state):
+        """p(x | z)'s parameters (B, H, W, ...) from the state after the last group's merge: the
+        ``decoder_output`` of the groups merged along the way."""
+        return self.top_down.apply({"params": params["decoder"]}, state, method=TopDown.finish)
 
 
 def check_keep_groups(keep_groups, num_groups):

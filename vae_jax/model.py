@@ -25,7 +25,7 @@ structure. Every method takes a batch; ``keys`` are one PRNG key per example.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import flax.linen as nn
 import jax
@@ -84,14 +84,48 @@ class LatentVariableModel(Protocol):
     def generate(self, params, keys, temperature=1.0) -> jax.Array: ...
 
 
+@runtime_checkable
 class HierarchicalModel(LatentVariableModel, Protocol):
-    """A model of several latent groups, which can keep the top groups of a posterior path and
-    redraw the rest from their priors."""
+    """A top-down model of several latent groups z_1 (top) .. z_G: p(z_1) prod_{g>1} p(z_g | z_<g)
+    p(x | z) and q(z | x) = prod_g q(z_g | x, z_<g) in the same order. It can keep the top groups
+    of a posterior path and redraw the rest from their priors, and it runs its top-down pass one
+    group at a time, for whoever must fix z_g before it can ask for group g + 1 (bits-back coding):
+
+        features = bottom_up_features(params, x)
+        state = top_down_start(params, B, (H, W))
+        for g in 0..G-1:
+            step, prior_g, posterior_g = top_down_to_group(params, state, features, g)
+            z_g = (drawn or coded between prior_g and posterior_g)
+            state = top_down_merge(params, step, z_g, g)
+        decoder_output = top_down_output(params, state)
+
+    The states are the model's own (pass them on, do not read them). A model whose posterior runs
+    the other way (``StochasticMLPVAE``: q(z_2 | z_1), bottom-up) has ``generate_from`` but not
+    these steps, so it is not a ``HierarchicalModel`` and the bits-back coder refuses it.
+    """
 
     def generate_from(self, params, x, keys, keep_groups: int, temperature=1.0, prior_keys=None) -> jax.Array:
         """Decoder output with the top ``keep_groups`` groups drawn from q(.|x) (with ``keys``, as
         ``infer`` draws them) and the others from their priors at ``temperature`` (with
         ``prior_keys``, default ``keys``)."""
+
+    def bottom_up_features(self, params, x) -> Any:
+        """What the posteriors q(z_g | x, z_<g) read of x, computed once for the whole pass."""
+
+    def top_down_start(self, params, batch_size: int, image_hw: tuple[int, int]) -> Any:
+        """The top-down state before the first group, for ``batch_size`` images of ``(H, W)``."""
+
+    def top_down_to_group(self, params, state, features, g: int) -> tuple[Any, Any, Any]:
+        """``(step, prior, posterior)`` at group g from the state after group g - 1's merge
+        (``top_down_start``'s for g = 0): the state there (for ``top_down_merge``), p(z_g | z_<g) as
+        (mean, log_var) (None for g = 0: the top group's prior is ``prior_components``), and
+        q(z_g | x, z_<g) as (mean, log_var) given ``features`` (None when ``features`` is None)."""
+
+    def top_down_merge(self, params, step, z, g: int) -> Any:
+        """The state after merging group g's value ``z`` into ``step`` (``top_down_to_group``'s)."""
+
+    def top_down_output(self, params, state) -> jax.Array:
+        """p(x | z)'s parameters, as ``decoder_output`` gives them, from the state after the last merge."""
 
 
 def latent_groups(z) -> tuple:

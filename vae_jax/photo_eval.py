@@ -10,31 +10,23 @@ Results are bits per dimension, per photograph and over all tiles together.
 
 from __future__ import annotations
 
-import io
 import time
 
 import jax
 import numpy as np
 
+from vae_jax import codecs
 from vae_jax.data.crops import tiles as cut_tiles
 from vae_jax.dataset_evaluation import evaluate_elbo, evaluate_log_likelihood
 
-CODECS = ("png", "webp")
+CODECS = codecs.CODECS
 
 
 def encoded_bytes(picture: np.ndarray, codec: str) -> int:
-    """The size of one uint8 (H, W, C) picture as a PNG (optimize) or a lossless WebP (method 6)."""
+    """The size of one uint8 (H, W, C) picture as a ``codec`` file (``vae_jax.codecs``' settings)."""
     from PIL import Image
 
-    image = Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture)
-    buffer = io.BytesIO()
-    if codec == "png":
-        image.save(buffer, format="PNG", optimize=True)
-    elif codec == "webp":
-        image.save(buffer, format="WEBP", lossless=True, quality=100, method=6)
-    else:
-        raise ValueError(f"codec: expected one of {CODECS}, got {codec!r}")
-    return len(buffer.getvalue())
+    return len(codecs.encode(Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture), codec))
 
 
 def codec_bits_per_dim(tiles: np.ndarray) -> dict:

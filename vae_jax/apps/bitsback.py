@@ -1,9 +1,10 @@
 """Bits-back ANS coding of one image tile with every latent group of a model.
 
 A model of latent groups z_1 (top) .. z_G, p(x, z) = p(z_1) prod_{g>1} p(z_g | z_<g) p(x | z)
-and q(z | x) = prod_g q(z_g | x, z_<g) (the one-group VAE is G = 1, the ladder of
-``HierarchicalVAE`` any G), codes a tile ``x`` on an ANS stack (last in, first out) with the
-nested bits-back scheme of HiLLoC (Townsend et al. 2020) and Bit-Swap (Kingma et al. 2019):
+and q(z | x) = prod_g q(z_g | x, z_<g) (a one-group model is G = 1, coded through its
+``posterior`` and ``decoder_output``; a ``model.HierarchicalModel`` any G, through its top-down
+steps), codes a tile ``x`` on an ANS stack (last in, first out) with the nested bits-back scheme
+of HiLLoC (Townsend et al. 2020) and Bit-Swap (Kingma et al. 2019):
 
     encode:  for g = 1..G:  z_g <- decoded under Q(z_g | x, z_<g)   (bits back: -log2 Q off)
              push x under P(x | z): channel last to first, so R, G | R, B | R, G pop in order
@@ -19,16 +20,14 @@ The pops need bits on the stack: about sum_g H(Q(z_g | .)) in bins, (latent dims
 pixel dims, and an inactive one, q = p, pops ~log2(1/w) + 2 bits and costs nothing net). Pops
 give draws from Q only while they read coded data: a pop reads the ANS head's lowest 24 bits
 (the models' precision), and with fewer coded bits left those are the zeros of an empty coder,
-so the last pops give the lowest, far-off bins (each such latent then costs its pixels hundreds
-of bits: on the shipped model and a 512 x 512 photograph, the first tile of each larger size
-in the chain start cost 0.4k, 6k and 19k bits over its -ELBO, 1.2% of the image, against 0.05%
-once the pops left bits to spare). So a tile takes bits back only if its pops leave
-``POP_RESERVE_BITS`` (24 and a margin) on the stack. A tile
-whose pops would run the stack that low either goes without bits back (``bits_back=False``: z_g is
-the bin of the posterior mean given the binned z_<g, nothing is popped, and the decoder pushes
-nothing back: the tile costs -log2 P(x | z) - log2 P(z), about sum_g H(Q(z_g | .)) in bins more
-than with bits back) or, with ``push(..., require_bits_back=True)``, is not coded at all, so
-that the caller can code it as smaller tiles (``vae_jax.apps.compression`` starts the chain so).
+so the last pops give the lowest, far-off bins, each such latent then costing its pixels far
+more than the -ELBO says. So a tile takes bits back only if its pops leave ``POP_RESERVE_BITS``
+(24 and a margin) on the stack. A tile whose pops would run the stack that low either goes
+without bits back (``bits_back=False``: z_g is the bin of the posterior mean given the binned
+z_<g, nothing is popped, and the decoder pushes nothing back: the tile costs -log2 P(x | z) -
+log2 P(z), about sum_g H(Q(z_g | .)) in bins more than with bits back) or, with ``push(...,
+require_bits_back=True)``, is not coded at all, so that the caller can code it as smaller tiles
+(``vae_jax.apps.compression`` starts the chain so).
 
 Discretization:
 
@@ -42,16 +41,14 @@ Discretization:
   over all 2 M + 1 bins would do the same in one step but not in fixed point: every bin gets at
   least 2**-24, so a pop lands anywhere in [-M, M] with probability (2 M + 1) 2**-24 (1.2e-4 per
   latent at w = 1/64, 5e-4 at 1/256), a latent tens of posterior stds off whose pixels then
-  cost ~1000 bits more; measured on the shipped ``photos`` model (chelsea), the net rate was
-  1.5% over the -ELBO at 1/64 and 3.3% at 1/256 (finer bins, more bins to leak to). The cells
-  leak 65 * 2**-24 per latent, and only within the window (8 to 16 stds either side); a cell's
-  bins f * 2**-24, within the cell. For w well below the posterior
-  standard deviations the net latent cost
-  log2 Q(i) - log2 P(i) tends to log2 q(z) - log2 p(z), the ELBO's KL term, and the decoder
-  sees z within w/2 of a continuous draw; the test of the rate against the -ELBO measures what
-  is left. A mixture top prior (``MixtureOfGaussians``, ``VampPrior``) codes z_1 with bits back
-  over the component k: pop k under P(k | z_1) ~ pi_k N(z_1; mu_k, sigma_k^2), push z_1 under
-  component k, push k under pi.
+  cost far more than their -ELBO, the more often the finer the bins (more bins to leak to). The
+  cells leak 65 * 2**-24 per latent, and only within the window (8 to 16 stds either side); a
+  cell's bins f * 2**-24, within the cell. For w well below the posterior standard deviations
+  the net latent cost log2 Q(i) - log2 P(i) tends to log2 q(z) - log2 p(z), the ELBO's KL term,
+  and the decoder sees z within w/2 of a continuous draw; the test of the rate against the
+  -ELBO measures what is left. A mixture top prior (``MixtureOfGaussians``, ``VampPrior``)
+  codes z_1 with bits back over the component k: pop k under P(k | z_1) ~ pi_k N(z_1; mu_k,
+  sigma_k^2), push z_1 under component k, push k under pi.
 - pixels: each sub-pixel a categorical over its 256 values, the likelihood's discretized
   logistic (mixture) of that sub-pixel (the channel-coupled mixture's R, G | R, B | R, G, its
   component weights updated by the channels seen; independent ones per channel), quantized by
@@ -74,13 +71,14 @@ Reproducible probabilities: the decoder must rebuild the encoder's probabilities
   alone (``_PixelTables``: the logistic CDF at the 255 bin edges, differenced, the mixture
   components added in order), and so is the top prior's component posterior: no compiler
   sits between the encoder's numbers and the decoder's, and the chunking cannot change them.
-  (Computing them with XLA, even in float64, differed by ~6e-8 between a jitted and an eager
-  run: the likelihoods place the bin centres in float32, which XLA rounds differently fused.)
-- Group g's statistics come from one compiled step (``_ladder_to_group``) of (features, the
-  ladder's state after group g - 1), the state from another (``_ladder_merge``) of the groups'
-  bins: the encoder's pops, its pushes under the priors and the decoder's pops and pushes run
-  the same steps on the same bins, so encoder and decoder evaluate identical programs on
-  identical inputs, and a tile costs one top-down pass (``TileCoder._walk``).
+  (Computing them with XLA, even in float64, differed between a jitted and an eager run: the
+  likelihoods place the bin centres in float32, which XLA rounds differently fused.)
+- Group g's statistics come from one compiled step (``_ladder_to_group``: the model's
+  ``top_down_to_group``) of (features, the model's top-down state after group g - 1), the state
+  from another (``_ladder_merge``: ``top_down_merge``) of the groups' bins: the encoder's
+  pops, its pushes under the priors and the decoder's pops and pushes run the same steps on the
+  same bins, so encoder and decoder evaluate identical programs on identical inputs, and a tile
+  costs one top-down pass (``TileCoder._walk``).
 
 What remains: a snapped value can still flip where the network's output sits within an ulp of
 a grid point, and a different backend or library version may round the networks differently;
@@ -98,7 +96,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax.errors import FlaxError
 
-from vae_jax.hierarchical import HierarchicalVAE
 from vae_jax.likelihoods import (
     CAUSAL_NEIGHBOURS,
     CROSS_CHANNEL_PAIRS,
@@ -110,13 +107,12 @@ from vae_jax.likelihoods import (
     DiscretizedLogisticMixture,
     LocalAutoregressiveMixture,
 )
-from vae_jax.model import as_latent, encoder_input, latent_groups
-from vae_jax.networks.ladder import TopDown
+from vae_jax.model import HierarchicalModel, as_latent, latent_groups
 from vae_jax.priors import StandardNormal
 
 LATENT_GRID_LOG2 = 8  # latent means / stds (in bins) are multiples of 1/256 of a bin
 OUTPUT_GRID_LOG2 = 12  # the likelihood's parameters are multiples of 2**-12
-# Q's window: 2 POSTERIOR_CELLS + 1 cells around the posterior mean, each at most std / 4 bins wide
+# Q's window: 2 POSTERIOR_CELLS + 1 cells around the posterior mean, each under std / 2 bins wide
 POSTERIOR_CELLS = 32
 # A tile takes bits back only if its pops leave this many bits on the stack (module docstring).
 POP_RESERVE_BITS = 32
@@ -128,11 +124,11 @@ _TABLE_BUDGET = 2**16
 
 def check_codable(model):
     """Raise a clear ValueError unless ``model`` can code 8-bit pixels with this coder."""
-    if model.num_groups != 1 and not isinstance(model, HierarchicalVAE):
+    if model.num_groups != 1 and not _steps_top_down(model):
         raise ValueError(
-            f"model: bits-back coding handles the one-group VAE and the top-down HierarchicalVAE, whose "
-            f"posterior q(z_g | x, z_<g) follows the generative order; got {type(model).__name__} with "
-            f"{model.num_groups} groups"
+            f"model: bits-back coding handles one-group models and HierarchicalModels (the top-down "
+            f"HierarchicalVAE), whose posterior q(z_g | x, z_<g) follows the generative order and which "
+            f"run their top-down pass a group at a time; got {type(model).__name__} with {model.num_groups} groups"
         )
     if not isinstance(model.likelihood, (DiscretizedLogistic, DiscretizedLogisticMixture, CoupledLogisticMixture)):
         raise ValueError(
@@ -142,6 +138,13 @@ def check_codable(model):
         )
     if len(model.data_shape) != 3:
         raise ValueError(f"model.data_shape: expected (H, W, C) images, got {model.data_shape}")
+
+
+def _steps_top_down(model) -> bool:
+    """Whether the coder walks ``model``'s groups with its top-down steps (a ``HierarchicalModel``,
+    even of one group: its files were always coded so), else as one group through ``posterior``
+    and ``decoder_output``."""
+    return isinstance(model, HierarchicalModel)
 
 
 # ---------------------------------------------------------------- the model's shapes
@@ -207,38 +210,35 @@ def _in_bins(mean, log_var, bin_log2):
 
 
 @partial(jax.jit, static_argnums=0)
-def _features(model, params, tile):
-    """What the posteriors read of x (1, H, W, C): the ladder's bottom-up features, or the
-    one-group VAE's q(z | x) itself."""
-    if isinstance(model, HierarchicalVAE):
-        inputs = encoder_input(model.likelihood.input_kind, tile)
-        return model.bottom_up.apply({"params": params["encoder"]}, inputs)
+def _posterior_inputs(model, params, tile):
+    """What the posteriors read of x (1, H, W, C): a ``HierarchicalModel``'s bottom-up features,
+    or a one-group model's q(z | x) itself."""
+    if _steps_top_down(model):
+        return model.bottom_up_features(params, tile)
     return model.posterior(params, tile)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _ladder_to_group(model, bin_log2, g, params, features, h):
-    """Group g of the ladder from the state ``h`` after group g - 1's merge (None: the start):
-    Q(z_g | x, z_<g) and, for g > 0, P(z_g | z_<g), on the bin-index scale and snapped, and the
-    state before g's merge (with the prior's contribution to it) to carry on."""
-    h, prior, prior_features, posterior = model.top_down.apply(
-        {"params": params["decoder"]}, h, features, g, method=TopDown.to_group
-    )
-    return (h, prior_features), _in_bins(*posterior, bin_log2), None if prior is None else _in_bins(*prior, bin_log2)
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _ladder_to_group(model, bin_log2, g, tile_hw, params, features, state):
+    """Group g from the top-down ``state`` after group g - 1's merge (None: the start, for a tile
+    of ``tile_hw``, in the same program as the top group's statistics): Q(z_g | x, z_<g) and, for
+    g > 0, P(z_g | z_<g), on the bin-index scale and snapped, and the model's step state to merge into."""
+    if state is None:
+        state = model.top_down_start(params, 1, tile_hw)
+    step, prior, posterior = model.top_down_to_group(params, state, features, g)
+    return step, _in_bins(*posterior, bin_log2), None if prior is None else _in_bins(*prior, bin_log2)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2))
-def _ladder_merge(model, bin_log2, g, params, state, bins):
-    """The state after group g's merge of z_g = w * bins."""
-    h, prior_features = state
-    z = bins.astype(jnp.float32) * 2.0**-bin_log2
-    return model.top_down.apply({"params": params["decoder"]}, h, prior_features, z, g, method=TopDown.merge_group)
+def _ladder_merge(model, bin_log2, g, params, step, bins):
+    """The top-down state after group g's merge of z_g = w * bins."""
+    return model.top_down_merge(params, step, bins.astype(jnp.float32) * 2.0**-bin_log2, g)
 
 
 @partial(jax.jit, static_argnums=0)
-def _ladder_output(model, params, h):
+def _ladder_output(model, params, state):
     """P(x | z)'s parameters, snapped, from the state after the last group: ``(H, W, ...)``."""
-    return _snap(model.top_down.apply({"params": params["decoder"]}, h, method=TopDown.finish)[0], OUTPUT_GRID_LOG2)
+    return _snap(model.top_down_output(params, state)[0], OUTPUT_GRID_LOG2)
 
 
 _posterior_in_bins = jax.jit(_in_bins, static_argnums=2)
@@ -433,6 +433,7 @@ class TileCoder:
 
         check_codable(model)
         self.model, self.params, self.bin_log2 = model, params, int(bin_log2)
+        self.top_down = _steps_top_down(model)
         self.max_index = int(max_abs) * 2 ** int(bin_log2)
         self.latent_family = constriction.stream.model.QuantizedGaussian(-self.max_index, self.max_index)
         self._cells = constriction.stream.model.QuantizedGaussian(-POSTERIOR_CELLS, POSTERIOR_CELLS)
@@ -460,33 +461,46 @@ class TileCoder:
             self._prior[size] = (np.exp(logits - logits.max())[None], means, stds)
         return self._prior[size]
 
-    def _walk(self, features, shapes, choose):
-        """The groups top-down, one at a time: ``choose(g, posterior, prior)`` gets group g's
-        statistics in bins (numpy; the top group's prior None: the model's) and returns z_g's bins,
-        or None to stop. Returns the bins and the likelihood's parameters (numpy, snapped), or None
-        if stopped. One top-down pass in all: the ladder's state is carried from group to group.
-        The encoder and the decoder run the same compiled step of each group on the same bins, so
-        they get the same numbers (the posteriors' features are a blank tile's where the decoder
-        needs only the priors, which do not read them)."""
-        bins = [None] * len(shapes)
-        if not isinstance(self.model, HierarchicalVAE):
-            bins[0] = choose(0, _checked(_posterior_in_bins(*features, self.bin_log2)), None)
-            if bins[0] is None:
-                return None
-            bins[0] = np.asarray(bins[0], np.int32).reshape(shapes[0])
-            return bins, np.asarray(_decoder_output(self.model, self.bin_log2, self.params, tuple(bins)))
-        h = None
+    def _walk(self, padded_hw, features, choose):
+        """The groups of a tile of ``padded_hw`` top-down, one at a time: ``choose(g, posterior,
+        prior)`` gets group g's statistics in bins (numpy; the top group's prior None: the
+        model's) and returns z_g's bins, or None to stop. Returns the bins and the likelihood's
+        parameters (numpy, snapped), or None if stopped. One top-down pass in all: the model's
+        state is carried from group to group. The encoder and the decoder run the same compiled
+        step of each group on the same bins, so they get the same numbers (the posteriors'
+        features are a blank tile's where the decoder needs only the priors, which do not read
+        them: the same program as the encoder's, not one without features)."""
+        shapes = self._group_shapes(padded_hw)
+        bins, state = [None] * len(shapes), None
         for g, shape in enumerate(shapes):
-            state, posterior, prior = _ladder_to_group(self.model, self.bin_log2, g, self.params, features, h)
+            step, posterior, prior = self._to_group(padded_hw, g, features, state)
             bins[g] = choose(g, _checked(posterior), None if prior is None else _checked(prior))
             if bins[g] is None:
                 return None
             bins[g] = np.asarray(bins[g], np.int32).reshape(shape)
-            h = _ladder_merge(self.model, self.bin_log2, g, self.params, state, bins[g])
-        return bins, np.asarray(_ladder_output(self.model, self.params, h))
+            state = self._merge(g, step, bins[g])
+        return bins, np.asarray(self._output(state))
+
+    # The compiled steps of the walk: a HierarchicalModel's top-down steps, or one group's whole
+    # posterior (``_posterior_inputs`` computed it) and its decoder.
+
+    def _to_group(self, padded_hw, g, features, state):
+        if self.top_down:
+            return _ladder_to_group(self.model, self.bin_log2, g, padded_hw, self.params, features, state)
+        return None, _posterior_in_bins(*features, self.bin_log2), None
+
+    def _merge(self, g, step, bins):
+        if self.top_down:
+            return _ladder_merge(self.model, self.bin_log2, g, self.params, step, bins)
+        return bins
+
+    def _output(self, state):
+        if self.top_down:
+            return _ladder_output(self.model, self.params, state)
+        return _decoder_output(self.model, self.bin_log2, self.params, (state,))
 
     def _features(self, tile):
-        return _features(self.model, self.params, jnp.asarray(tile, jnp.int32)[None])
+        return _posterior_inputs(self.model, self.params, jnp.asarray(tile, jnp.int32)[None])
 
     # ---- a group under its posterior: a cell of the window around the mean, then the bin in it
 
@@ -578,12 +592,12 @@ class TileCoder:
 
     # ---- one tile
 
-    def _posterior_path(self, ans, features, shapes):
+    def _posterior_path(self, ans, features, padded_hw):
         """z_1..z_G, each from Q(z_g | x, z_<g): decoded from ``ans`` (bits back) or, with ans None,
         the posterior mean's bin. Returns the bins, each group's prior (None for the top) and the
         likelihood's parameters at them, or None as soon as the pops leave fewer than
         ``POP_RESERVE_BITS`` on ``ans`` (the pops would read the stack's fixed start, not coded data)."""
-        priors = [None] * len(shapes)
+        priors = [None] * len(self._group_shapes(padded_hw))
 
         def choose(g, posterior, prior):
             priors[g] = prior
@@ -593,7 +607,7 @@ class TileCoder:
             symbols = self._pop_posterior(ans, mean, std)
             return symbols if ans.num_valid_bits() >= POP_RESERVE_BITS else None
 
-        walked = self._walk(features, shapes, choose)
+        walked = self._walk(padded_hw, features, choose)
         return None if walked is None else (walked[0], priors, walked[1])
 
     def push(self, ans, tile, valid_hw, *, require_bits_back=False):
@@ -603,38 +617,39 @@ class TileCoder:
         ``(ans, bits_back)``: the stack to go on with (a new object after bits back) and which.
         With ``require_bits_back`` a tile that cannot have bits back is not coded: returns
         ``(ans, None)``, ``ans`` untouched."""
-        shapes = self._group_shapes(tuple(tile.shape[:2]))
+        padded_hw = tuple(tile.shape[:2])
         features = self._features(tile)
         path = None
         if not ans.is_empty():
             trial = ans.clone()
-            path = self._posterior_path(trial, features, shapes)
+            path = self._posterior_path(trial, features, padded_hw)
             if path is not None:
                 ans = trial
         if path is None and require_bits_back:
             return ans, None
         bits_back = path is not None
-        bins, priors, out = path if bits_back else self._posterior_path(None, features, shapes)
+        bins, priors, out = path if bits_back else self._posterior_path(None, features, padded_hw)
         tables = _PixelTables(self.model.likelihood, out, valid_hw, self.chunk, tile.shape[-1])
         x_all = tile[: valid_hw[0], : valid_hw[1]].reshape(-1, tile.shape[-1]).astype(np.int32)
         for indices, channel in reversed(tables.schedule):
             symbols = np.ascontiguousarray(x_all[indices, channel])
             ans.encode_reverse(symbols, self.categorical, tables(indices, x_all, channel))
-        for g in reversed(range(1, len(shapes))):
+        for g in reversed(range(1, len(bins))):
             ans.encode_reverse(bins[g].ravel(), self.latent_family, *priors[g])
         self._push_top(ans, bins[0].ravel())
         return ans, bits_back
 
     def pop(self, ans, padded_hw, valid_hw, bits_back):
         """Decode the tile ``push`` coded: the padded ``(h, w, C)`` uint8 tile (edge padding rebuilt)."""
-        shapes = self._group_shapes(tuple(padded_hw))
+        padded_hw = tuple(padded_hw)
+        shapes = self._group_shapes(padded_hw)
         channels = self.model.data_shape[-1]
         # The priors do not read x; a blank tile's features stand in, through the same program.
         if padded_hw not in self._blank:
             self._blank[padded_hw] = self._features(np.zeros((*padded_hw, channels), np.int32))
         top = self._pop_top(ans, int(np.prod(shapes[0])))
         choose = lambda g, posterior, prior: top if g == 0 else ans.decode(self.latent_family, *prior)
-        bins, out = self._walk(self._blank[padded_hw], shapes, choose)
+        bins, out = self._walk(padded_hw, self._blank[padded_hw], choose)
         tables = _PixelTables(self.model.likelihood, out, valid_hw, self.chunk, channels)
         x_all = np.zeros((valid_hw[0] * valid_hw[1], channels), np.int32)
         for indices, channel in tables.schedule:  # each step reads only what the steps before it decoded
@@ -649,7 +664,7 @@ class TileCoder:
                 posteriors[g] = posterior
                 return bins[g]
 
-            self._walk(self._features(tile), shapes, known)
+            self._walk(padded_hw, self._features(tile), known)
             for g in reversed(range(len(shapes))):
                 self._push_posterior(ans, bins[g].ravel(), *posteriors[g])
         return tile

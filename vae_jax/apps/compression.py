@@ -5,7 +5,10 @@ code whose expected length approaches the negative ELBO; with a hierarchy every 
 is coded with bits back in turn (HiLLoC, Townsend et al. 2020; Bit-Swap, Kingma et al. 2019).
 ``vae_jax.apps.bitsback`` codes one tile (its docstring has the scheme, the discretization and
 what makes encoder and decoder probabilities agree); this module cuts images into tiles, chains
-them on one ANS stack and defines the file.
+them on one ANS stack and defines the file. ``run_compression`` (``vae-jax compress``) codes,
+verifies by decoding and measures the file; ``compression_report`` (``--report``,
+``benchmarks.compression``) also compares it with the model's -ELBO and with the standard codecs
+(``vae_jax.codecs``).
 
 Tiles. A model whose networks are fully convolutional (``bitsback.fully_convolutional``: the
 ladder ``HierarchicalVAE`` and the convolutional VAE, with the standard normal prior) codes an
@@ -20,32 +23,25 @@ than one tile, the 256-value tables a chunk of pixels. Other models (MLPs) code 
 Starting the chain. Tiles are coded on one stack, each taking its bits back from the tiles
 before it; a tile's pops need about the entropy of its latents' posteriors in bins on the stack,
 sum_g H(Q(z_g | x, z_<g)) ~ (latent dims) x (log2(sigma_q / w) + 2.05) bits, more than it adds
-net (``photos-hvae`` has 3.25 latent dims per pixel, most of them near their prior after
-training: ~26 bits of pops per pixel against ~13 net at its 4.3 bits/dim). The stack starts
-empty, so an image is coded as a quadtree: each block of ``tile_size`` (raster order) is one tile
-if the stack can fund its pops, else its quadrants (raster order, those holding image pixels),
-each again one tile or four, down to the model's tile unit. The encoder decides greedily by
+net (a ladder has more latent dims than pixels, most of them near their prior after training,
+and those pop about as many bits as they push back). The stack starts empty, so an image is
+coded as a quadtree: each block of ``tile_size`` (raster order) is one tile if the stack can
+fund its pops, else its quadrants (raster order, those holding image pixels), each again one
+tile or four, down to the model's tile unit. The encoder decides greedily by
 trying the pops (a tile whose pops would run the stack low is split, not coded); a tile of one
 unit that still cannot be funded is coded without bits back (its latents at the bins of the
 posterior means given the binned groups above, nothing popped). So the image's first tile is
-one unit (8 x 8 pixels for ``photos-hvae``), and starting the chain costs that tile's latents'
-posterior entropy: measured 1.5 kbit (``compression_report``'s ``chain_start_bits``; untrained
-``photos-hvae``, perturbed params, ``chelsea``), where the previous format's first 128 x 128 tile
-without bits back cost 384 kbit. Tiles then grow as the stack fills (8, 16, 32, 64 then 128 on
-a 256 x 256 crop; a tile of side s once about (pops / net) x s^2 pixels are coded, so a trained
-model takes a few blocks longer). Measured there: the whole file 0.12% above the net rate on
-the 256 x 256 crop, 0.06% on 300 x 451. With the shipped ``photos`` model (trained; 0.5 latent
-dims per pixel) on the whole 300 x 451 ``chelsea``: chain start 63 bits (the previous format's:
-64 kbit), the file 0.05% above the net rate. The first block's smaller tiles cost more per pixel
-(the networks see less context): ``neg_elbo_bits_per_dim`` is the -ELBO of the tiles actually
-coded, ``grid_neg_elbo_bits_per_dim`` that of plain ``tile_size`` tiles, and with that model
-they differ by 0.35% (3.936 against 3.922 bits/dim, ~5 kbit: more than the chain start itself;
-starting with a larger tile without bits back would trade it for ~8 bits per latent dim of that
-tile, about even there and far worse for a ladder). No pseudo-random initial bits, and a file
-codes nothing it does not use. Rejected: HiLLoC's start,
-the first pixels coded by another codec whose bytes then serve as bits to pop (WebP-lossless of
-an 8 x 8 crop is 864 bits: it would fund only half of one unit tile's pops, and the decoder would
-need that codec), and a larger first tile without bits back (~26 bits per pixel of it).
+one unit, and starting the chain costs that tile's latents' posterior entropy (the report's
+``chain_start_bits``), not a whole first block's. Tiles then grow as the stack fills: a tile of
+side s once about (pops / net) x s^2 pixels are coded. The first block's smaller tiles cost more
+per pixel (the networks see less context): ``neg_elbo_bits_per_dim`` is the -ELBO of the tiles
+actually coded, ``grid_neg_elbo_bits_per_dim`` that of plain ``tile_size`` tiles; starting with a
+larger tile without bits back would trade that difference for about sum_g H(Q(z_g | .)) bits
+of that tile, far worse for a ladder. No pseudo-random initial bits, and a file codes nothing
+it does not use. Rejected: HiLLoC's start, the first pixels coded by another codec whose bytes
+then serve as bits to pop (a unit tile's worth of another codec's bytes funds only part of its
+pops, and the decoder would need that codec), and a larger first tile without bits back.
+The rates these choices give: ``docs/results/compression.md``.
 
 File format (little-endian): ``_HEADER`` = magic ``b"VAEBBANS"``, version (u8), model hash (32
 bytes, ``model_hash``), image height, width (u32), its channels n (u16), its mode (4 ASCII
@@ -74,7 +70,6 @@ the model raises ``CompressionError`` (but for the checksum's 2**-64), never ret
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import struct
 import time
@@ -86,7 +81,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import checkpoints
+from vae_jax import checkpoints, codecs
 from vae_jax.apps import bitsback
 
 MAGIC = b"VAEBBANS"
@@ -103,10 +98,8 @@ CHECKSUM_BYTES = 8  # the image's checksum: why 8, in the module docstring
 _CRC = struct.Struct("<I")
 _TRAILER_BYTES = CHECKSUM_BYTES + _CRC.size
 # Latent bins of 1/16. With latents whose posteriors are about as wide as the prior (free bits
-# keep them so), finer bins cost more than the -ELBO: measured on the shipped hierarchical
-# model, the file's net rate over the -ELBO was 1.9% on chelsea and 3.7% on a smooth 512x512
-# crop at 1/64, 4.3% on that crop's conv model at 1/256; 0.3%, 0.4% and 0.4% at 1/16. Not
-# monotonic, and not right for every image: a textured crop cost 0.3% at 1/64, 1.2% at 1/16.
+# keep them so), finer bins cost more over the -ELBO on the shipped models' photographs (not on
+# every image, nor monotonically: the rates per bin size are in docs/results/compression.md).
 DEFAULT_BIN_LOG2 = 4
 DEFAULT_MAX_ABS = 16  # latents coded on [-16, 16]; beyond it they are clipped to the edge bins
 
@@ -158,11 +151,8 @@ def tile_hw_for(model, tile_size=None) -> tuple[int, int]:
     """The tile size ``compress_image`` uses: ``tile_size`` square for a fully convolutional model
     (default its ``data_shape``, the crops it was trained on, rounded up to its tile unit), else
     ``data_shape``. Why the training size: on larger tiles the coarsest groups' maps have interior
-    positions no training crop had, and a model may not carry over. The shipped model's -ELBO of a
-    512x512 crop of the smooth Aqua photograph is 0.82 bits/dim in tiles of 32 (its crops), 0.91
-    in tiles of 64 and 13,000 in tiles of 128 (two tiles' priors blew up, KL 10^6-10^9 nats); on
-    three other photographs the sizes are within 0.03 of each other, and the model shipped before
-    was equally good at 64 to 512."""
+    positions no training crop had, and a model may not carry over (the shipped model's top-down
+    priors blew up on some tiles larger than its crops: docs/results/compression.md)."""
     if not bitsback.fully_convolutional(model):
         if tile_size is not None and (tile_size, tile_size) != tuple(model.data_shape[:2]):
             raise ValueError(
@@ -403,11 +393,12 @@ def compress_image(model, params, pixels, *, mode=None, tile_size=None, bin_log2
     bits-back ANS over every latent group.
 
     The channels are coded in planes of the model's channels (``split_planes``: RGBA on a
-    colour model is RGB, then (A, A, A)); each plane in tiles (``tile_layout``, ``tile_size``
-    for a fully convolutional model), raster order, the first without bits back (see the module
-    docstring). ``mode`` (stored, default ``default_mode(n)``) names how to write the pixels
-    back; ``chunk_pixels`` bounds the likelihood tables' memory (the bytes do not depend on it);
-    ``progress(1)`` is called after every tile.
+    colour model is RGB, then (A, A, A)); each plane in blocks (``tile_layout``, ``tile_size``
+    for a fully convolutional model), raster order, each block one tile or a quadtree of smaller
+    ones while the stack cannot fund its pops (the module docstring). ``mode`` (stored, default
+    ``default_mode(n)``) names how to write the pixels back; ``chunk_pixels`` bounds the
+    likelihood tables' memory (the bytes do not depend on it); ``progress(1)`` is called after
+    every block.
     """
     check_codable(model)
     image = _as_pixels(pixels)
@@ -547,41 +538,106 @@ def decompress_image(model, params, blob, *, chunk_pixels=None, progress=None):
     return image
 
 
-# ---------------------------------------------------------------- report
+# ---------------------------------------------------------------- compress and verify
 
 
-def _time_codec(pil_image, format_name, **options):
-    """(bytes, encode seconds, decode seconds) of one Pillow codec on one image."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
+def _compress_verified(model, params, pixels, *, mode, tile_size, bin_log2, chunk_pixels, progress):
+    """Code ``pixels`` once and decode the file once, refusing a file that does not decode to them.
+    Returns the file, its coded tiles (``_Coded``), the checked uint8 ``(H, W, n)`` image and what
+    coding measured (``run_compression``'s dict, less its ``file``)."""
+    check_codable(model)
+    image = _as_pixels(pixels)
+    mode = default_mode(image.shape[-1]) if mode is None else mode
+    _check_settings(image, mode, bin_log2, DEFAULT_MAX_ABS)
     started = time.perf_counter()
-    pil_image.save(buffer, format=format_name, **options)
+    blob, coded = _encode(model, params, image, mode, tile_size, bin_log2, DEFAULT_MAX_ABS, chunk_pixels, progress)
     encode_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    Image.open(io.BytesIO(buffer.getvalue())).load()
-    return len(buffer.getvalue()), encode_seconds, time.perf_counter() - started
+    decoded = decompress_image(model, params, blob, chunk_pixels=chunk_pixels, progress=progress)
+    decode_seconds = time.perf_counter() - started
+    if not np.array_equal(decoded, image):
+        raise CompressionError("the decoded image differs from the input: this coder is broken here")
+    dims, flags, tile_bits = _per_tile(model, image, coded)
+    megapixels = image.shape[0] * image.shape[1] / 1e6
+    sides = {}
+    for c in coded:
+        key = "x".join(map(str, c.tile.padded_hw))
+        sides[key] = sides.get(key, 0) + 1
+    measures = {
+        "image_shape": list(image.shape),
+        "mode": mode,
+        "tile_hw": list(tile_hw_for(model, tile_size)),
+        "tiles": int(flags.size),
+        "tiles_without_bits_back": int((~flags).sum()),
+        "tile_sizes": dict(sorted(sides.items(), key=lambda item: -item[1])),
+        "file_bytes": len(blob),
+        "bits_per_dim": 8 * len(blob) / image.size,
+        "net_bits_per_dim": float(tile_bits[flags].sum() / dims[flags].sum()) if flags.any() else None,
+        "stack_bits": float(tile_bits.sum()),
+        "layout_bits": 8 * layout_size(read_header(blob), len(blob)),
+        "header_bits": 8 * (_HEADER.size + _TRAILER_BYTES),
+        "round_trip_exact": True,
+        "encode_seconds": encode_seconds,
+        "decode_seconds": decode_seconds,
+        "encode_mpps": megapixels / encode_seconds,
+        "decode_mpps": megapixels / decode_seconds,
+    }
+    return blob, coded, image, measures
 
 
-def codec_results(pixels, mode) -> dict:
-    """PNG (Pillow, optimize) and WebP-lossless (method 6) of the same pixels in their own mode:
-    bits per dim and encode / decode megapixels per second, timed here (WebP entries None for
-    modes it cannot hold losslessly, such as 16-bit grey)."""
-    from vae_jax.images import to_pil
+def _image_dims(model, image, plane, tile):
+    """The image dims a tile of ``plane`` holds: its pixels times the image channels in that plane
+    (a grey image's plane (v, v, v) holds one), so that every rate is per image dim, as bits_per_dim."""
+    channels = model.data_shape[-1]
+    return tile.valid_hw[0] * tile.valid_hw[1] * min(channels, image.shape[-1] - plane * channels)
 
-    image = to_pil(pixels, mode)
-    dims, megapixels = pixels.size, pixels.shape[0] * pixels.shape[1] / 1e6
-    codecs = {"png": ("PNG", {"optimize": True}), "webp": ("WEBP", {"lossless": True, "quality": 100, "method": 6})}
-    results = {}
-    for name, (format_name, options) in codecs.items():
-        if name == "webp" and mode not in ("L", "LA", "RGB", "RGBA"):
-            results.update({f"webp_{key}": None for key in ("bits_per_dim", "encode_mpps", "decode_mpps")})
-            continue
-        size, encode_seconds, decode_seconds = _time_codec(image, format_name, **options)
-        results[f"{name}_bits_per_dim"] = 8 * size / dims
-        results[f"{name}_encode_mpps"] = megapixels / encode_seconds
-        results[f"{name}_decode_mpps"] = megapixels / decode_seconds
-    return results
+
+def _per_tile(model, image, coded):
+    """Arrays over the coded tiles: the image dims each holds, whether it had bits back, its bits."""
+    dims = np.array([_image_dims(model, image, c.plane, c.tile) for c in coded])
+    return dims, np.array([c.bits_back for c in coded], bool), np.array([c.bits for c in coded], float)
+
+
+def run_compression(model, params, pixels, *, out_path, mode=None, tile_size=None, force=False, progress=None,
+                    report=False, seed=None):  # fmt: skip
+    """Code ``pixels`` once, verify by decoding once, then write the file to ``out_path`` (never
+    over an existing file unless ``force``; checked before any work). Returns what coding
+    measured, a dict of JSON-ready numbers (and the ``image_shape``, ``mode``, ``tile_hw`` and
+    the ``file``'s path):
+
+    - ``file_bytes``; ``bits_per_dim``: the whole file over the image's ``H * W * n`` dims (header,
+      tile layout, checksum, CRC and the chain start included);
+    - ``net_bits_per_dim``: the stack's growth over the tiles coded with bits back, over the image
+      dims they hold: the rate a long image approaches (None if no tile had bits back: an image
+      of one unit);
+    - ``tiles`` (the quadtree's leaves, every plane), ``tile_sizes`` (padded ``"HxW"``: count),
+      ``tiles_without_bits_back``, ``stack_bits`` (all the tiles added), ``layout_bits`` (the
+      quadtree, padded to a byte), ``header_bits`` (the header, the image's checksum and the CRC);
+    - ``encode_seconds``, ``decode_seconds``, ``encode_mpps``, ``decode_mpps`` (megapixels, H * W,
+      per second, planes together; the first image of a tile shape includes compiling for it);
+      ``round_trip_exact`` (always True: a mismatch raises ``CompressionError``).
+
+    With ``report``, also ``compression_report``'s comparison (its -ELBO passes and the codecs',
+    ``seed`` fixing the -ELBO's draws, default 0)."""
+    from vae_jax.images import check_writable
+
+    if seed is not None and not report:
+        raise ValueError(f"seed: fixes the report's -ELBO draws; pass report=True with it (got seed={seed!r})")
+    out_path = check_writable(out_path, force=force)
+    if report:
+        blob, measures = compression_report(
+            model, params, pixels, mode=mode, seed=seed or 0, tile_size=tile_size, progress=progress
+        )
+    else:
+        blob, _, _, measures = _compress_verified(
+            model, params, pixels, mode=mode, tile_size=tile_size, bin_log2=DEFAULT_BIN_LOG2, chunk_pixels=None,
+            progress=progress,
+        )  # fmt: skip
+    out_path.write_bytes(blob)
+    return {**measures, "file": str(out_path)}
+
+
+# ---------------------------------------------------------------- report
 
 
 @partial(jax.jit, static_argnums=0)
@@ -615,103 +671,45 @@ def _tiles_neg_elbo_bits(model, params, planes, tiles, key, samples):
 
 def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples=1, tile_size=None,
                        chunk_pixels=None, progress=None, bin_log2=DEFAULT_BIN_LOG2):  # fmt: skip
-    """Compress ``pixels`` once and decode the result once, and compare with the model and with
-    the codecs a user would pick instead, timed in the same run. ``seed`` fixes the ELBO's
-    draws; ``bin_log2`` is the latent grid (as ``compress_image``'s). Returns ``(blob, report)``; ``report`` is a dict of JSON-ready numbers:
+    """Compress ``pixels`` once and decode the result once (what ``run_compression`` measures,
+    ``_compress_verified``), then compare with the model's -ELBO and with the codecs a user would
+    pick instead (``vae_jax.codecs``), timed in the same run. ``seed`` fixes the ELBO's draws;
+    ``bin_log2`` is the latent grid (as ``compress_image``'s). Returns ``(blob, report)``;
+    ``report`` is a dict of JSON-ready numbers, coding's measures and:
 
-    - ``bits_per_dim``: the whole file over the image's ``H * W * n`` dims (header, tile layout,
-      checksum, CRC and the chain start included); ``png_bits_per_dim``, ``webp_bits_per_dim`` likewise;
-    - ``net_bits_per_dim``: the stack's growth over the tiles coded with bits back, over the
-      image dims they hold: the rate a long image approaches (None if no tile had bits back: an
-      image of one unit); ``neg_elbo_bits_per_dim``: the -ELBO of those same tiles (of every tile
-      if none), over ``elbo_samples`` draws: the rate the net one should approach;
+    - ``neg_elbo_bits_per_dim``: the -ELBO of the tiles coded with bits back (of every tile if
+      none), over ``elbo_samples`` draws: the rate the net one should approach;
       ``net_spread_bits_per_dim``: the standard deviation of one draw's -ELBO over those tiles
       (0 with one sample): the coder pays one draw per tile, so the net rate scatters around the
-      -ELBO by about this much;
-      ``grid_neg_elbo_bits_per_dim``: the -ELBO of the whole image in plain ``tile_hw`` blocks
-      (what the quadtree's smaller tiles cost is the difference);
-    - ``tiles`` (the quadtree's leaves, every plane), ``tile_sizes`` (padded ``"HxW"``: count),
-      ``tiles_without_bits_back``, ``chain_start_bits``: the bits the tiles without bits back
-      added beyond their -ELBO (what starting the chain cost), ``stack_bits`` (all the tiles
-      added), ``layout_bits`` (the quadtree, padded to a byte), ``header_bits`` (the header, the
-      image's checksum and the CRC);
-    - ``encode_mpps``, ``decode_mpps`` (megapixels, H * W, per second, planes together; the
-      first image of a tile shape includes compiling for it),
-      ``encode_seconds``, ``decode_seconds``, and ``png_`` / ``webp_`` ``encode_mpps`` /
-      ``decode_mpps`` of Pillow's codecs on the same machine; ``round_trip_exact`` (always
-      True: a mismatch raises ``CompressionError``).
+      -ELBO by about this much; ``grid_neg_elbo_bits_per_dim``: the -ELBO of the whole image in
+      plain ``tile_hw`` blocks (what the quadtree's smaller tiles cost is the difference);
+    - ``chain_start_bits``: the bits the tiles without bits back added beyond their -ELBO (what
+      starting the chain cost);
+    - ``png_`` / ``webp_`` ``bits_per_dim``, ``encode_mpps``, ``decode_mpps`` of the codecs on the
+      same pixels and machine (``codecs.timed_rates``).
     """
-    check_codable(model)
-    image = _as_pixels(pixels)
-    mode = default_mode(image.shape[-1]) if mode is None else mode
-    _check_settings(image, mode, bin_log2, DEFAULT_MAX_ABS)
-    started = time.perf_counter()
-    blob, coded = _encode(model, params, image, mode, tile_size, bin_log2, DEFAULT_MAX_ABS, chunk_pixels, progress)
-    encode_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    decoded = decompress_image(model, params, blob, chunk_pixels=chunk_pixels, progress=progress)
-    decode_seconds = time.perf_counter() - started
-    if not np.array_equal(decoded, image):
-        raise CompressionError("the decoded image differs from the input: this coder is broken here")
-    tile_hw = tile_hw_for(model, tile_size)
+    blob, coded, image, measures = _compress_verified(
+        model, params, pixels, mode=mode, tile_size=tile_size, bin_log2=bin_log2, chunk_pixels=chunk_pixels,
+        progress=progress,
+    )  # fmt: skip
     planes = split_planes(image, model.data_shape[-1])
     keys = jax.random.split(jax.random.key(seed))
     neg_elbo, draw_variance = _tiles_neg_elbo_bits(
         model, params, planes, [(c.plane, c.tile) for c in coded], keys[0], elbo_samples
     )
-    grid = [(p, t) for p in range(len(planes)) for t in tile_layout(model, image.shape[:2], tile_hw)]
+    blocks = tile_layout(model, image.shape[:2], tuple(measures["tile_hw"]))
+    grid = [(p, t) for p in range(len(planes)) for t in blocks]
     grid_neg_elbo, _ = _tiles_neg_elbo_bits(model, params, planes, grid, keys[1], elbo_samples)
-    # The image dims a tile holds: its pixels times the image channels in its plane (a grey image's
-    # plane (v, v, v) holds one), so every rate below is per image dim, as bits_per_dim.
-    channels, n = model.data_shape[-1], image.shape[-1]
-    dims_of = lambda p, tile: tile.valid_hw[0] * tile.valid_hw[1] * min(channels, n - p * channels)
-    dims = np.array([dims_of(c.plane, c.tile) for c in coded])
-    flags = np.array([c.bits_back for c in coded], bool)
-    tile_bits = np.array([c.bits for c in coded], float)
+    dims, flags, tile_bits = _per_tile(model, image, coded)
     chosen = flags if flags.any() else np.ones_like(flags)
-    megapixels = image.shape[0] * image.shape[1] / 1e6
-    codecs = codec_results(image, mode) if mode in ("L", "LA", "RGB", "RGBA", "I;16") else {}
-    sides = {}
-    for c in coded:
-        key = "x".join(map(str, c.tile.padded_hw))
-        sides[key] = sides.get(key, 0) + 1
     report = {
-        "image_shape": list(image.shape),
-        "mode": mode,
-        "tile_hw": list(tile_hw),
-        "tiles": int(flags.size),
-        "tiles_without_bits_back": int((~flags).sum()),
-        "tile_sizes": dict(sorted(sides.items(), key=lambda item: -item[1])),
-        "file_bytes": len(blob),
-        "bits_per_dim": 8 * len(blob) / image.size,
-        "net_bits_per_dim": float(tile_bits[flags].sum() / dims[flags].sum()) if flags.any() else None,
+        **measures,
         "neg_elbo_bits_per_dim": float(neg_elbo[chosen].sum() / dims[chosen].sum()),
         "net_spread_bits_per_dim": float(np.sqrt(draw_variance[chosen].sum()) / dims[chosen].sum()),
-        "grid_neg_elbo_bits_per_dim": float(grid_neg_elbo.sum() / sum(dims_of(p, t) for p, t in grid)),
+        "grid_neg_elbo_bits_per_dim": float(
+            grid_neg_elbo.sum() / sum(_image_dims(model, image, p, t) for p, t in grid)
+        ),
         "chain_start_bits": float((tile_bits - neg_elbo)[~flags].sum()),
-        "stack_bits": float(tile_bits.sum()),
-        "layout_bits": 8 * layout_size(read_header(blob), len(blob)),
-        "header_bits": 8 * (_HEADER.size + _TRAILER_BYTES),
-        **codecs,
-        "round_trip_exact": True,
-        "encode_seconds": encode_seconds,
-        "decode_seconds": decode_seconds,
-        "encode_mpps": megapixels / encode_seconds,
-        "decode_mpps": megapixels / decode_seconds,
+        **codecs.timed_rates(image, measures["mode"]),
     }
     return blob, report
-
-
-def run_compression(model, params, pixels, *, out_path, mode=None, seed=0, tile_size=None, force=False,
-                    progress=None):  # fmt: skip
-    """Code ``pixels`` once, verify by decoding once, then write the file to ``out_path`` (never
-    over an existing file unless ``force``; checked before any work). Returns
-    ``compression_report``'s dict plus ``"file"``."""
-    from vae_jax.images import check_writable
-
-    out_path = check_writable(out_path, force=force)
-    blob, report = compression_report(
-        model, params, pixels, mode=mode, seed=seed, tile_size=tile_size, progress=progress
-    )
-    out_path.write_bytes(blob)
-    return {**report, "file": str(out_path)}

@@ -158,6 +158,11 @@ class TopDown(nn.Module):
     def _start(self, batch_size, coarsest_hw):
         return jnp.broadcast_to(self.initial_state.astype(self.dtype), (batch_size, *coarsest_hw, self.widths[-1]))
 
+    def start(self, batch_size, image_hw=None):
+        """The state before the first group: the learned initial state over the coarsest stage of
+        ``batch_size`` images of ``image_hw`` (default: the training size)."""
+        return self._start(batch_size, self.coarsest_hw(image_hw))
+
     def _steps(self):
         """The pass as steps, coarsest stage first: ("up", stage) entering a finer stage, ("group", g),
         ("block", i) leaving a stage."""
@@ -218,15 +223,12 @@ class TopDown(nn.Module):
     # the state h is carried between calls, so coding every group costs one pass, not one per group.
 
     def to_group(self, h, features, g):
-        """From the state after group g - 1's merge (``h`` None for g = 0: the start, at
-        ``features``' coarsest size), run the ladder up to group g. Returns ``(h, prior,
-        prior_features, posterior)`` there, ``h`` the state before g's merge."""
+        """From the state after group g - 1's merge (``start``'s for g = 0), run the ladder up to
+        group g. Returns ``(h, prior, prior_features, posterior)`` there: ``h`` the state before
+        g's merge, the rest as ``_group_statistics`` gives them."""
         steps = self._steps()
         at = steps.index(("group", g))
-        if h is None:
-            h, first = self._start(features[-1].shape[0], features[-1].shape[1:3]), 0
-        else:
-            first = steps.index(("group", g - 1)) + 1
+        first = steps.index(("group", g - 1)) + 1 if g > 0 else 0
         for step in steps[first:at]:
             h = self._deterministic(h, step)
         return (h, *self._group_statistics(h, features, g))
