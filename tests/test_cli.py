@@ -295,6 +295,7 @@ def test_evaluate_a_folder_scores_every_tile_of_every_photo_next_to_the_codecs(p
     assert [row["tiles"] for row in json.loads(out.read_text())["photos"]] == [3, 3]
 
 
+@pytest.mark.slow
 def test_apps_use_the_shipped_model_without_a_run(photo_run, photo_file, tmp_path, capsys, monkeypatch):
     from vae_jax import pretrained
 

@@ -62,7 +62,7 @@ def _fit_one_batch(model, config, batch, steps=40):
     return np.array(losses), state
 
 
-@pytest.mark.parametrize("name", ["conv", "hvae"])
+@pytest.mark.parametrize("name", ["conv", pytest.param("hvae", marks=pytest.mark.slow)])
 def test_bfloat16_training_steps_are_finite_lower_the_loss_and_keep_float32_params(name):
     """Fitting one batch, bfloat16 steps lower the loss by at least half as much as float32 steps
     from the same start (how far one batch's loss falls in 40 steps depends on the model, so the

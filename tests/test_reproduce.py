@@ -25,6 +25,7 @@ def _strokes(num, seed):
     return images
 
 
+@pytest.mark.slow
 def test_a_row_trains_resumes_evaluates_and_reports(tmp_path, monkeypatch):
     # Three steps a dispatch, logged every three: the first dispatch compiles and is not timed.
     real_row_config = reproduce.row_config

@@ -47,8 +47,11 @@ class _InterruptAt:
         return self.source.train_batches(start_step, *args)
 
 
-def test_resume_after_interrupt_is_bit_identical(tmp_path, monkeypatch):
-    config = tiny_conv_config()
+@pytest.mark.parametrize(
+    "make_config", [tiny_run_config, pytest.param(tiny_conv_config, marks=pytest.mark.slow)], ids=["mlp", "conv"]
+)
+def test_resume_after_interrupt_is_bit_identical(tmp_path, monkeypatch, make_config):
+    config = make_config()
     _train(config, tmp_path / "straight")
     straight = trained.load_run(tmp_path / "straight")
     real_open = configured.open_source

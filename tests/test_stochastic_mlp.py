@@ -19,7 +19,7 @@ def _binary(n, seed=0):
     return jnp.asarray(np.random.default_rng(seed).integers(0, 2, (n, 4, 4, 1)), jnp.float32)
 
 
-@pytest.mark.parametrize("model", [ONE_LAYER, TWO_LAYERS], ids=["one", "two"])
+@pytest.mark.parametrize("model", [ONE_LAYER, pytest.param(TWO_LAYERS, marks=pytest.mark.slow)], ids=["one", "two"])
 def test_iwae_loss_is_minus_the_bound_and_k1_is_the_sampled_elbo(model):
     params = vae_jax.init(model, KEY)
     batch = np.random.default_rng(1).integers(0, 256, (6, 4, 4, 1)).astype(np.uint8)
@@ -43,7 +43,7 @@ def test_iwae_loss_is_minus_the_bound_and_k1_is_the_sampled_elbo(model):
     np.testing.assert_allclose(loss, -jnp.mean(sampled_elbo), rtol=1e-6)
 
 
-@pytest.mark.parametrize("model", [ONE_LAYER, TWO_LAYERS], ids=["one", "two"])
+@pytest.mark.parametrize("model", [ONE_LAYER, pytest.param(TWO_LAYERS, marks=pytest.mark.slow)], ids=["one", "two"])
 def test_sampled_kl_elbo_loss_is_the_mean_log_weight_and_the_elbo_in_expectation(model):
     params = vae_jax.init(model, KEY)
     batch = np.random.default_rng(1).integers(0, 256, (6, 4, 4, 1)).astype(np.uint8)

@@ -154,7 +154,7 @@ def test_unrolled_branchless_steps_compute_what_the_scanned_conds_compute():
     config = tiny_run_config(skip_grad_norm=float(np.median(metrics["grad_norm"])))
     reference, reference_metrics = _run_steps(config, state, batches, unroll=1, branchless=False)
     assert 0 < int(reference.skipped) < steps
-    for unroll, branchless in [(1, True), (4, True), (3, False)]:
+    for unroll, branchless in [(4, True), (3, False)]:  # unrolled with the select; unrolled, a ragged last group
         other, other_metrics = _run_steps(config, state, batches, unroll=unroll, branchless=branchless)
         assert int(other.skipped) == int(reference.skipped)
         np.testing.assert_array_equal(other_metrics["skipped"], reference_metrics["skipped"])

@@ -71,5 +71,5 @@ def train_steps_of(model, config: Config, **how):
 def init_state(model, config: Config, params=None) -> training.TrainState:
     """The training state at step 0: params from model.init (or ``params``), keys from the seed."""
     init_key, train_key = jax.random.split(jax.random.key(config.seed))
-    params = model.init(init_key) if params is None else params
+    params = jax.jit(model.init)(init_key) if params is None else params  # compiled: see vae_jax.init
     return training.init_state(params, optimizer_of(config), train_key)
