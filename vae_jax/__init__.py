@@ -17,9 +17,11 @@ from vae_jax.likelihoods import (
     Bernoulli,
     CoupledLogisticMixture,
     CrossChannelLocalMixture,
+    DiscreteLikelihood,
     DiscretizedLogistic,
     DiscretizedLogisticMixture,
     Gaussian,
+    Likelihood,
     LocalAutoregressiveMixture,
 )
 from vae_jax.model import VAE, HierarchicalModel, LatentTerms, LatentVariableModel
@@ -52,6 +54,7 @@ __all__ = [
     "Bernoulli",
     "CoupledLogisticMixture",
     "CrossChannelLocalMixture",
+    "DiscreteLikelihood",
     "DiscretizedLogistic",
     "DiscretizedLogisticMixture",
     "ElboTerms",
@@ -60,6 +63,7 @@ __all__ = [
     "HierarchicalVAE",
     "LatentTerms",
     "LatentVariableModel",
+    "Likelihood",
     "LocalAutoregressiveMixture",
     "MixtureOfGaussians",
     "StandardNormal",
