@@ -121,9 +121,10 @@ class IndependentChannels(PerSubpixel):
         return self.subpixel_log_prob(jnp.arange(256, dtype=jnp.float32), out[..., None, :])
 
     def coding_tables(self, out):
-        """Sub-pixel c of each pixel: its own ``_value_table`` of its parameters (n, P)."""
+        """Sub-pixel c of each pixel: ``subpixel_table`` (its class's: parameters (n, P) -> (n, 256)
+        probabilities) of its own parameters."""
         rows = logistic.raster_rows(out)
-        return lambda indices, x_all, channel: self._value_table(rows[indices][:, channel])
+        return lambda indices, x_all, channel: self.subpixel_table(rows[indices][:, channel])
 
 
 @register("logistic")
@@ -149,7 +150,7 @@ class DiscretizedLogistic(IndependentChannels):
         return dist.to_8bit(dist.logistic_sample(mean, log_scale, key))
 
     @staticmethod
-    def _value_table(rows):
+    def subpixel_table(rows):
         """(n, 2) mean, log-scale -> (n, 256)."""
         return logistic.logistic_bins(rows[:, 0], rows[:, 1])
 
@@ -193,6 +194,6 @@ class DiscretizedLogisticMixture(IndependentChannels):
         return dist.to_8bit(dist.logistic_sample(pick(means), pick(log_scales), value_key))
 
     @staticmethod
-    def _value_table(rows):
+    def subpixel_table(rows):
         """(n, 3K) logits, means, log-scales -> (n, 256)."""
         return logistic.mixture_bins(*np.split(rows, 3, axis=-1))
