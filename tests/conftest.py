@@ -1,7 +1,10 @@
 """Shared tiny models, data and run configurations: small enough to compile and run in seconds.
 
 ``FAMILIES`` holds one tiny model per family the library builds; the conformance suite
-(test_objectives.py) runs every public function over all of them.
+(test_objectives.py) runs every public function over all of them. ``LIKELIHOOD_FAMILIES`` puts
+the likelihoods whose pixels read more than z (the channel-coupled, local and cross-channel
+mixtures) on the cheapest model; the suite runs them in full with ``-m slow`` and one fast case
+each by default.
 """
 
 import os
@@ -52,6 +55,14 @@ FAMILIES = {
         likelihood=vae_jax.DiscretizedLogistic(), patch_size=2,  # space-to-depth: the photos-hvae layout
     ),
     "stochastic_mlp": lambda: vae_jax.stochastic_mlp_vae((4, 4, 1), widths=(8, 6), latent_sizes=(5, 3)),
+}
+# 4x4 images: every pixel position a neighbour can fall outside of (top row, left and right columns).
+LIKELIHOOD_FAMILIES = {
+    "mlp_coupled": lambda: vae_jax.mlp_vae((4, 4, 3), hidden=(16,), latent_dim=3, likelihood=vae_jax.CoupledLogisticMixture(2)),
+    "mlp_local": lambda: vae_jax.mlp_vae((4, 4, 3), hidden=(16,), latent_dim=3, likelihood=vae_jax.LocalAutoregressiveMixture(2)),
+    "mlp_local_cross": lambda: vae_jax.mlp_vae(
+        (4, 4, 3), hidden=(16,), latent_dim=3, likelihood=vae_jax.CrossChannelLocalMixture(2)
+    ),
 }
 
 

@@ -568,7 +568,7 @@ def test_wavefront_schedule_steps_every_pixel_once_after_its_neighbours():
                 step_of[indices, channel] = step
             assert (step_of >= 0).all()
             i, j = np.divmod(np.arange(height * width), width)
-            for dy, dx in bitsback.CAUSAL_NEIGHBOURS:
+            for dy, dx in likelihood.context.neighbours:
                 inside = (i + dy >= 0) & (j + dx >= 0) & (j + dx < width)
                 neighbour = ((i + dy) * width + j + dx)[inside]
                 assert (step_of[neighbour, 2] < step_of[inside, 0]).all()

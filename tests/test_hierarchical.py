@@ -35,7 +35,7 @@ IWAE = jax.jit(lambda p, x, key: vae_jax.iwae_bound(MODEL, p, x, key, k=10))
 def _elbo(params, x, key):
     """The ELBO from the jitted ``infer``, as ``vae_jax.elbo`` computes it (checked below)."""
     terms = INFER(params, x, jax.random.split(key, x.shape[0]))
-    reconstruction = jnp.sum(LIKELIHOOD.log_prob(x, terms.decoder_out), axis=(1, 2, 3))
+    reconstruction = jnp.sum(LIKELIHOOD.log_prob(x, terms.decoder_out), axis=(1, 2))
     return reconstruction - sum(terms.kl_groups)
 
 
@@ -128,7 +128,7 @@ def test_one_group_elbo_is_the_single_layer_elbo():
     mean, log_var = model.posterior(params, x)
     eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), model.group_shapes[0]))(keys)
     z = mean + jnp.exp(0.5 * log_var) * eps
-    reconstruction = jnp.sum(PIXELS.log_prob(x, model.decoder_output(params, z)), axis=(1, 2, 3))
+    reconstruction = jnp.sum(PIXELS.log_prob(x, model.decoder_output(params, z)), axis=(1, 2))
     kl = 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(log_var) - log_var - 1.0, axis=(1, 2, 3))
     terms = vae_jax.elbo_terms(model, params, x, key)
     np.testing.assert_allclose(terms.kl_groups[0], kl, rtol=1e-5)
@@ -276,7 +276,7 @@ def test_bfloat16_compute_keeps_likelihood_and_kl_in_float32(params, x):
     assert terms.decoder_out.dtype == terms.log_q.dtype == terms.log_p.dtype == jnp.float32
     assert all(kl.dtype == jnp.float32 for kl in terms.kl_groups)
     assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree_util.tree_leaves(terms))
-    reconstruction = lambda t: jnp.sum(LIKELIHOOD.log_prob(x, t.decoder_out), axis=(1, 2, 3))
+    reconstruction = lambda t: jnp.sum(LIKELIHOOD.log_prob(x, t.decoder_out), axis=(1, 2))
     np.testing.assert_allclose(reconstruction(terms), reconstruction(reference), rtol=0.02)
     np.testing.assert_allclose(sum(terms.kl_groups), sum(reference.kl_groups), rtol=0.1, atol=0.05)
 

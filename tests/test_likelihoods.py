@@ -16,7 +16,7 @@ def test_discretized_logistic_mixture_sums_to_one_for_every_pixel():
     likelihood = likelihoods.DiscretizedLogisticMixture(num_components=5)
     out = jnp.asarray(RNG.normal(scale=2.0, size=(4, 4, 3, 15)), jnp.float32)
     values = jnp.arange(256).reshape(256, 1, 1, 1)
-    log_probs = likelihood.log_prob(values, out[None])  # (256, 4, 4, 3)
+    log_probs = likelihood.subpixel_log_prob(values, out[None])  # (256, 4, 4, 3)
     np.testing.assert_allclose(jax.nn.logsumexp(log_probs, axis=0), 0.0, atol=3e-5)
 
 
@@ -24,10 +24,10 @@ def test_gaussian_likelihood_fixed_and_learned_scale():
     x = jnp.asarray(RNG.uniform(size=(5,)), jnp.float32)
     out = jnp.asarray(RNG.normal(size=(5, 2)), jnp.float32)
     fixed = likelihoods.Gaussian(obs_var=0.25)
-    np.testing.assert_allclose(fixed.log_prob(x, out[:, :1]), stats.norm.logpdf(x, out[:, 0], 0.5), rtol=1e-5)
+    np.testing.assert_allclose(fixed.subpixel_log_prob(x, out[:, :1]), stats.norm.logpdf(x, out[:, 0], 0.5), rtol=1e-5)
     learned = likelihoods.Gaussian()
     want = stats.norm.logpdf(x, out[:, 0], np.exp(0.5 * out[:, 1]))
-    np.testing.assert_allclose(learned.log_prob(x, out), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(learned.subpixel_log_prob(x, out), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="obs_var"):
         likelihoods.Gaussian(obs_var=-1.0)
 
@@ -94,7 +94,7 @@ def test_coupled_with_one_component_and_no_coupling_is_the_independent_likelihoo
     )  # logits, 3 means, 3 log-scales, 3 coefficients (tanh(0) = 0)
     independent_out = jnp.stack([jnp.zeros((5, 3)), jnp.asarray(means), jnp.asarray(log_scales) - 2], axis=-1)
     coupled = likelihoods.CoupledLogisticMixture(1).log_prob(x, coupled_out)
-    independent = likelihoods.DiscretizedLogisticMixture(1).log_prob(x, independent_out).sum(-1)
+    independent = likelihoods.DiscretizedLogisticMixture(1).log_prob(x, independent_out)  # per pixel: summed over R, G, B
     np.testing.assert_allclose(coupled, independent, rtol=1e-6)
 
 
@@ -125,7 +125,8 @@ def test_independent_channel_log_probs_are_each_sub_pixels_distribution():
     assert table.shape == (2, 3, 256)
     np.testing.assert_allclose(np.exp(table).sum(-1), 1.0, atol=3e-5)
     x = jnp.asarray(RNG.integers(0, 256, (2, 3)), jnp.int32)
-    np.testing.assert_allclose(jnp.take_along_axis(table, x[..., None], -1)[..., 0], likelihood.log_prob(x, out), rtol=1e-5)
+    picked = jnp.take_along_axis(table, x[..., None], -1)[..., 0]
+    np.testing.assert_allclose(picked, likelihood.subpixel_log_prob(x, out), rtol=1e-5)
 
 
 def _local_case(k, seed=0, shape=(5, 6), likelihood_class=likelihoods.LocalAutoregressiveMixture):
@@ -309,3 +310,185 @@ def test_cross_channel_sample_follows_the_recursion():
     # Logistic noise of scale e^-7 (0.12 of a level) tips values near a rounding boundary to the
     # next level; a missing or wrong cross term would move them by 10 to 40 levels.
     assert np.abs(sample - (want + 1.0) * 127.5).max() < 1.5
+
+
+# ---------------------------------------------------------------- the contract, for every registered likelihood
+
+# One small instance per registered name (a new registration fails the first test until it has one).
+CONTRACT_CASES = {
+    "bernoulli": likelihoods.Bernoulli(),
+    "gaussian": likelihoods.Gaussian(),
+    "logistic": likelihoods.DiscretizedLogistic(),
+    "dlm": likelihoods.DiscretizedLogisticMixture(2),
+    "coupled": likelihoods.CoupledLogisticMixture(2),
+    "local": likelihoods.LocalAutoregressiveMixture(2),
+    "local-cross": likelihoods.CrossChannelLocalMixture(2),
+}
+DISCRETE = [name for name, likelihood in CONTRACT_CASES.items() if likelihood.input_kind == "discrete"]
+
+
+def _contract_case(name, shape=(2, 4, 5, 3), seed=0):
+    """The likelihood, random decoder outputs (scale 1.5) and random data of its input kind."""
+    likelihood, rng = CONTRACT_CASES[name], np.random.default_rng(seed)
+    out = jnp.asarray(rng.normal(scale=1.5, size=(shape[0], *likelihood.params_shape(shape[1:]))), jnp.float32)
+    if likelihood.input_kind == "binary":
+        x = jnp.asarray(rng.integers(0, 2, shape), jnp.float32)
+    elif likelihood.input_kind == "discrete":
+        x = jnp.asarray(rng.integers(0, 256, shape), jnp.int32)
+    else:
+        x = jnp.asarray(rng.uniform(size=shape), jnp.float32)
+    return likelihood, out, x
+
+
+def test_every_registered_likelihood_has_a_case_and_the_registry_is_the_configs_names():
+    from vae_jax import config
+
+    assert tuple(CONTRACT_CASES) == tuple(likelihoods.REGISTRY) == config.CHOICES["likelihood"]
+    for name, likelihood in CONTRACT_CASES.items():
+        assert likelihoods.registered_name(likelihood) == name
+        assert isinstance(likelihood, likelihoods.Likelihood)
+        assert isinstance(likelihood, likelihoods.DiscreteLikelihood) == (name in DISCRETE)
+        assert likelihoods.from_name(name, num_components=2, obs_var=None) == likelihood
+
+
+@pytest.mark.parametrize("name", list(CONTRACT_CASES))
+def test_log_prob_is_one_number_per_pixel_and_sums_to_log_prob_sum(name):
+    likelihood, out, x = _contract_case(name)
+    assert likelihood.input_kind in likelihoods.INPUT_KINDS
+    assert likelihood.event_shape((4, 5, 3)) == (3,)
+    # Jitted: one compilation each, not one per operation (most of these tests' time).
+    per_pixel = np.asarray(jax.jit(likelihood.log_prob)(x, out))
+    assert per_pixel.shape == (2, 4, 5)
+    total = jax.jit(likelihood.log_prob_sum, static_argnums=2)(x, out, 3)
+    np.testing.assert_allclose(total, per_pixel.sum(axis=(1, 2)), rtol=1e-5)
+    if hasattr(likelihood, "subpixel_log_prob"):  # the split, where a likelihood has one
+        split = jax.jit(lambda x, out: (likelihood.subpixel_log_prob(x, out), likelihood.log_prob(x, out)))
+        per_subpixel, summed = split(x, out)
+        assert per_subpixel.shape == (2, 4, 5, 3)
+        np.testing.assert_array_equal(summed, jnp.sum(per_subpixel, axis=-1))
+
+
+@pytest.mark.parametrize("name", list(CONTRACT_CASES))
+def test_known_log_prob_scores_what_reads_nothing_unknown(name):
+    """Brute force over every pixel of a mask with unknown sub-pixels: a likelihood that factorizes
+    scores each known sub-pixel; the coupled one a pixel whose channels are all known; the local
+    ones a pixel whose left, up, up-left and up-right neighbours (inside the image) are known too."""
+    likelihood, out, x = _contract_case(name, seed=1)
+    known = np.random.default_rng(2).random(x.shape) < 0.8
+    scored = jax.jit(likelihood.known_log_prob)
+    got = np.asarray(scored(x, out, jnp.asarray(known)))
+    per_pixel = np.asarray(jax.jit(likelihood.log_prob)(x, out))
+    np.testing.assert_array_equal(scored(x, out, jnp.ones(x.shape, bool)), per_pixel)
+    batch, height, width, _ = x.shape
+    if hasattr(likelihood, "subpixel_log_prob"):
+        split = np.asarray(jax.jit(likelihood.subpixel_log_prob)(x, out))
+        np.testing.assert_allclose(got, np.where(known, split, 0.0).sum(-1), rtol=1e-6)
+        return
+    for b in range(batch):
+        for i in range(height):
+            for j in range(width):
+                offsets = ((0, -1), (-1, 0), (-1, -1), (-1, 1)) if name in ("local", "local-cross") else ()
+                reads = [(i + dy, j + dx) for dy, dx in offsets]
+                inside = [(a, c) for a, c in reads if a >= 0 and 0 <= c < width]
+                scorable = known[b, i, j].all() and all(known[b, a, c].all() for a, c in inside)
+                assert got[b, i, j] == (per_pixel[b, i, j] if scorable else 0.0), (b, i, j)
+
+
+def _read_by(context, i, j, channel):
+    """The (row, column, channel) values sub-pixel (i, j, channel) may read by its declared context:
+    its own earlier channels, each neighbour's same channel and the sources of its cross pairs, and
+    (reading its earlier channels) what those read."""
+    own = set(range(channel)) if context.earlier_channels else set()
+    sources = own | {channel}
+    sources |= {source for source, target in context.earlier_channel_neighbours if target in own | {channel}}
+    return {(i, j, c) for c in own} | {(i + dy, j + dx, c) for dy, dx in context.neighbours for c in sources}
+
+
+@pytest.mark.parametrize("name", DISCRETE)
+def test_channel_conditionals_read_only_the_declared_context_bit_for_bit(name):
+    """Every value but those the context declares scrambled: sub-pixel (i, j, c)'s conditional does
+    not move by a bit (what lets a coder decode in the order the context implies)."""
+    likelihood, out, x = _contract_case(name, shape=(1, 4, 5, 3), seed=3)
+    table = jax.jit(likelihood.channel_log_probs)
+    full = np.asarray(table(x, out))
+    for i, j in [(0, 0), (2, 3), (3, 4), (3, 0)]:
+        for channel in range(3):
+            kept = np.zeros(x.shape[1:], bool)
+            for a, b, c in _read_by(likelihood.context, i, j, channel):
+                if 0 <= a < 4 and 0 <= b < 5:
+                    kept[a, b, c] = True
+            scrambled = jnp.where(kept, x, (x * 7 + 11) % 256)
+            np.testing.assert_array_equal(np.asarray(table(scrambled, out))[0, i, j, channel], full[0, i, j, channel])
+
+
+@pytest.mark.parametrize("name", DISCRETE)
+def test_coding_tables_in_coding_order_are_the_channel_conditionals(name):
+    """A decoder's view: stepping through ``coding_order`` with only the values of earlier steps
+    known (the rest zero), each step's tables, normalized, are exp(channel_log_probs) of the whole
+    image; every sub-pixel is coded once."""
+    likelihood, out, x = _contract_case(name, shape=(1, 5, 7, 3), seed=4)
+    want = np.exp(np.asarray(jax.jit(likelihood.channel_log_probs)(x, out), np.float64)).reshape(35, 3, 256)
+    tables = likelihood.coding_tables(np.asarray(out[0], np.float64))
+    image, decoded = np.asarray(x[0]).reshape(35, 3), np.zeros((35, 3), np.int32)
+    seen = np.zeros((35, 3), int)
+    for indices, channel in likelihood.coding_order((5, 7), 3, 8):
+        table = tables(indices, decoded, channel)
+        np.testing.assert_allclose(table / table.sum(axis=1, keepdims=True), want[indices, channel], rtol=2e-4, atol=1e-7)
+        decoded[indices, channel] = image[indices, channel]
+        seen[indices, channel] += 1
+    assert (seen == 1).all()
+
+
+def test_coupled_likelihoods_are_the_independent_mixture_off_rgb():
+    for name, likelihood in CONTRACT_CASES.items():
+        assert likelihood.for_data_shape((4, 4, 3)) is likelihood
+        reduced = likelihood.for_data_shape((4, 4, 1))
+        want = likelihoods.DiscretizedLogisticMixture(2) if name in ("coupled", "local", "local-cross") else likelihood
+        assert reduced == want and type(reduced) is type(want)
+
+
+def test_register_checks_the_contract_and_the_name():
+    registry = dict(likelihoods.REGISTRY)
+
+    class Partial:
+        input_kind = "discrete"
+        context = likelihoods.Context()
+
+    with pytest.raises(TypeError, match="needs channel_log_probs, coding_order, .*log_prob, log_prob_sum, mean"):
+        likelihoods.register("partial")(Partial)
+    subclass = type("Subclass", (likelihoods.DiscretizedLogisticMixture,), {})
+    with pytest.raises(ValueError, match="'dlm' is already the likelihood DiscretizedLogisticMixture"):
+        likelihoods.register("dlm")(subclass)
+    with pytest.raises(ValueError, match="input_kind"):
+        likelihoods.register("odd")(type("Odd", (likelihoods.Bernoulli,), {"input_kind": "colour"}))
+    assert likelihoods.REGISTRY == registry  # nothing half-registered
+    assert likelihoods.registered_name(subclass(2)) is None  # a subclass is not its parent
+    with pytest.raises(ValueError, match="expected one of bernoulli, gaussian"):
+        likelihoods.from_name("pixelcnn")
+
+
+def test_the_config_names_a_likelihood_by_its_registered_name():
+    import dataclasses
+
+    from vae_jax import config as config_lib
+
+    inputs = {"bernoulli": "dynamic_binary", "gaussian": "dequantized"}
+    wanted = dict(CONTRACT_CASES, gaussian=likelihoods.Gaussian(0.5))  # each takes the options it has
+    for name, want in wanted.items():
+        config = config_lib.preset("photos", {"likelihood": name, "mixture_components": 2, "obs_var": 0.5})
+        assert config.likelihood_input == inputs.get(name, "discrete")
+        assert config_lib.build_likelihood(config) == want and type(config_lib.build_likelihood(config)) is type(want)
+        assert config_lib.build_model(config, (8, 8, 1)).likelihood == want.for_data_shape((8, 8, 1))
+    with pytest.raises(config_lib.ConfigError, match="^likelihood: expected one of bernoulli, .*local-cross, got 'pixelcnn'"):
+        config_lib.validate(dataclasses.replace(config_lib.Config(), likelihood="pixelcnn"))
+
+
+def test_context_refuses_what_a_wavefront_decoder_cannot_follow():
+    with pytest.raises(ValueError, match="wavefront"):
+        likelihoods.Context(neighbours=((0, 1),))  # the right neighbour comes later
+    with pytest.raises(ValueError, match="wavefront"):
+        likelihoods.Context(neighbours=((1, -1),))  # down-left: later in raster order
+    with pytest.raises(ValueError, match="needs neighbours"):
+        likelihoods.Context(earlier_channel_neighbours=((0, 1),))
+    with pytest.raises(ValueError, match="source < target"):
+        likelihoods.Context(neighbours=((0, -1),), earlier_channel_neighbours=((1, 0),))

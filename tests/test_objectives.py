@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
-from conftest import FAMILIES, KEY, data_for, perturbed
+from conftest import FAMILIES, KEY, LIKELIHOOD_FAMILIES, data_for, perturbed
 
 import vae_jax
 
@@ -21,7 +21,7 @@ _SETUPS = {}
 
 def setup(name):
     if name not in _SETUPS:
-        model = FAMILIES[name]()
+        model = {**FAMILIES, **LIKELIHOOD_FAMILIES}[name]()
         params = perturbed(vae_jax.init(model, KEY), 1)
         keyed, eager = keyed_functions(model, params), keyed_functions(model, params, streamed=False)
         _SETUPS[name] = {
@@ -59,46 +59,55 @@ def deterministic_functions(model, params):
 
 
 NAMED_FAMILIES = [(name, name) for name in sorted(FAMILIES)]
+NAMED_LIKELIHOOD_FAMILIES = [(name, name) for name in sorted(LIKELIHOOD_FAMILIES)]
 TOLERANCES = dict(rtol=2e-5, atol=1e-3)
 
 
-class ConformanceTest(chex.TestCase):
-    @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.named_parameters(*NAMED_FAMILIES)
-    def test_vmap_and_single_examples_equal_the_batched_call_which_equals_jit(self, name):
-        """The batched call (jitted once per family) is the reference: this variant's batched call,
-        its vmap over single examples and its call on one example all equal it (op by op: the
-        batched call of every function but the chunked log-likelihood, which the jitted variant covers)."""
-        case = setup(name)
-        x, key = case["x"], jax.random.key(2)
-        keys = jax.random.split(key, x.shape[0])
-        reference = case["jitted"](x, key)
-        for value in jax.tree_util.tree_leaves(reference):
-            assert value.shape[0] == x.shape[0]
-        jitted = self.variant.type == chex.ChexVariantType.WITH_JIT
-        f = case["keyed"] if jitted else case["eager"]
-        reference = {fn: value for fn, value in reference.items() if jitted or fn != "log_likelihood"}
-        chex.assert_trees_all_close(self.variant(f)(x, key), reference, **TOLERANCES)
-        if jitted:  # op by op every primitive compiles on its own: the batched call stands for the rest
-            chex.assert_trees_all_close(self.variant(case["vmapped"])(x, keys), reference, **TOLERANCES)
-            one = jax.tree_util.tree_map(lambda a: a[1], reference)
-            chex.assert_trees_all_close(self.variant(f)(x[1], keys[1]), one, **TOLERANCES)
+def conformance_suite(named_families):
+    """The conformance tests over ``named_families`` ((test name, family) pairs), as a test case."""
 
-    @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.named_parameters(*NAMED_FAMILIES)
-    def test_encode_decode_sample_shapes_follow_the_declared_structure(self, name):
-        case = setup(name)
-        model, params, x = case["model"], case["params"], case["x"]
-        out = self.variant(case["deterministic"])(x)
-        want = jax.tree_util.tree_map(lambda t: (x.shape[0], *t.shape), model.latent_template)
-        assert jax.tree_util.tree_map(jnp.shape, out["mean"]) == want
-        assert jax.tree_util.tree_map(jnp.shape, out["log_var"]) == want
-        assert out["decoded"].shape == (x.shape[0], *model.likelihood.params_shape(model.data_shape))
-        one = self.variant(case["deterministic"])(x[1])
-        chex.assert_trees_all_close(one, jax.tree_util.tree_map(lambda a: a[1], out), rtol=1e-5, atol=1e-5)
-        draws = self.variant(lambda key: vae_jax.sample(model, params, key, num_samples=3))(jax.random.key(3))
-        assert draws.shape == (3, *model.data_shape)
+    class Suite(chex.TestCase):
+        @chex.variants(with_jit=True, without_jit=True)
+        @parameterized.named_parameters(*named_families)
+        def test_vmap_and_single_examples_equal_the_batched_call_which_equals_jit(self, name):
+            """The batched call (jitted once per family) is the reference: this variant's batched
+            call, its vmap over single examples and its call on one example all equal it (op by op:
+            the batched call of every function but the chunked log-likelihood, which the jitted
+            variant covers)."""
+            case = setup(name)
+            x, key = case["x"], jax.random.key(2)
+            keys = jax.random.split(key, x.shape[0])
+            reference = case["jitted"](x, key)
+            for value in jax.tree_util.tree_leaves(reference):
+                assert value.shape[0] == x.shape[0]
+            jitted = self.variant.type == chex.ChexVariantType.WITH_JIT
+            f = case["keyed"] if jitted else case["eager"]
+            reference = {fn: value for fn, value in reference.items() if jitted or fn != "log_likelihood"}
+            chex.assert_trees_all_close(self.variant(f)(x, key), reference, **TOLERANCES)
+            if jitted:  # op by op every primitive compiles on its own: the batched call stands for the rest
+                chex.assert_trees_all_close(self.variant(case["vmapped"])(x, keys), reference, **TOLERANCES)
+                one = jax.tree_util.tree_map(lambda a: a[1], reference)
+                chex.assert_trees_all_close(self.variant(f)(x[1], keys[1]), one, **TOLERANCES)
 
+        @chex.variants(with_jit=True, without_jit=True)
+        @parameterized.named_parameters(*named_families)
+        def test_encode_decode_sample_shapes_follow_the_declared_structure(self, name):
+            case = setup(name)
+            model, params, x = case["model"], case["params"], case["x"]
+            out = self.variant(case["deterministic"])(x)
+            want = jax.tree_util.tree_map(lambda t: (x.shape[0], *t.shape), model.latent_template)
+            assert jax.tree_util.tree_map(jnp.shape, out["mean"]) == want
+            assert jax.tree_util.tree_map(jnp.shape, out["log_var"]) == want
+            assert out["decoded"].shape == (x.shape[0], *model.likelihood.params_shape(model.data_shape))
+            one = self.variant(case["deterministic"])(x[1])
+            chex.assert_trees_all_close(one, jax.tree_util.tree_map(lambda a: a[1], out), rtol=1e-5, atol=1e-5)
+            draws = self.variant(lambda key: vae_jax.sample(model, params, key, num_samples=3))(jax.random.key(3))
+            assert draws.shape == (3, *model.data_shape)
+
+    return Suite
+
+
+class ConformanceTest(conformance_suite(NAMED_FAMILIES)):
     @chex.variants(with_pmap=True)
     def test_pmap_gives_the_same_bounds(self):
         case = setup("mlp_bernoulli")
@@ -106,7 +115,30 @@ class ConformanceTest(chex.TestCase):
         chex.assert_trees_all_close(self.variant(case["keyed"])(case["x"], jax.random.key(4)), reference, **TOLERANCES)
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.slow
+class LikelihoodConformanceTest(conformance_suite(NAMED_LIKELIHOOD_FAMILIES)):
+    """The same over the coupled, local and cross-channel likelihoods (``LIKELIHOOD_FAMILIES``),
+    whose fast case is ``test_likelihood_family_elbo_is_one_example_at_a_time_and_keyed``."""
+
+
+@pytest.mark.parametrize("name", sorted(LIKELIHOOD_FAMILIES))
+def test_likelihood_family_elbo_is_one_example_at_a_time_and_keyed(name):
+    """The fast case of each likelihood family: the jitted ELBO of a batch is its vmap over single
+    examples (a pixel's neighbours never reach into another example), the same key gives the
+    same bits and another key other ones."""
+    model = LIKELIHOOD_FAMILIES[name]()
+    params, x = perturbed(vae_jax.init(model, KEY), 1), data_for(model, 3)
+    elbo = jax.jit(lambda x, key: vae_jax.elbo(model, params, x, key))
+    reference = elbo(x, jax.random.key(2))
+    vmapped = jax.jit(jax.vmap(elbo))(x, jax.random.split(jax.random.key(2), 3))
+    chex.assert_trees_all_close(vmapped, reference, **TOLERANCES)
+    assert np.array_equal(elbo(x, jax.random.key(2)), reference)
+    assert not np.array_equal(elbo(x, jax.random.key(3)), reference)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(FAMILIES) + [pytest.param(name, marks=pytest.mark.slow) for name in sorted(LIKELIHOOD_FAMILIES)]
+)
 def test_same_key_is_bit_identical_and_different_keys_differ(name):
     case = setup(name)
     f, x = case["jitted"], case["x"]

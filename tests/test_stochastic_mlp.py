@@ -1,5 +1,7 @@
 """Burda et al.'s stacked stochastic layers, the IWAE training objective and the paper's schedule."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,3 +131,5 @@ def test_output_bias_starts_at_the_logit_of_the_pixel_means():
     bias = with_observation_bias(ONE_LAYER, params, means)["decoder"]["x"]["out"]["bias"]
     clipped = np.clip(means, 0.001, 0.999)
     np.testing.assert_allclose(bias, np.log(clipped / (1 - clipped)), rtol=1e-5)
+    with pytest.raises(ValueError, match="data_mean needs a Bernoulli likelihood"):
+        with_observation_bias(dataclasses.replace(ONE_LAYER, likelihood=vae_jax.Gaussian()), params, means)

@@ -19,9 +19,11 @@ from vae_jax.likelihoods import (
     Bernoulli,
     CoupledLogisticMixture,
     CrossChannelLocalMixture,
+    DiscreteLikelihood,
     DiscretizedLogistic,
     DiscretizedLogisticMixture,
     Gaussian,
+    Likelihood,
     LocalAutoregressiveMixture,
 )
 from vae_jax.model import VAE, HierarchicalModel, LatentTerms, LatentVariableModel
@@ -61,6 +63,7 @@ __all__ = [
     "Bernoulli",
     "CoupledLogisticMixture",
     "CrossChannelLocalMixture",
+    "DiscreteLikelihood",
     "DiscretizedLogistic",
     "DiscretizedLogisticMixture",
     "ElboTerms",
@@ -69,6 +72,7 @@ __all__ = [
     "HierarchicalVAE",
     "LatentTerms",
     "LatentVariableModel",
+    "Likelihood",
     "LocalAutoregressiveMixture",
     "MixtureOfGaussians",
     "StandardNormal",

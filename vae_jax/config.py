@@ -31,7 +31,7 @@ class Config:
     download: bool = False
     # Model
     model: str = "conv"  # "mlp" | "conv" | "hvae" | "stochastic_mlp"
-    likelihood: str = "dlm"  # "bernoulli" | "gaussian" | "logistic" | "dlm" | "coupled" | "local" | "local-cross" (RGB; else dlm)
+    likelihood: str = "dlm"  # a name in vae_jax.likelihoods.REGISTRY (coupled, local, local-cross: RGB; else dlm)
     mixture_components: int = 5
     obs_var: float | None = None  # Gaussian likelihood: None learns a per-pixel variance
     prior: str = "standard"  # "standard" | "mog" | "vamp"
@@ -84,10 +84,12 @@ class Config:
 
     @property
     def likelihood_input(self) -> str:
-        """The ``vae_jax.data.prepare`` transform that turns 8-bit batches into model input."""
-        if self.likelihood == "bernoulli":
+        """The ``vae_jax.images.prepare`` transform that turns 8-bit batches into what the
+        likelihood reads: its ``input_kind``, continuous data dequantized, binary data binarized."""
+        kind = build_likelihood(self).input_kind
+        if kind == "binary":
             return f"{self.binarize}_binary"
-        return "discrete" if self.likelihood in ("logistic", "dlm", "coupled", "local", "local-cross") else "dequantized"
+        return "discrete" if kind == "discrete" else "dequantized"
 
 
 FIELD_TYPES = typing.get_type_hints(Config)
@@ -277,7 +279,7 @@ class ConfigError(ValueError):
 
 CHOICES = {
     "model": ("mlp", "conv", "hvae", "stochastic_mlp"),
-    "likelihood": ("bernoulli", "gaussian", "logistic", "dlm", "coupled", "local", "local-cross"),
+    "likelihood": tuple(likelihoods.REGISTRY),
     "prior": ("standard", "mog", "vamp"),
     "binarize": ("dynamic", "static"),
     "objective": ("elbo", "iwae"),
@@ -433,16 +435,9 @@ def from_json_file(path: Path) -> Config:
 
 
 def build_likelihood(config: Config):
-    """The likelihood a (validated) configuration names."""
-    return {
-        "bernoulli": lambda: likelihoods.Bernoulli(),
-        "gaussian": lambda: likelihoods.Gaussian(config.obs_var),
-        "logistic": lambda: likelihoods.DiscretizedLogistic(),
-        "dlm": lambda: likelihoods.DiscretizedLogisticMixture(config.mixture_components),
-        "coupled": lambda: likelihoods.CoupledLogisticMixture(config.mixture_components),
-        "local": lambda: likelihoods.LocalAutoregressiveMixture(config.mixture_components),
-        "local-cross": lambda: likelihoods.CrossChannelLocalMixture(config.mixture_components),
-    }[config.likelihood]()
+    """The likelihood a (validated) configuration names, with the options it takes of
+    ``mixture_components`` and ``obs_var``."""
+    return likelihoods.from_name(config.likelihood, num_components=config.mixture_components, obs_var=config.obs_var)
 
 
 def build_prior(config: Config):
@@ -460,12 +455,9 @@ DEFAULT_ACTIVATIONS = {"mlp": "relu", "stochastic_mlp": "tanh", "conv": "silu", 
 def build_model(config: Config, data_shape: tuple[int, int, int]):
     """The model a configuration describes, for images of ``data_shape``."""
     validate(config)
-    likelihood, prior = build_likelihood(config), build_prior(config)
-    if config.likelihood in ("coupled", "local", "local-cross") and data_shape[-1] != 3:
-        # Coupling orders R, G, B; one channel (or a greyscale photo under an RGB preset) has nothing
-        # to couple, and the coupled mixture of one channel is the independent one. For the local ones
-        # this also drops the neighbours: the local mixture is written for RGB only.
-        likelihood = likelihoods.DiscretizedLogisticMixture(config.mixture_components)
+    # One channel (or a greyscale photo under an RGB preset) has nothing to couple: the coupled
+    # likelihoods become the independent mixture there (the local ones lose their neighbours too).
+    likelihood, prior = build_likelihood(config).for_data_shape(data_shape), build_prior(config)
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
     common = dict(likelihood=likelihood, activation=config.activation or DEFAULT_ACTIVATIONS[config.model], dtype=dtype)
     if config.model == "mlp":

@@ -32,14 +32,8 @@ import numpy as np
 from vae_jax.likelihoods import (
     CAUSAL_NEIGHBOURS,
     CROSS_CHANNEL_PAIRS,
-    Bernoulli,
-    CoupledLogisticMixture,
-    CrossChannelLocalMixture,
-    DiscretizedLogistic,
-    DiscretizedLogisticMixture,
-    Gaussian,
-    LocalAutoregressiveMixture,
     causal_neighbour_centres,
+    registered_name,
 )
 
 # The log-scales of the K components are the fitted one plus (k - (K - 1) / 2) times this.
@@ -129,39 +123,67 @@ def _coefficient_logits(coefficients):
     return np.arctanh(np.clip(coefficients, -MAX_COEFFICIENT, MAX_COEFFICIENT))
 
 
+# The fit of each registered likelihood, by its name (``_fit_for``): each knows its likelihood's layout.
+_FITS = {}
+
+
+def _fit_for(*names):
+    def add(fit):
+        _FITS.update(dict.fromkeys(names, fit))
+        return fit
+
+    return add
+
+
 def fitted_output_bias(likelihood, images) -> np.ndarray:
     """The decoder output, for one pixel, under which ``likelihood`` is the fitted predictor of
     ``images`` (8-bit, (N, H, W, C)) for every component: a vector of the length of the last axes
     of ``likelihood.params_shape``, flattened. The mixture logits are 0 (equal weights)."""
-    if isinstance(likelihood, CrossChannelLocalMixture):
-        fit = fit_context(images, neighbours=True, previous_channels=True, cross_channel=True)
-        return _coupled_bias(likelihood.num_components, fit, neighbours=True, cross_channel=True)
-    if isinstance(likelihood, LocalAutoregressiveMixture):
-        fit = fit_context(images, neighbours=True, previous_channels=True)
-        return _coupled_bias(likelihood.num_components, fit, neighbours=True)
-    if isinstance(likelihood, CoupledLogisticMixture):
-        fit = fit_context(images, neighbours=False, previous_channels=True)
-        return _coupled_bias(likelihood.num_components, fit)
-    if isinstance(likelihood, DiscretizedLogisticMixture):
-        k = likelihood.num_components
-        fit = fit_context(images, neighbours=False, previous_channels=False)
-        means = np.repeat(fit.offsets[:, None], k, axis=1)
-        per_channel = np.concatenate([np.zeros_like(means), means, _component_log_scales(fit.log_scales, k)], axis=1)
-        return per_channel.ravel()  # (C, 3K): logits, means, log-scales of each sub-pixel
-    if isinstance(likelihood, DiscretizedLogistic):
-        fit = fit_context(images, neighbours=False, previous_channels=False)
-        return np.stack([fit.offsets, fit.log_scales], axis=1).ravel()  # (C, 2): mean, log-scale
-    if isinstance(likelihood, Bernoulli):
-        mean = np.clip(np.mean(_checked(images) / 255.0, axis=(0, 1, 2)), 0.001, 0.999)
-        return np.log(mean / (1.0 - mean))  # (C,)
-    if isinstance(likelihood, Gaussian):
-        values = (_checked(images) + 0.5) / 256.0
-        mean = np.mean(values, axis=(0, 1, 2))
-        if likelihood.obs_var is not None:
-            return mean  # (C,)
-        log_var = np.log(np.var(values, axis=(0, 1, 2)) + 1.0 / (12.0 * 256.0**2))
-        return np.stack([mean, log_var], axis=1).ravel()  # (C, 2): mean, log-variance
-    raise ValueError(f"output_bias: 'fit' has no fit for the likelihood {likelihood}")
+    fit = _FITS.get(registered_name(likelihood))
+    if fit is None:
+        raise ValueError(f"output_bias: 'fit' has no fit for the likelihood {likelihood} (fits: {', '.join(_FITS)})")
+    return fit(likelihood, images)
+
+
+@_fit_for("coupled", "local", "local-cross")
+def _coupled_family_bias(likelihood, images):
+    """The channel-coupled mixtures, each from the context it declares: its earlier channels, and
+    (local) the same channel's neighbours, and (cross-channel) the earlier channels' neighbours."""
+    neighbours = bool(likelihood.context.neighbours)
+    cross_channel = bool(likelihood.context.earlier_channel_neighbours)
+    fit = fit_context(images, neighbours=neighbours, previous_channels=True, cross_channel=cross_channel)
+    return _coupled_bias(likelihood.num_components, fit, neighbours=neighbours, cross_channel=cross_channel)
+
+
+@_fit_for("dlm")
+def _mixture_bias(likelihood, images):
+    k = likelihood.num_components
+    fit = fit_context(images, neighbours=False, previous_channels=False)
+    means = np.repeat(fit.offsets[:, None], k, axis=1)
+    per_channel = np.concatenate([np.zeros_like(means), means, _component_log_scales(fit.log_scales, k)], axis=1)
+    return per_channel.ravel()  # (C, 3K): logits, means, log-scales of each sub-pixel
+
+
+@_fit_for("logistic")
+def _logistic_bias(likelihood, images):
+    fit = fit_context(images, neighbours=False, previous_channels=False)
+    return np.stack([fit.offsets, fit.log_scales], axis=1).ravel()  # (C, 2): mean, log-scale
+
+
+@_fit_for("bernoulli")
+def _bernoulli_bias(likelihood, images):
+    mean = np.clip(np.mean(_checked(images) / 255.0, axis=(0, 1, 2)), 0.001, 0.999)
+    return np.log(mean / (1.0 - mean))  # (C,)
+
+
+@_fit_for("gaussian")
+def _gaussian_bias(likelihood, images):
+    values = (_checked(images) + 0.5) / 256.0
+    mean = np.mean(values, axis=(0, 1, 2))
+    if likelihood.obs_var is not None:
+        return mean  # (C,)
+    log_var = np.log(np.var(values, axis=(0, 1, 2)) + 1.0 / (12.0 * 256.0**2))
+    return np.stack([mean, log_var], axis=1).ravel()  # (C, 2): mean, log-variance
 
 
 def _coupled_bias(k, fit, *, neighbours=False, cross_channel=False):

@@ -10,6 +10,11 @@ The objectives (``vae_jax.objectives``), evaluation, diagnostics and apps are wr
 one per group in top-down order (index 0 the top), for a hierarchy: ``latent_template`` gives its
 structure. Every method takes a batch; ``keys`` are one PRNG key per example.
 
+A model's ``likelihood`` follows the likelihood contract, ``Likelihood`` (declared with the
+likelihoods, in ``vae_jax.likelihoods.contract``, and imported here): the decoder's output
+shape, one log-probability per pixel, the context each pixel reads, the input kind, and for
+8-bit pixels (``DiscreteLikelihood``) the tables and order a lossless coder codes with.
+
 =========================  ============================================================
 ``posterior(params, x)``   (mean, log_var) of q(z|x); for a hierarchy each group's at the path
                            of posterior means (what ``encode`` returns; ``decode`` of the mean
@@ -33,7 +38,7 @@ import jax.numpy as jnp
 
 from vae_jax import distributions as dist
 from vae_jax import priors as priors_lib
-from vae_jax.likelihoods import Likelihood
+from vae_jax.likelihoods import DiscreteLikelihood, Likelihood  # noqa: F401 (the contracts, next to the model's)
 from vae_jax.priors import Prior, StandardNormal
 
 Params = Any

@@ -198,8 +198,8 @@ def stochastic_mlp_vae(
 def with_observation_bias(model: StochasticMLPVAE, params, pixel_means):
     """``params`` with p(x|z_1)'s output bias at logit(mean) per pixel (clipped to [0.001, 0.999]):
     the initialisation of Burda et al.'s code, which starts the decoder at the data's marginals."""
-    if not isinstance(model.likelihood, Bernoulli):
-        raise ValueError(f"output_bias: data_mean needs a Bernoulli likelihood, got {model.likelihood}")
+    if model.likelihood.input_kind != "binary":  # the output a logit per pixel: a Bernoulli's
+        raise ValueError(f"output_bias: data_mean needs a Bernoulli likelihood (binary data), got {model.likelihood}")
     means = jnp.clip(jnp.asarray(pixel_means, jnp.float32).reshape(-1), 0.001, 0.999)
     bias = params["decoder"]["x"]["out"]["bias"]
     if means.shape != bias.shape:

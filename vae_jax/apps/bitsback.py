@@ -49,16 +49,17 @@ Discretization:
   -ELBO measures what is left. A mixture top prior (``MixtureOfGaussians``, ``VampPrior``)
   codes z_1 with bits back over the component k: pop k under P(k | z_1) ~ pi_k N(z_1; mu_k,
   sigma_k^2), push z_1 under component k, push k under pi.
-- pixels: each sub-pixel a categorical over its 256 values, the likelihood's discretized
-  logistic (mixture) of that sub-pixel (the channel-coupled mixture's R, G | R, B | R, G, its
-  component weights updated by the channels seen; independent ones per channel), quantized by
-  ``constriction.stream.model.Categorical(perfect=False)``. The tables are built
-  ``chunk_pixels`` pixels at a time, so memory is bounded for any tile. The local autoregressive
-  mixture's pixels read their left, up, up-left and up-right neighbours, so they are decoded one
-  wavefront 2i + j of the tile at a time (2h + w - 2 steps, h in a tile one pixel wide; each
-  R, G, B), the tables of a step built from the values the steps before it decoded, and pushed
-  in the reverse order; its
-  neighbours never cross a tile's border (the likelihood sees each tile as an image).
+- pixels: each sub-pixel a categorical over its 256 values, the likelihood's own table of it
+  (``coding_tables`` of a ``likelihoods.DiscreteLikelihood``: the channel-coupled mixture's R,
+  G | R, B | R, G, its component weights updated by the channels seen; independent ones per
+  channel), quantized by ``constriction.stream.model.Categorical(perfect=False)``, in the
+  likelihood's ``coding_order``, which follows from what each pixel reads (its ``context``):
+  pixels that read no neighbour ``chunk_pixels`` at a time, channel by channel, so memory is
+  bounded for any tile; the local mixtures' pixels, which read their left, up, up-left and
+  up-right neighbours, one wavefront 2i + j of the tile at a time (2h + w - 2 steps, h in a tile
+  one pixel wide; each R, G, B), the tables of a step built from the values the steps before it
+  decoded. The encoder pushes the steps in the reverse order. Neighbours never cross a tile's
+  border (the likelihood sees each tile as an image).
 
 Reproducible probabilities: the decoder must rebuild the encoder's probabilities bit for bit.
 
@@ -68,8 +69,8 @@ Reproducible probabilities: the decoder must rebuild the encoder's probabilities
   2**-OUTPUT_GRID_LOG2. A network whose output moves by a few float32 ulps (another fusion,
   eager execution, another batch layout) then almost always gives the very same snapped value.
 - The 256-value tables are computed in numpy float64 from the snapped parameters, each pixel's
-  alone (``_PixelTables``: the logistic CDF at the 255 bin edges, differenced, the mixture
-  components added in order), and so is the top prior's component posterior: no compiler
+  alone (``likelihoods.logistic``: the logistic CDF at the 255 bin edges, differenced, the
+  mixture components added in order), and so is the top prior's component posterior: no compiler
   sits between the encoder's numbers and the decoder's, and the chunking cannot change them.
   (Computing them with XLA, even in float64, differed between a jitted and an eager run: the
   likelihoods place the bin centres in float32, which XLA rounds differently fused.)
@@ -96,17 +97,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax.errors import FlaxError
 
-from vae_jax.likelihoods import (
-    CAUSAL_NEIGHBOURS,
-    CROSS_CHANNEL_PAIRS,
-    MAX_LOGISTIC_LOG_SCALE,
-    MIN_LOGISTIC_LOG_SCALE,
-    CoupledLogisticMixture,
-    CrossChannelLocalMixture,
-    DiscretizedLogistic,
-    DiscretizedLogisticMixture,
-    LocalAutoregressiveMixture,
-)
 from vae_jax.model import HierarchicalModel, as_latent, latent_groups
 from vae_jax.priors import StandardNormal
 
@@ -116,7 +106,6 @@ OUTPUT_GRID_LOG2 = 12  # the likelihood's parameters are multiples of 2**-12
 POSTERIOR_CELLS = 32
 # A tile takes bits back only if its pops leave this many bits on the stack (module docstring).
 POP_RESERVE_BITS = 32
-_VALUES = 256
 # Table memory: a chunk's temporaries are about 256 * 8 bytes * (numbers per pixel) a few times over
 # per pixel; 2**16 / numbers pixels keeps them near 50 MB whatever the likelihood.
 _TABLE_BUDGET = 2**16
@@ -130,11 +119,11 @@ def check_codable(model):
             f"HierarchicalVAE), whose posterior q(z_g | x, z_<g) follows the generative order and which "
             f"run their top-down pass a group at a time; got {type(model).__name__} with {model.num_groups} groups"
         )
-    if not isinstance(model.likelihood, (DiscretizedLogistic, DiscretizedLogisticMixture, CoupledLogisticMixture)):
+    if model.likelihood.input_kind != "discrete":
         raise ValueError(
-            f"model.likelihood: lossless coding of 8-bit pixels needs a discrete likelihood (DiscretizedLogistic, "
-            f"DiscretizedLogisticMixture, CoupledLogisticMixture or one of the local mixtures), got "
-            f"{type(model.likelihood).__name__}"
+            f"model.likelihood: lossless coding of 8-bit pixels needs a discrete likelihood (input_kind "
+            f"'discrete', with the coding tables of vae_jax.likelihoods.DiscreteLikelihood), got "
+            f"{type(model.likelihood).__name__} of input_kind {model.likelihood.input_kind!r}"
         )
     if len(model.data_shape) != 3:
         raise ValueError(f"model.data_shape: expected (H, W, C) images, got {model.data_shape}")
@@ -262,148 +251,21 @@ def _top_prior(model, bin_log2, params):
     return _snap(components.logit_weights, OUTPUT_GRID_LOG2), means, stds
 
 
-# The 255 boundaries between neighbouring 8-bit values on the likelihoods' [-1, 1] scale: value v's
-# bin is [(2v - 1)/255 - 1, (2v + 1)/255 - 1], the first and last reaching out to -inf and +inf.
-_EDGES = (2.0 * np.arange(1, _VALUES) - 1.0) / 255.0 - 1.0
-
-
-def _logistic_bins(means, log_scales):
-    """Every value's probability under logistics discretized into the 256 bins: (n,) -> (n, 256),
-    P(v) = F(e_{v+1}) - F(e_v), F the logistic CDF, F(e_0) = 0, F(e_256) = 1."""
-    inv_scales = np.exp(-np.clip(log_scales, MIN_LOGISTIC_LOG_SCALE, MAX_LOGISTIC_LOG_SCALE))
-    with np.errstate(over="ignore"):  # exp(large) = inf gives a CDF of exactly 0, as it should
-        cdf = 1.0 / (1.0 + np.exp((means[:, None] - _EDGES) * inv_scales[:, None]))
-    n = means.shape[0]
-    return np.diff(np.concatenate([np.zeros((n, 1)), cdf, np.ones((n, 1))], axis=1), axis=1)
-
-
-def _component_bins(means, log_scales):
-    """Each component's discretized logistic: (n, K) -> (n, K, 256)."""
-    return np.stack([_logistic_bins(means[:, j], log_scales[:, j]) for j in range(means.shape[1])], 1)
-
-
-def _weighted_sum(log_weights, component_bins):
-    """sum_k w_k P_k(v) for rows of K components -> (n, 256), unnormalized: w_k =
-    exp(log_weights_k - max_k), the components summed in order."""
-    weights = np.exp(log_weights - np.max(log_weights, axis=1, keepdims=True))
-    table = weights[:, :1] * component_bins[:, 0]
-    for k in range(1, component_bins.shape[1]):
-        table = table + weights[:, k : k + 1] * component_bins[:, k]
-    return table
-
-
-def _mixture_bins(log_weights, means, log_scales):
-    """The mixture of K discretized logistics (n, K) -> (n, 256), unnormalized (``_weighted_sum``)."""
-    return _weighted_sum(log_weights, _component_bins(means, log_scales))
-
-
-def _centres(values):
-    return 2.0 * np.asarray(values, np.float64) / 255.0 - 1.0
-
-
-def _coupled_table(rows, x_rows, channel, k, component_bins=None):
-    """The channel-coupled mixture's P(x_c = v | x_<c) for rows (n, 10K) of K logits, then means,
-    log-scales, coefficients, each (R, G, B) x K; x_rows (n, C) holds the channels before c.
-    ``component_bins``, a dict, keeps each channel's (n, K, 256) component tables for the next
-    channel of the same rows, which reads them as evidence for the component."""
-    logits, rest = rows[:, :k], rows[:, k:].reshape(-1, 3, 3, k)
-    means, log_scales, coefficients = rest[:, 0], rest[:, 1], np.tanh(rest[:, 2])
-    centres = _centres(x_rows[:, :2])[..., None]  # (n, 2, 1): r, g
-    coupled = [
-        means[:, 0],
-        means[:, 1] + coefficients[:, 0] * centres[:, 0],
-        means[:, 2] + coefficients[:, 1] * centres[:, 0] + coefficients[:, 2] * centres[:, 1],
-    ]
-    component_bins = {} if component_bins is None else component_bins
-
-    def bins(c):
-        if c not in component_bins:
-            component_bins[c] = _component_bins(coupled[c], log_scales[:, c])
-        return component_bins[c]
-
-    log_weights = logits
-    for seen in range(channel):  # p(k | x_<c) propto pi_k prod_{c' < c} P_k(x_c')
-        value = x_rows[:, seen]
-        probability = np.take_along_axis(bins(seen), value[:, None, None].astype(np.intp), axis=2)[..., 0]
-        log_weights = log_weights + np.log(np.maximum(probability, 1e-300))
-    return _weighted_sum(log_weights, bins(channel))
-
-
 class _PixelTables:
-    """The likelihood's 256-value tables over the valid pixels of one tile, in numpy float64 from the
-    snapped decoder output: no compiler between the encoder's and the decoder's numbers, and every
-    pixel's table computed alone. The same distributions as the likelihood's ``log_prob``, from its
-    documented parameter layout.
-
-    ``schedule`` is the order the decoder reads sub-pixels in, as steps (pixel indices, channel):
-    for the likelihoods that factorize over pixels channel-major (all R, then all G, ...) in chunks
-    of ``chunk`` pixels (the symbols' order does not depend on the chunks); for the local
-    autoregressive one wavefront (2i + j) by wavefront, each R, G, B in turn, since a pixel reads
-    its left, up, up-left and up-right neighbours (``likelihoods.CAUSAL_NEIGHBOURS``). The encoder
-    pushes the same steps in reverse."""
+    """The likelihood's 256-value tables over the valid pixels of one tile and the order the
+    decoder reads sub-pixels in (``schedule``: steps (pixel indices, channel); the encoder pushes
+    them in reverse), both the likelihood's own (``coding_tables``, ``coding_order``): NumPy
+    float64 from the snapped decoder output, so that the decoder rebuilds them bit for bit."""
 
     def __init__(self, likelihood, out, valid_hw, chunk, channels):
         valid_h, valid_w = valid_hw
-        pixels = valid_h * valid_w
-        self.likelihood, self.valid_hw = likelihood, (valid_h, valid_w)
-        self.rows = np.asarray(out[:valid_h, :valid_w], np.float64).reshape(pixels, *out.shape[2:])
-        self._front = None  # (wavefront, its shifted rows, its channels' component tables)
-        if isinstance(likelihood, LocalAutoregressiveMixture):
-            front = (2 * np.arange(valid_h)[:, None] + np.arange(valid_w)[None, :]).ravel()
-            order = np.argsort(front, kind="stable")
-            # Only the wavefronts present: a tile one pixel wide has no odd ones (2i + 0).
-            _, starts = np.unique(front[order], return_index=True)
-            fronts = np.split(order, starts[1:])
-            self.schedule = [(pixels_of_front, c) for pixels_of_front in fronts for c in range(channels)]
-        else:
-            chunks = [np.arange(start, min(start + chunk, pixels)) for start in range(0, pixels, chunk)]
-            self.schedule = [(indices, c) for c in range(channels) for indices in chunks]
-
-    def _neighbour_shifted(self, indices, x_all):
-        """The local mixture's rows (n, 22K) as coupled rows (n, 10K): each channel's component means
-        plus tanh(a_nck) times its neighbours' bin centres (0 outside the tile's valid part); for
-        the cross-channel one (n, 34K) also plus tanh(d_npk) times the neighbours' centres of the
-        earlier channel of each pair (``CROSS_CHANNEL_PAIRS``)."""
-        k = self.likelihood.num_components
-        rows = self.rows[indices]
-        coefficients = np.tanh(rows[:, 10 * k : 22 * k].reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k))  # (n, neighbour, channel, k)
-        cross = isinstance(self.likelihood, CrossChannelLocalMixture)
-        if cross:
-            cross_coefficients = np.tanh(rows[:, 22 * k : 34 * k].reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k))  # (n, neighbour, pair, k)
-        valid_w = self.valid_hw[1]
-        i, j = np.divmod(indices, valid_w)
-        means = rows[:, k : 4 * k].reshape(-1, 3, k)
-        for n, (dy, dx) in enumerate(CAUSAL_NEIGHBOURS):
-            inside = (i + dy >= 0) & (j + dx >= 0) & (j + dx < valid_w)
-            neighbour = np.where(inside, (i + dy) * valid_w + (j + dx), 0)
-            centres = np.where(inside[:, None], _centres(x_all[neighbour, :3]), 0.0)  # (n, 3)
-            means = means + coefficients[:, n] * centres[:, :, None]
-            if cross:
-                for p, (source, target) in enumerate(CROSS_CHANNEL_PAIRS):
-                    means[:, target] = means[:, target] + cross_coefficients[:, n, p] * centres[:, source, None]
-        return np.concatenate([rows[:, :k], means.reshape(-1, 3 * k), rows[:, 4 * k : 10 * k]], axis=1)
+        self.schedule = likelihood.coding_order((valid_h, valid_w), channels, chunk)
+        self._tables = likelihood.coding_tables(np.asarray(out[:valid_h, :valid_w], np.float64))
 
     def __call__(self, indices, x_all, channel):
-        """(n, 256) float64: P(x_c = v | z, x_<c, neighbours) for the valid pixels ``indices`` (raster
+        """(n, 256) float64: P(x_c = v | z, what it reads) for the valid pixels ``indices`` (raster
         order), c = ``channel``; x_all (pixels, C) holds every value these read."""
-        likelihood = self.likelihood
-        x_rows = x_all[indices]
-        if isinstance(likelihood, DiscretizedLogistic):  # (n, C, 2): mean, log-scale
-            rows = self.rows[indices]
-            table = _logistic_bins(rows[:, channel, 0], rows[:, channel, 1])
-        elif isinstance(likelihood, DiscretizedLogisticMixture):  # (n, C, 3K): logits, means, log-scales
-            logits, means, log_scales = np.split(self.rows[indices][:, channel], 3, axis=-1)
-            table = _mixture_bins(logits, means, log_scales)
-        elif isinstance(likelihood, LocalAutoregressiveMixture):
-            # A wavefront's three channels share its neighbours (all on earlier wavefronts), so its
-            # shifted rows and each channel's component tables are computed once for all three.
-            front = (int(indices[0]), len(indices))
-            if self._front is None or self._front[0] != front:
-                self._front = (front, self._neighbour_shifted(indices, x_all), {})
-            _, shifted, component_bins = self._front
-            table = _coupled_table(shifted, x_rows, channel, likelihood.num_components, component_bins)
-        else:
-            table = _coupled_table(self.rows[indices], x_rows, channel, likelihood.num_components)
+        table = self._tables(indices, x_all, channel)
         if not np.all(np.isfinite(table)):
             raise ValueError("likelihood: the model produced non-finite probabilities; cannot code with it")
         return table

@@ -646,9 +646,7 @@ def _tile_elbo(model, params, tile, valid, keys):
     x_valid the tile's image pixels (``valid`` (h, w)), every latent (the padding's too: they are coded)."""
     batch = jnp.broadcast_to(tile, (keys.shape[0], *tile.shape))
     terms = model.infer(params, batch, keys)
-    log_px = model.likelihood.log_prob(batch.astype(jnp.float32), terms.decoder_out)
-    if log_px.ndim == 4:  # per sub-pixel: sum to per pixel, as a coupled likelihood gives it
-        log_px = jnp.sum(log_px, axis=-1)
+    log_px = model.likelihood.log_prob(batch.astype(jnp.float32), terms.decoder_out)  # (keys, h, w): per pixel
     return jnp.sum(jnp.where(valid, log_px, 0.0), axis=(1, 2)) - sum(terms.kl_groups)
 
 

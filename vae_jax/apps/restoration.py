@@ -24,7 +24,6 @@ import optax
 from vae_jax import checks, distributions, outputs
 from vae_jax import images as images_lib
 from vae_jax.apps import tiling
-from vae_jax.likelihoods import LocalAutoregressiveMixture, causal_neighbour_centres
 
 DENOISERS = ("posterior_mean", "map")
 INPAINTERS = ("resample", "optimise")
@@ -129,16 +128,9 @@ def _log_likelihood(model, objective, out, target, mask, log_var):
     if objective == "gaussian_noise":
         # The mean unclipped: clipping to [0, 1] would zero the gradient wherever it binds.
         return jnp.sum(distributions.diag_gaussian_log_prob(target, model.likelihood.mean(out), log_var))
-    log_p = model.likelihood.log_prob(target, out)
-    if log_p.ndim < mask.ndim:  # a coupled likelihood scores whole pixels: those with every channel known
-        mask = jnp.all(mask, axis=-1)
-    if isinstance(model.likelihood, LocalAutoregressiveMixture):
-        # A pixel's conditional reads its causal neighbours (left, up, up-left, up-right): score only pixels whose
-        # neighbours are known too (an unknown one holds no value to condition on). On the centre
-        # scale a known neighbour is 1, an unknown one -1, one outside the image (not read) 0.
-        known = causal_neighbour_centres(mask[..., None].astype(jnp.float32) * 255.0)[..., 0, :]
-        mask = mask & jnp.all(known >= 0.0, axis=-1)
-    return jnp.sum(jnp.where(mask, log_p, 0.0))
+    # Per pixel, the known part that reads nothing unknown (its context: a pixel reading its
+    # neighbours is scored only where they are known too; an unknown one holds no value to condition on).
+    return jnp.sum(model.likelihood.known_log_prob(target, out, mask))
 
 
 @partial(jax.jit, static_argnames=("model", "objective", "steps", "learning_rate"))
