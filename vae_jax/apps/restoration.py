@@ -197,7 +197,7 @@ def _check_schedule(steps, iterations_name, iterations, learning_rate):
     checks.check_finite_positive("learning_rate", learning_rate)
 
 
-def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iterations=25, learning_rate=1.0,
+def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iterations=25, learning_rate=2.0,
             target_discrepancy=1.0, progress=None) -> Denoised:  # fmt: skip
     """The MAP estimate of x given ``noisy`` y = x + sigma * eps, (H, W, C) on [0, 1], any size
     (an image smaller than a tile is mirrored up to one).
@@ -240,7 +240,7 @@ def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iter
 FILLS = ("biharmonic", "mean")
 
 
-def inpaint(model, params, image, mask, *, num_grids=2, steps=10, iterations=25, learning_rate=1.0,
+def inpaint(model, params, image, mask, *, num_grids=2, steps=10, iterations=25, learning_rate=2.0,
             start="biharmonic", progress=None):  # fmt: skip
     """Fill the unknown pixels (``mask`` False) of an (H, W, C) [0, 1] image: argmin over them of
     -(1/G) sum_g sum_t log p(x_t | z_t), x = where(known, image, free), by ``iterations`` blocks
@@ -319,14 +319,15 @@ def output_files(tasks=TASKS) -> list[str]:
 
 
 def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_sigma=0.1, steps=10,
-                       max_iterations=25, iterations=25):  # fmt: skip
+                       max_iterations=25, iterations=25, progress=None):  # fmt: skip
     """Degrade ``image_uint8`` (uint8 ``(H, W, C)``, any size), restore it every way, score everything.
 
     Returns ``(report, images)``: ``report[task]`` maps each method to ``{"psnr", "ssim",
     "seconds"}`` against the clean image and ``report[task + "_answer"]`` names the best one;
     ``images[task]`` maps ``"clean"`` and each method to its (H, W, C) [0, 1] image. Denoising adds
     noise of ``noise_sigma`` and gives the denoisers that sigma (``max_iterations`` caps the VAE's
-    blocks); inpainting runs ``iterations`` blocks. Both take ``steps`` Adam steps a block.
+    blocks); inpainting runs ``iterations`` blocks. Both take ``steps`` Adam steps a block and
+    call ``progress(1)`` after each.
     """
     unknown = set(tasks) - set(TASKS)
     if unknown:
@@ -339,7 +340,7 @@ def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_si
     report, results = {}, {}
     if "denoise" in tasks:
         noisy = add_gaussian_noise(clean, noise_sigma, noise_key)
-        methods = denoisers(model, params, noise_sigma, steps=steps, max_iterations=max_iterations)
+        methods = denoisers(model, params, noise_sigma, steps=steps, max_iterations=max_iterations, progress=progress)
         report["denoise"], restored = timed_scores(methods, clean, noisy)
         results["denoise"] = {"clean": clean, **restored}
         report["noise_sigma"] = noise_sigma
@@ -348,7 +349,7 @@ def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_si
             mask = centre_square_mask(clean.shape[:2])
         else:
             mask = random_pixel_mask(clean.shape[:2], mask_key)
-        methods = inpainters(model, params, steps=steps, iterations=iterations)
+        methods = inpainters(model, params, steps=steps, iterations=iterations, progress=progress)
         report[task], restored = timed_scores(methods, clean, clean, mask)
         results[task] = {"clean": clean, **restored}
     for task in results:
