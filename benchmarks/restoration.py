@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sigmas", default=",".join(map(str, DEFAULT_SIGMAS)), help="noise sigmas on 0..255")
     parser.add_argument("--steps", type=int, default=10, help="the VAE's Adam steps between re-encodings")
     parser.add_argument("--max-iterations", type=int, default=25, help="the VAE denoiser's re-encodings at most")
-    parser.add_argument("--inpaint-iterations", type=int, default=10, help="the VAE inpainter's re-encodings")
+    parser.add_argument("--inpaint-iterations", type=int, default=5, help="the VAE inpainter's re-encodings")
     parser.add_argument("--out", type=Path, default=None, help=f"folder (default {DEFAULT_OUT})")
     parser.add_argument("--record", action="store_true", help=f"write the JSON to {RECORDED}/restoration.json (the page there quotes the table)")
     args = parser.parse_args(argv)

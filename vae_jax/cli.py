@@ -680,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
         "inpainting and a mean fill; the best is written",
     )  # fmt: skip
     inpaint.add_argument("--steps", type=_count(1), default=10, help="Adam steps on the unknown pixels between re-encodings")
-    inpaint.add_argument("--iterations", type=_count(1), default=25, help="re-encodings (rounds of --steps steps)")
+    inpaint.add_argument("--iterations", type=_count(1), default=10, help="re-encodings (rounds of --steps steps)")
 
     compress = commands.add_parser("compress", help="lossless bits-back ANS compression of an image")
     compress.add_argument("image", nargs="?", help="image file (default: the held-out photograph)")

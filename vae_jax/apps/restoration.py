@@ -240,7 +240,7 @@ def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iter
 FILLS = ("biharmonic", "mean")
 
 
-def inpaint(model, params, image, mask, *, num_grids=2, steps=10, iterations=25, learning_rate=2.0,
+def inpaint(model, params, image, mask, *, num_grids=2, steps=10, iterations=10, learning_rate=2.0,
             start="biharmonic", progress=None):  # fmt: skip
     """Fill the unknown pixels (``mask`` False) of an (H, W, C) [0, 1] image: argmin over them of
     -(1/G) sum_g sum_t log p(x_t | z_t), x = where(known, image, free), by ``iterations`` blocks
@@ -319,7 +319,7 @@ def output_files(tasks=TASKS) -> list[str]:
 
 
 def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_sigma=0.1, steps=10,
-                       max_iterations=25, iterations=25, progress=None):  # fmt: skip
+                       max_iterations=25, iterations=10, progress=None):  # fmt: skip
     """Degrade ``image_uint8`` (uint8 ``(H, W, C)``, any size), restore it every way, score everything.
 
     Returns ``(report, images)``: ``report[task]`` maps each method to ``{"psnr", "ssim",
