@@ -119,15 +119,30 @@ def test_sample_and_interpolate(photo_run, tmp_path):
     assert len(report["interpolation_latent_norms"]["slerp"]) == 4
 
 
-def test_denoise_and_inpaint(photo_run, photo_file, tmp_path):
-    common = ["--run", str(photo_run), "--steps", "3", "--out-dir", str(tmp_path)]
-    assert cli.main(["denoise", str(photo_file), *common]) == 0
+def test_denoise_and_inpaint(photo_run, photo_file, tmp_path, capsys):
+    common = ["--run", str(photo_run), "--steps", "3", "--out-dir", str(tmp_path), "--no-progress"]
+    assert cli.main(["denoise", str(photo_file), *common, "--max-iterations", "2"]) == 0
     denoised = json.loads((tmp_path / "denoise.json").read_text())
-    assert set(denoised["denoise"]) == {"noisy", "gaussian_blur", "posterior_mean", "map"}
+    assert {"noisy", "gaussian_blur", "total_variation", "non_local_means", "vae_map"} <= set(denoised["denoise"])
+    answer = denoised["denoise_answer"]
+    assert f"denoise: answer {answer} (the best PSNR)" in capsys.readouterr().out
+    assert (tmp_path / "denoise_answer.png").is_file()
     assert cli.main(["inpaint", str(photo_file), *common, "--iterations", "2"]) == 0
     inpainted = json.loads((tmp_path / "inpaint.json").read_text())
     assert {"inpaint_centre", "inpaint_random"} <= set(inpainted)
-    assert (tmp_path / "inpaint_centre.png").is_file()
+    assert set(inpainted["inpaint_centre"]) == {"masked", "mean_fill", "biharmonic", "vae_map"}
+    assert (tmp_path / "inpaint_centre.png").is_file() and (tmp_path / "inpaint_random_answer.png").is_file()
+
+
+def test_denoise_a_noisy_image_smaller_than_a_tile_estimates_its_sigma(photo_run, tmp_path, capsys):
+    small = tmp_path / "small.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)).save(small)
+    out = tmp_path / "out"
+    args = ["denoise", small, "--noisy", "--run", photo_run, "--steps", 2, "--max-iterations", 2, "--out-dir", out]
+    assert _cli(*args, "--no-progress") == 0
+    assert "estimated by the wavelet MAD estimator" in capsys.readouterr().out
+    assert np.asarray(Image.open(out / "denoised.png")).shape == (5, 7, 3)
+    assert json.loads((out / "denoise.json").read_text())["sigma_estimated"] is True
 
 
 def test_compress_decompress_round_trip_and_wrong_model(photo_run, photo_file, tmp_path, capsys):
@@ -311,7 +326,7 @@ def test_apps_use_the_shipped_model_without_a_run(photo_run, photo_file, tmp_pat
     assert cli.main(["decompress", str(packed), "-o", str(tmp_path / "x.png"), "--run", str(photo_run)]) == 2
     assert "model" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
     assert cli.main(["sample", "--num", "4"]) == 0 and (tmp_path / "samples" / "sample.json").is_file()
-    assert cli.main(["denoise", str(photo_file), "--steps", "2"]) == 0
+    assert cli.main(["denoise", str(photo_file), "--steps", "2", "--max-iterations", "1", "--no-progress"]) == 0
     assert (tmp_path / "denoise" / "denoise.json").is_file()
 
 

@@ -399,8 +399,8 @@ def cmd_probe(args) -> int:
 
 
 def _restore(args, tasks, name, **options) -> int:
-    """``options``: the settings the tasks use (denoise: noise_sigma and steps; inpaint: steps and
-    iterations), each from its own flag."""
+    """Degrade the image, restore it every way, print every method's scores and which one is the
+    answer (the best PSNR; written as TASK_answer.png). ``options``: the settings the tasks use."""
     import jax
 
     from vae_jax.apps import restoration
@@ -409,21 +409,62 @@ def _restore(args, tasks, name, **options) -> int:
     out_dir = _out_dir(args, run, name)
     _check_out_dir(args, out_dir, [*restoration.output_files(tasks), f"{name}.json"])
     image = _input_image(args, run)
-    report = restoration.run_restoration(
-        run.model, run.params, image, jax.random.key(args.seed), out_dir=str(out_dir), tasks=tasks, **options
-    )
+    bar, progress = _tile_progress(not args.no_progress, None, "vae-jax", unit="iteration")
+    try:
+        report = restoration.run_restoration(
+            run.model, run.params, image, jax.random.key(args.seed), out_dir=str(out_dir), tasks=tasks,
+            progress=progress, **options,
+        )  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
     _write_report(out_dir / f"{name}.json", report)
     for task in tasks:
         scores = ", ".join(
-            f"{method} {s['psnr']:.2f} dB/{s['ssim']:.3f}" for method, s in report[task].items()
+            f"{method} {s['psnr']:.2f} dB/{s['ssim']:.3f} ({s['seconds']:.1f} s)" for method, s in report[task].items()
         )
         print(f"{task}: {scores}")
+        print(f"{task}: answer {report[task + '_answer']} (the best PSNR), written to {task}_answer.png")
     print(f"written to {out_dir}")
     return 0
 
 
+def _denoise_given_noisy(args) -> int:
+    """--noisy: the image is the noisy one; no clean reference, so the VAE's MAP is the answer."""
+    from vae_jax import images
+    from vae_jax.apps import restoration
+
+    if not args.image:
+        raise UsageError("--noisy: give the noisy IMAGE to denoise")
+    run = _model_of(args)
+    out_dir = _out_dir(args, run, "denoise")
+    _check_out_dir(args, out_dir, ["denoised.png", "denoise.json"])
+    noisy = images.to_unit(_input_image(args, run))
+    bar, progress = _tile_progress(not args.no_progress, args.max_iterations, "vae-jax", unit="iteration")
+    try:
+        result = restoration.denoise(
+            run.model, run.params, noisy, args.sigma, steps=args.steps, max_iterations=args.max_iterations,
+            progress=progress,
+        )  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+    how = "estimated by the wavelet MAD estimator (Donoho & Johnstone 1994)" if result.sigma_estimated else "given"
+    path = images.save_png(out_dir / "denoised.png", images.to_uint8(result.image))
+    report = {"sigma": result.sigma, "sigma_estimated": result.sigma_estimated, "iterations": result.iterations,
+              "residuals": list(result.residuals), "files": [str(path)]}  # fmt: skip
+    _write_report(out_dir / "denoise.json", report)
+    print(f"noise sigma {result.sigma:.4f} ({how}); vae_map after {result.iterations} iterations")
+    print(f"answer vae_map (no clean reference to score against), written to {path}")
+    return 0
+
+
 def cmd_denoise(args) -> int:
-    return _restore(args, ("denoise",), "denoise", noise_sigma=args.sigma, steps=args.steps)
+    if args.noisy:
+        return _denoise_given_noisy(args)
+    sigma = 0.1 if args.sigma is None else args.sigma
+    return _restore(args, ("denoise",), "denoise", noise_sigma=sigma, steps=args.steps,
+                    max_iterations=args.max_iterations)  # fmt: skip
 
 
 def cmd_inpaint(args) -> int:
@@ -431,12 +472,12 @@ def cmd_inpaint(args) -> int:
     return _restore(args, tasks, "inpaint", steps=args.steps, iterations=args.iterations)
 
 
-def _tile_progress(enabled, total, what):
+def _tile_progress(enabled, total, what, unit="tile"):
     if not enabled:
         return None, None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="tile", desc=what, dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=total, unit=unit, desc=what, dynamic_ncols=True, file=sys.stderr)
     return bar, bar.update
 
 
@@ -518,6 +559,7 @@ def _restore_parser(commands, name, handler, help_text):
     restore.add_argument("--run", dest="run_flag", help="a run directory (default: the shipped model)")
     restore.add_argument("--seed", type=_count(0), default=0)
     restore.add_argument("--out-dir", help=f"default RUN_DIR/{name} (./{name} for the shipped model)")
+    restore.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_force_argument(restore)
     restore.set_defaults(handler=handler, run_dir=None)
     return restore
@@ -616,20 +658,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     denoise = _restore_parser(
         commands, "denoise", cmd_denoise,
-        "denoise an image (Gaussian noise of --sigma), scored against baselines",
+        "denoise an image with the VAE prior: add Gaussian noise of --sigma, score it against TV, non-local "
+        "means and BM3D, write the best; or --noisy: denoise the image as it is",
     )  # fmt: skip
     denoise.add_argument(
-        "--sigma", type=_positive_float, default=0.1, help="noise standard deviation on [0, 1] pixels"
+        "--sigma", type=_positive_float, default=None,
+        help="noise standard deviation on [0, 1] pixels (default 0.1; with --noisy: the image's, default "
+        "estimated by the wavelet MAD estimator)",
+    )  # fmt: skip
+    denoise.add_argument(
+        "--noisy", action="store_true", help="IMAGE is already noisy: no clean reference, the VAE's MAP is written"
     )
-    denoise.add_argument("--steps", type=_count(0), default=200, help="latent MAP optimisation steps")
+    denoise.add_argument("--steps", type=_count(1), default=10, help="Adam steps on x between re-encodings")
+    denoise.add_argument(
+        "--max-iterations", type=_count(1), default=25,
+        help="re-encodings at most (the run stops earlier by the discrepancy principle)",
+    )  # fmt: skip
     inpaint = _restore_parser(
         commands, "inpaint", cmd_inpaint,
-        "inpaint a centre square and random pixels of an image, scored against baselines",
+        "inpaint a centre square and random pixels of an image with the VAE prior, scored against biharmonic "
+        "inpainting and a mean fill; the best is written",
     )  # fmt: skip
-    inpaint.add_argument("--steps", type=_count(0), default=200, help="latent optimisation steps (optimise)")
-    inpaint.add_argument(
-        "--iterations", type=_count(1), default=50, help="conditional resampling rounds (resample)"
-    )
+    inpaint.add_argument("--steps", type=_count(1), default=10, help="Adam steps on the unknown pixels between re-encodings")
+    inpaint.add_argument("--iterations", type=_count(1), default=10, help="re-encodings (rounds of --steps steps)")
 
     compress = commands.add_parser("compress", help="lossless bits-back ANS compression of an image")
     compress.add_argument("image", nargs="?", help="image file (default: the held-out photograph)")

@@ -3,8 +3,9 @@
 - ``generation``: samples at several temperatures, latent interpolations (linear, slerp),
   resampling a hierarchical model's finer groups;
 - ``representation``: posterior means as features; linear probe and kNN against raw pixels;
-- ``restoration``: denoising (posterior mean, latent MAP) and inpainting (iterative resampling,
-  latent optimisation) of whole images, scored by PSNR/SSIM next to simple baselines;
+- ``restoration``: denoising and inpainting of whole images as MAP estimates of x under the
+  model's full likelihood on overlapping tile grids, scored by PSNR/SSIM next to the classical
+  tools (``classical_restoration``: blur, total variation, non-local means, BM3D, biharmonic);
 - ``compression``: lossless bits-back ANS coding of 8-bit images into real files;
 - ``tiling``: whole images through fixed-size models.
 
@@ -13,6 +14,6 @@ dict of numbers. The cores are pure; files are written only by ``run_*`` (throug
 ``vae_jax.outputs``).
 """
 
-from vae_jax.apps import compression, generation, representation, restoration, tiling
+from vae_jax.apps import classical_restoration, compression, generation, representation, restoration, tiling
 
-__all__ = ["compression", "generation", "representation", "restoration", "tiling"]
+__all__ = ["classical_restoration", "compression", "generation", "representation", "restoration", "tiling"]

@@ -1,71 +1,67 @@
-"""Restoration with a VAE prior: denoising and inpainting, for whole images of any size.
+"""Restoration with the VAE as the prior: denoising and inpainting of whole images of any size.
 
-Images here are float32 in [0, 1] (noisy images may leave it); the model sees them in its
-likelihood's input kind (``images.to_model_input``: discrete ``round(255 x)``) and its output
-comes back as the likelihood's mean, clipped to [0, 1]. Functions named ``*_tiles`` work on a
-batch of model-sized tiles ``(N, *model.data_shape)``; ``denoise`` and ``inpaint`` cut a whole
-``(H, W, C)`` image into such tiles (``tiling``), restore them as one batch and stitch them.
+Denoising is MAP estimation of the clean image x given y = x + sigma * eps under the model's
+whole likelihood, in 8-bit pixel units (0..255, relaxed to reals):
 
-Masks are boolean, True where a pixel is known, shaped ``(H, W)`` or ``(H, W, C)``. Inpainting
-returns the known pixels exactly as given (``where(mask, image, fill)``).
+    E(x) = sum_i (y_i - x_i)^2 / (2 sigma^2)  -  (1/G) sum_g sum_{tiles t of grid g} log p(x_t | z_t),
+
+G overlapping tile grids (``tiling.OverlappingGrids``: the image's own tiles and the tiles of the
+image mirrored by half a tile), so that every pixel's prior term is the average over tilings
+whose borders fall in different places: no seams. ``log p(x_t | z_t)`` is the likelihood's own
+log-probability of the continuous x (for a local autoregressive likelihood every pixel's term
+reads its actual neighbours in x), counted at the tile pixels inside the image.
+
+Why this minimises -log p(y | x) - log p(x) with p(x) the VAE's marginal: by Fisher's identity
+grad_x log p(x) = E_{p(z | x)}[grad_x log p(x | z)]; the scheme takes z_t at the encoder's
+posterior mean of the current x (rounded to the model's input) and holds it for a block of Adam
+steps on x, then re-encodes. When p(x | z) is Gaussian and linear in z and the encoder is the
+exact posterior mean, the fixed point is exactly the MAP (and posterior mean) of x under the
+marginal: x - W m(x) - b = s^2 C^-1 (x - b) with C = W W^T + s^2 I (the tests check it).
+
+The run stops by the discrepancy principle (Morozov 1966): after each block the residual
+mean((y - x)^2) / sigma^2 is compared with 1, the value the true image would give; the first
+block at or past it ends the run (the previous block's x if the residual overshot past
+``DISCREPANCY_OVERSHOOT``), else the run stops after ``max_iterations`` blocks. A noise level
+that is not given is estimated from y by Donoho & Johnstone's wavelet estimator
+(``classical_restoration.estimate_noise_sigma``).
+
+Inpainting minimises the same prior term over the unknown pixels only, x = where(known, image,
+free), from the biharmonic fill, for a fixed number of blocks: the known pixels come back exactly.
+
+Images here are float32 in [0, 1] (noisy ones may leave it); masks are boolean, True where a
+pixel is known, ``(H, W)`` or ``(H, W, C)``. ``denoise`` and ``inpaint`` take a ``progress``
+callback (called with 1 after each block) for a progress bar.
 """
 
 from __future__ import annotations
 
-import math
 import os
+import time
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vae_jax import checks, distributions, outputs
+from vae_jax import checks, outputs
 from vae_jax import images as images_lib
+from vae_jax.apps import classical_restoration as classical
 from vae_jax.apps import tiling
+from vae_jax.apps.classical_restoration import broadcast_mask, mean_fill  # noqa: F401  (part of this API)
 
-DENOISERS = ("posterior_mean", "map")
-INPAINTERS = ("resample", "optimise")
+PIXEL_MAX = 255.0
+# The residual may pass 1 inside a block; past this, the block before is the closer answer.
+DISCREPANCY_OVERSHOOT = 1.02
 
 
-# ---------------------------------------------------------------- degradations and baselines
+# ---------------------------------------------------------------- degradations and scores
 
 
 def add_gaussian_noise(images, sigma, key):
     """y = x + sigma * eps, eps ~ N(0, I); not clipped, so the noise model stays exact."""
     return images + sigma * jax.random.normal(key, jnp.shape(images))
-
-
-def gaussian_blur(image, sigma=1.0):
-    """The Gaussian-blur baseline: edge-padded, so borders are not darkened by zero padding."""
-    radius = max(1, math.ceil(3.0 * sigma))
-    padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="edge")
-    import dm_pix
-
-    return dm_pix.gaussian_blur(padded, sigma, 2 * radius + 1, padding="VALID")
-
-
-def broadcast_mask(mask, image_shape):
-    """A boolean mask ``(H, W)`` or ``(H, W, C)`` broadcast to ``image_shape`` (H, W, C)."""
-    mask = jnp.asarray(mask)
-    if mask.dtype != jnp.bool_:
-        raise ValueError(f"mask: expected a boolean array (True = known pixel), got dtype {mask.dtype}")
-    if mask.ndim == 2:
-        mask = mask[..., None]
-    if mask.ndim != 3 or mask.shape[:2] != tuple(image_shape[:2]) or mask.shape[2] not in (1, image_shape[2]):
-        raise ValueError(
-            f"mask: expected shape (H, W) or (H, W, C) matching {tuple(image_shape)}, got {mask.shape}"
-        )
-    return jnp.broadcast_to(mask, image_shape)
-
-
-def mean_fill(image, mask):
-    """The mean-fill baseline: unknown pixels take the mean of the known ones, per channel."""
-    mask = broadcast_mask(mask, image.shape)
-    known = jnp.sum(mask, axis=(0, 1))
-    means = jnp.sum(jnp.where(mask, image, 0.0), axis=(0, 1)) / jnp.maximum(known, 1)
-    return jnp.where(mask, image, jnp.where(known > 0, means, 0.5))
 
 
 def centre_square_mask(image_hw, fraction=0.5):
@@ -98,286 +94,273 @@ def ssim(restored, clean):
     return dm_pix.ssim(jnp.clip(restored, 0.0, 1.0), clean, filter_size=size)
 
 
-# ---------------------------------------------------------------- the model's pieces
+# ---------------------------------------------------------------- the energy
 
 
-def _mean_image(model, out):
-    return jnp.clip(model.likelihood.mean(out), 0.0, 1.0)
+def relaxed_model_input(pixels, input_kind):
+    """Continuous 0..255 pixels in the likelihood's input units, unrounded: ``discrete`` the
+    values themselves, every other kind pixels / 255."""
+    return pixels if input_kind == "discrete" else pixels / PIXEL_MAX
 
 
-def _check_tiles(model, name, tiles):
-    if tuple(jnp.shape(tiles)[1:]) != tuple(model.data_shape) or jnp.ndim(tiles) != len(model.data_shape) + 1:
-        raise ValueError(f"{name}: expected a batch (N, *{model.data_shape}), got {jnp.shape(tiles)}")
+def prior_log_prob(model, grids, pixels, outs):
+    """(1/G) sum_g sum_t sum_{ij inside the image} log p(x_t,ij | z_t, ...) of the 0..255 image
+    ``pixels`` (H, W, C), ``outs`` the decoder outputs of ``tiling.grid_tiles``'s tiles."""
+    tiles = tiling.grid_tiles(grids, pixels)
+    # The contract's log_prob: one number a pixel, every term of its context (neighbours in x) included.
+    log_p = model.likelihood.log_prob(relaxed_model_input(tiles, model.likelihood.input_kind), outs)
+    return jnp.sum(jnp.where(tiling.inside(grids), log_p, 0.0)) / len(grids.shifts)
 
 
-@partial(jax.jit, static_argnums=0)
-def _decode_posterior_mean(model, params, images01):
-    mean, _ = model.posterior(params, images_lib.to_model_input(images01, model.likelihood.input_kind))
-    return mean, _mean_image(model, model.decoder_output(params, mean))
+def denoising_energy(model, grids, pixels, noisy, sigma, outs):
+    """E(x) = sum (y - x)^2 / (2 sigma^2) - prior_log_prob(x), everything in 0..255 units."""
+    return 0.5 * jnp.sum(jnp.square(noisy - pixels)) / sigma**2 - prior_log_prob(model, grids, pixels, outs)
 
 
-OBJECTIVES = ("gaussian_noise", "known_pixels")
+def inpainting_energy(model, grids, free, image, known, outs):
+    """E(u) = -prior_log_prob(where(known, image, u)): only the unknown pixels u move it."""
+    return -prior_log_prob(model, grids, jnp.where(known, image, free), outs)
 
 
-def _log_likelihood(model, objective, out, target, mask, log_var):
-    """The data term of a latent search, summed over the batch.
-
-    ``"gaussian_noise"``: log N(y; x(z), exp(log_var) I), x(z) the likelihood's mean, y = target;
-    ``"known_pixels"``: sum over mask of log p(x | z) under the model's own likelihood.
-    """
-    if objective == "gaussian_noise":
-        # The mean unclipped: clipping to [0, 1] would zero the gradient wherever it binds.
-        return jnp.sum(distributions.diag_gaussian_log_prob(target, model.likelihood.mean(out), log_var))
-    # Per pixel, the known part that reads nothing unknown (its context: a pixel reading its
-    # neighbours is scored only where they are known too; an unknown one holds no value to condition on).
-    return jnp.sum(model.likelihood.known_log_prob(target, out, mask))
+def decoded_posterior_means(model, params, grids, pixels):
+    """p(x | z)'s parameters of every grid tile at z = the posterior mean of round(clip(x))."""
+    tiles = tiling.grid_tiles(grids, jnp.clip(pixels, 0.0, PIXEL_MAX)) / PIXEL_MAX
+    mean, _ = model.posterior(params, images_lib.to_model_input(tiles, model.likelihood.input_kind))
+    return model.decoder_output(params, mean)
 
 
-@partial(jax.jit, static_argnames=("model", "objective", "steps", "learning_rate"))
-def _maximise_in_latent_space(model, params, z0, target, mask, log_var, *, objective, steps, learning_rate):
-    """z* = argmax_z data term(z) + sum log p(z), by ``steps`` Adam steps from ``z0``."""
+def _adam_steps(energy, x, state, steps, learning_rate):
+    """``steps`` Adam steps on ``energy`` from ``x``; returns (x, state, energy before each step)."""
     optimiser = optax.adam(learning_rate)
 
-    def loss(z):
-        out = model.decoder_output(params, z)
-        data = _log_likelihood(model, objective, out, target, mask, log_var)
-        return -(data + jnp.sum(model.prior_log_prob(params, z)))
-
     def step(carry, _):
-        z, state = carry
-        value, grad = jax.value_and_grad(loss)(z)
-        updates, state = optimiser.update(grad, state, z)
-        return (optax.apply_updates(z, updates), state), value
+        x, state = carry
+        value, grad = jax.value_and_grad(energy)(x)
+        updates, state = optimiser.update(grad, state, x)
+        return (optax.apply_updates(x, updates), state), value
 
-    (z, _), losses = jax.lax.scan(step, (z0, optimiser.init(z0)), None, length=steps)
-    return z, losses
-
-
-# ---------------------------------------------------------------- denoising
+    (x, state), values = jax.lax.scan(step, (x, state), None, length=steps)
+    return x, state, values
 
 
-def denoise_posterior_mean_tiles(model, params, noisy):
-    """x_hat = E[x | z = mean of q(z | clip(y))]: encode the (clipped) noisy tiles, decode the mean."""
-    _check_tiles(model, "noisy", noisy)
-    return _decode_posterior_mean(model, params, jnp.clip(noisy, 0.0, 1.0))[1]
+@partial(jax.jit, static_argnames=("model", "grids", "steps", "learning_rate"))
+def _denoising_block(model, params, pixels, state, noisy, sigma, *, grids, steps, learning_rate):
+    """Re-encode, then ``steps`` Adam steps on E with z held; returns (x, state, residual)."""
+    outs = decoded_posterior_means(model, params, grids, pixels)
+    energy = lambda x: denoising_energy(model, grids, x, noisy, sigma, outs)
+    pixels, state, _ = _adam_steps(energy, pixels, state, steps, learning_rate)
+    residual = jnp.mean(jnp.square(noisy - jnp.clip(pixels, 0.0, PIXEL_MAX))) / sigma**2
+    return pixels, state, residual
 
 
-def denoise_map_tiles(model, params, noisy, sigma, *, steps=200, learning_rate=0.05):
-    """x_hat = x(z*), z* = argmax_z log N(y; x(z), sigma^2 I) + log p(z) (MAP in latent space).
-
-    ``x(z)`` is the likelihood's mean at z; for a hierarchy z is every group and log p(z) the
-    whole top-down prior. The search starts at the posterior mean of ``clip(y)`` and takes
-    ``steps`` Adam steps.
-    """
-    _check_tiles(model, "noisy", noisy)
-    if not sigma > 0:
-        raise ValueError(f"sigma: expected a positive noise standard deviation, got {sigma!r}")
-    z0, _ = _decode_posterior_mean(model, params, jnp.clip(noisy, 0.0, 1.0))
-    y = jnp.asarray(noisy, jnp.float32)
-    z, _ = _maximise_in_latent_space(
-        model, params, z0, y, jnp.ones(y.shape, bool), 2.0 * math.log(sigma),
-        objective="gaussian_noise", steps=steps, learning_rate=learning_rate,
-    )  # fmt: skip
-    return _mean_image(model, model.decoder_output(params, z))
+@partial(jax.jit, static_argnames=("model", "grids", "steps", "learning_rate"))
+def _inpainting_block(model, params, free, state, image, known, *, grids, steps, learning_rate):
+    outs = decoded_posterior_means(model, params, grids, jnp.where(known, image, free))
+    energy = lambda u: inpainting_energy(model, grids, u, image, known, outs)
+    free, state, values = _adam_steps(energy, free, state, steps, learning_rate)
+    return free, state, values[-1]
 
 
-# ---------------------------------------------------------------- inpainting
+# ---------------------------------------------------------------- denoising and inpainting
 
 
-@partial(jax.jit, static_argnames=("model", "iterations"))
-def _resample(model, params, images01, mask, key, *, iterations):
-    def step(x, t):
-        keys = jax.random.split(jax.random.fold_in(key, t), x.shape[0])
-        out = model.infer(params, images_lib.to_model_input(x, model.likelihood.input_kind), keys).decoder_out
-        return jnp.where(mask, images01, _mean_image(model, out)), None
+class Denoised(NamedTuple):
+    """``image``: (H, W, C) in [0, 1]. ``sigma``: the noise level used (on [0, 1]),
+    ``sigma_estimated`` whether it was estimated from the image; ``residuals``: the discrepancy
+    mean((y - x)^2) / sigma^2 after each block run; ``iterations``: the blocks whose result it is."""
 
-    x0 = jax.vmap(mean_fill)(images01, mask)
-    x, _ = jax.lax.scan(step, x0, jnp.arange(iterations))
-    return x
-
-
-def inpaint_resample_tiles(model, params, images01, mask, key, *, iterations=50):
-    """Iterative conditional resampling (Rezende, Mohamed & Wierstra 2014, sec. 6.2):
-    start from the mean fill; repeat z ~ q(z | x_t), x_{t+1} = where(known, x, E[x | z]).
-
-    Uses only the model protocol (``infer``), so hierarchical models work too.
-    """
-    _check_tiles(model, "images01", images01)
-    checks.check_key("key", key)
-    checks.check_count("iterations", iterations)
-    mask = jnp.broadcast_to(mask, images01.shape)
-    return _resample(model, params, jnp.asarray(images01, jnp.float32), mask, key, iterations=iterations)
-
-
-def inpaint_optimise_tiles(model, params, images01, mask, *, steps=200, learning_rate=0.05):
-    """z* = argmax_z sum_known log p(x_known | z) + log p(z), then unknown pixels := E[x | z*].
-
-    The model's own likelihood scores the known pixels; the search starts at the posterior
-    mean of the mean-filled tiles.
-    """
-    _check_tiles(model, "images01", images01)
-    images01 = jnp.asarray(images01, jnp.float32)
-    mask = jnp.broadcast_to(mask, images01.shape)
-    z0, _ = _decode_posterior_mean(model, params, jax.vmap(mean_fill)(images01, mask))
-    x_model = images_lib.to_model_input(images01, model.likelihood.input_kind)
-    z, _ = _maximise_in_latent_space(
-        model,
-        params,
-        z0,
-        x_model,
-        mask,
-        0.0,
-        objective="known_pixels",
-        steps=steps,
-        learning_rate=learning_rate,
-    )
-    return jnp.where(mask, images01, _mean_image(model, model.decoder_output(params, z)))
-
-
-# ---------------------------------------------------------------- whole images
+    image: jax.Array
+    sigma: float
+    sigma_estimated: bool
+    residuals: tuple[float, ...]
+    iterations: int
 
 
 def _check_image(model, name, image):
     if jnp.ndim(image) != 3 or jnp.shape(image)[-1] != model.data_shape[-1]:
         raise ValueError(f"{name}: expected an (H, W, {model.data_shape[-1]}) image, got {jnp.shape(image)}")
-    return jnp.asarray(image, jnp.float32)
+    image = jnp.asarray(image, jnp.float32)
+    if not bool(jnp.all(jnp.isfinite(image))):
+        raise ValueError(f"{name}: expected finite pixel values, got NaN or infinity")
+    return image
 
 
-def denoise(model, params, noisy, sigma, *, method="map", steps=200, learning_rate=0.05, tile_mode="edge"):
-    """Denoise a whole ``(H, W, C)`` image ``y = x + sigma * eps`` tile by tile; returns [0, 1] floats.
+def _check_schedule(steps, iterations_name, iterations, learning_rate):
+    checks.check_count("steps", steps)
+    checks.check_count(iterations_name, iterations)
+    checks.check_finite_positive("learning_rate", learning_rate)
 
-    ``method``: ``"posterior_mean"`` (one encode-decode) or ``"map"`` (latent MAP under the
-    Gaussian noise model, ``steps`` Adam steps).
+
+def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iterations=25, learning_rate=2.0,
+            target_discrepancy=1.0, progress=None) -> Denoised:  # fmt: skip
+    """The MAP estimate of x given ``noisy`` y = x + sigma * eps, (H, W, C) on [0, 1], any size
+    (an image smaller than a tile is mirrored up to one).
+
+    Minimises E(x) (module docstring) by Adam (``learning_rate`` in 0..255 units) from clip(y),
+    re-encoding every ``steps`` steps, until the residual mean((y - x)^2) / sigma^2 reaches
+    ``target_discrepancy`` (None: never; then the run is the plain MAP) or ``max_iterations``
+    blocks. ``sigma`` None: estimated from y by the wavelet MAD estimator (Donoho & Johnstone 1994).
     """
-    if method not in DENOISERS:
-        raise ValueError(f"method: expected one of {DENOISERS}, got {method!r}")
     noisy = _check_image(model, "noisy", noisy)
-    if method == "posterior_mean":
-        fn = lambda tiles: denoise_posterior_mean_tiles(model, params, tiles)
-    else:
-        fn = lambda tiles: denoise_map_tiles(
-            model, params, tiles, sigma, steps=steps, learning_rate=learning_rate
+    _check_schedule(steps, "max_iterations", max_iterations, learning_rate)
+    estimated = sigma is None
+    sigma = classical.estimate_noise_sigma(noisy) if estimated else sigma
+    checks.check_finite_positive("sigma", sigma)
+    if target_discrepancy is not None:
+        checks.check_finite_positive("target_discrepancy", target_discrepancy)
+    grids = tiling.overlapping_grids(noisy.shape[:2], model.data_shape[:2], num_grids)
+    y = PIXEL_MAX * noisy
+    pixels = jnp.clip(y, 0.0, PIXEL_MAX)
+    state = optax.adam(learning_rate).init(pixels)
+    sigma_pixels = jnp.float32(PIXEL_MAX * sigma)
+    residuals, previous, answer = [], pixels, None
+    for _ in range(max_iterations):
+        previous = pixels
+        pixels, state, residual = _denoising_block(
+            model, params, pixels, state, y, sigma_pixels, grids=grids, steps=steps, learning_rate=learning_rate
         )
-    return tiling.map_tiles(fn, noisy, model.data_shape[:2], tile_mode)
+        residuals.append(float(residual))
+        if progress is not None:
+            progress(1)
+        if target_discrepancy is not None and residuals[-1] >= target_discrepancy:
+            overshot = residuals[-1] > DISCREPANCY_OVERSHOOT * target_discrepancy and len(residuals) > 1
+            answer = (previous, len(residuals) - 1) if overshot else (pixels, len(residuals))
+            break
+    pixels, iterations = answer if answer is not None else (pixels, len(residuals))
+    image = jnp.clip(pixels, 0.0, PIXEL_MAX) / PIXEL_MAX
+    return Denoised(image, float(sigma), estimated, tuple(residuals), iterations)
 
 
-def inpaint(model, params, image, mask, key=None, *, method="resample", iterations=50, steps=200,
-            learning_rate=0.05, tile_mode="edge"):  # fmt: skip
-    """Fill the unknown pixels (``mask`` False) of a whole ``(H, W, C)`` [0, 1] image.
+FILLS = ("biharmonic", "mean")
 
-    ``method``: ``"resample"`` (iterative conditional resampling, needs ``key``) or
-    ``"optimise"`` (latent optimisation on the known pixels). Known pixels come back exactly.
-    """
-    if method not in INPAINTERS:
-        raise ValueError(f"method: expected one of {INPAINTERS}, got {method!r}")
+
+def inpaint(model, params, image, mask, *, num_grids=2, steps=10, iterations=10, learning_rate=2.0,
+            start="biharmonic", progress=None):  # fmt: skip
+    """Fill the unknown pixels (``mask`` False) of an (H, W, C) [0, 1] image: argmin over them of
+    -(1/G) sum_g sum_t log p(x_t | z_t), x = where(known, image, free), by ``iterations`` blocks
+    of ``steps`` Adam steps (re-encoding before each), from the ``start`` fill (``"biharmonic"``
+    or ``"mean"``). Known pixels come back exactly."""
     image = _check_image(model, "image", image)
     mask = broadcast_mask(mask, image.shape)
-    if method == "resample" and key is None:
-        raise ValueError("key: inpaint(method='resample') draws latents and needs a PRNG key")
-    tiles, grid = tiling.split(image, model.data_shape[:2], tile_mode)
-    mask_tiles, _ = tiling.split(mask, model.data_shape[:2], tile_mode)
-    if method == "resample":
-        filled = inpaint_resample_tiles(model, params, tiles, mask_tiles, key, iterations=iterations)
-    else:
-        filled = inpaint_optimise_tiles(
-            model, params, tiles, mask_tiles, steps=steps, learning_rate=learning_rate
+    _check_schedule(steps, "iterations", iterations, learning_rate)
+    checks.check_choice("start", start, FILLS)
+    fill = classical.biharmonic_fill if start == "biharmonic" else classical.mean_fill
+    grids = tiling.overlapping_grids(image.shape[:2], model.data_shape[:2], num_grids)
+    known_pixels = PIXEL_MAX * image
+    free = PIXEL_MAX * jnp.asarray(fill(image, mask), jnp.float32)
+    state = optax.adam(learning_rate).init(free)
+    for _ in range(iterations):
+        free, state, _ = _inpainting_block(
+            model, params, free, state, known_pixels, mask, grids=grids, steps=steps, learning_rate=learning_rate
         )
-    # The tiles already keep known pixels; this outer where makes the guarantee independent of them.
-    return jnp.where(mask, image, tiling.stitch(filled, grid))
+        if progress is not None:
+            progress(1)
+    return jnp.where(mask, image, jnp.clip(free, 0.0, PIXEL_MAX) / PIXEL_MAX)
 
 
-# ---------------------------------------------------------------- report
+# ---------------------------------------------------------------- every method side by side
 
 
-def _scores(restored, clean):
-    return {"psnr": float(psnr(restored, clean)), "ssim": float(ssim(restored, clean))}
+def denoisers(model, params, sigma, *, blur_sigma=1.0, **options) -> dict:
+    """The denoisers scored side by side, ``{name: noisy -> image}``: the noisy input itself, the
+    classical ones (BM3D when installed) and the VAE's MAP (``denoise`` with ``options``)."""
+    methods = {
+        "noisy": lambda y: jnp.clip(y, 0.0, 1.0),
+        "gaussian_blur": lambda y: classical.gaussian_blur(jnp.clip(y, 0.0, 1.0), blur_sigma),
+        "total_variation": lambda y: classical.total_variation(y, sigma),
+        "non_local_means": lambda y: classical.non_local_means(y, sigma),
+    }
+    if classical.bm3d_available():
+        methods["bm3d"] = lambda y: classical.bm3d(y, sigma)
+    methods["vae_map"] = lambda y: denoise(model, params, y, sigma, **options).image
+    return methods
+
+
+def inpainters(model, params, **options) -> dict:
+    """The inpainters scored side by side, ``{name: (image, mask) -> image}``."""
+    return {
+        "masked": lambda x, m: jnp.where(broadcast_mask(m, x.shape), x, 0.0),
+        "mean_fill": classical.mean_fill,
+        "biharmonic": classical.biharmonic_fill,
+        "vae_map": lambda x, m: inpaint(model, params, x, m, **options),
+    }
+
+
+def timed_scores(methods, clean, *inputs) -> tuple[dict, dict]:
+    """Run each method on ``inputs``: ({name: {"psnr", "ssim", "seconds"}}, {name: image})."""
+    scores, restored = {}, {}
+    for name, method in methods.items():
+        started = time.perf_counter()
+        image = jnp.clip(jnp.asarray(method(*inputs), jnp.float32), 0.0, 1.0).block_until_ready()
+        seconds = time.perf_counter() - started
+        restored[name] = image
+        scores[name] = {"psnr": float(psnr(image, clean)), "ssim": float(ssim(image, clean)), "seconds": seconds}
+    return scores, restored
+
+
+def best_method(scores, exclude=("noisy", "masked")) -> str:
+    """The method of highest PSNR among ``scores`` (the degraded input itself excluded)."""
+    return max((name for name in scores if name not in exclude), key=lambda name: scores[name]["psnr"])
 
 
 TASKS = ("denoise", "inpaint_centre", "inpaint_random")
 
 
-def _check_options(tasks, *, noise_sigma, blur_sigma, iterations, steps):
-    """Every setting the report's tasks use, checked before any work (those they do not use are
-    left alone: the inpainting tasks add no noise, denoising does no resampling)."""
+def output_files(tasks=TASKS) -> list[str]:
+    """The files ``run_restoration`` writes under ``out_dir`` for ``tasks``: a row of every method
+    (``{task}.png``) and the answer, the best method's image (``{task}_answer.png``)."""
+    return [name for task in tasks for name in (f"{task}.png", f"{task}_answer.png")]
+
+
+def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_sigma=0.1, steps=10,
+                       max_iterations=25, iterations=10, progress=None):  # fmt: skip
+    """Degrade ``image_uint8`` (uint8 ``(H, W, C)``, any size), restore it every way, score everything.
+
+    Returns ``(report, images)``: ``report[task]`` maps each method to ``{"psnr", "ssim",
+    "seconds"}`` against the clean image and ``report[task + "_answer"]`` names the best one;
+    ``images[task]`` maps ``"clean"`` and each method to its (H, W, C) [0, 1] image. Denoising adds
+    noise of ``noise_sigma`` and gives the denoisers that sigma (``max_iterations`` caps the VAE's
+    blocks); inpainting runs ``iterations`` blocks. Both take ``steps`` Adam steps a block and
+    call ``progress(1)`` after each.
+    """
     unknown = set(tasks) - set(TASKS)
     if unknown:
         raise ValueError(f"tasks: expected denoise, inpaint_centre or inpaint_random, got {sorted(unknown)}")
-    checks.check_count("steps", steps, 0)
     if "denoise" in tasks:
         checks.check_finite_positive("noise_sigma", noise_sigma)
-        checks.check_finite_positive("blur_sigma", blur_sigma)
-    if any(task.startswith("inpaint_") for task in tasks):
-        checks.check_count("iterations", iterations)
-
-
-def output_files(tasks=TASKS) -> list[str]:
-    """The names of the files ``run_restoration`` writes under ``out_dir`` for ``tasks``, so a
-    caller can check them all before any work."""
-    return [f"{task}.png" for task in tasks]
-
-
-def restoration_report(model, params, image_uint8, key, *, noise_sigma=0.1, blur_sigma=1.0, tasks=TASKS,
-                       iterations=50, steps=200,
-                       learning_rate=0.05):  # fmt: skip
-    """Degrade ``image_uint8`` (uint8 ``(H, W, C)``, any size), restore it, and score everything.
-
-    Returns ``(report, images)``: ``report`` maps each task (``"denoise"``, ``"inpaint_centre"``,
-    ``"inpaint_random"``) to ``{method: {"psnr": dB, "ssim": float}}`` against the clean image,
-    methods and baselines side by side (denoise: ``noisy``, ``gaussian_blur``,
-    ``posterior_mean``, ``map``; inpaint: ``masked`` (unknown = 0), ``mean_fill``, ``resample``,
-    ``optimise``); ``images`` maps each task to ``{method: (H, W, C) [0, 1] image}``, the clean
-    image and the degraded input first.
-    """
     clean = jnp.asarray(images_lib.to_unit(np.asarray(image_uint8)))
     _check_image(model, "image_uint8", clean)
-    _check_options(tasks, noise_sigma=noise_sigma, blur_sigma=blur_sigma, iterations=iterations, steps=steps)
-    noise_key, mask_key, resample_key = jax.random.split(key, 3)
-    noisy = add_gaussian_noise(clean, noise_sigma, noise_key)
-    results = {}
+    noise_key, mask_key = jax.random.split(key)
+    report, results = {}, {}
     if "denoise" in tasks:
-        results["denoise"] = {
-            "clean": clean,
-            "noisy": jnp.clip(noisy, 0.0, 1.0),
-            "gaussian_blur": gaussian_blur(jnp.clip(noisy, 0.0, 1.0), blur_sigma),
-            "posterior_mean": denoise(model, params, noisy, noise_sigma, method="posterior_mean"),
-            "map": denoise(
-                model, params, noisy, noise_sigma, method="map", steps=steps, learning_rate=learning_rate
-            ),
-        }
-    for name in [task.removeprefix("inpaint_") for task in tasks if task.startswith("inpaint_")]:
-        mask = (
-            centre_square_mask(clean.shape[:2])
-            if name == "centre"
-            else random_pixel_mask(clean.shape[:2], mask_key)
-        )
-        mask3 = broadcast_mask(mask, clean.shape)
-        results[f"inpaint_{name}"] = {
-            "clean": clean,
-            "masked": jnp.where(mask3, clean, 0.0),
-            "mean_fill": mean_fill(clean, mask),
-            "resample": inpaint(
-                model, params, clean, mask, resample_key, method="resample", iterations=iterations
-            ),
-            "optimise": inpaint(
-                model, params, clean, mask, method="optimise", steps=steps, learning_rate=learning_rate
-            ),
-        }
-    report = {
-        task: {method: _scores(image, clean) for method, image in restored.items() if method != "clean"}
-        for task, restored in results.items()
-    }
-    if "denoise" in tasks:  # the inpainting tasks add no noise
+        noisy = add_gaussian_noise(clean, noise_sigma, noise_key)
+        methods = denoisers(model, params, noise_sigma, steps=steps, max_iterations=max_iterations, progress=progress)
+        report["denoise"], restored = timed_scores(methods, clean, noisy)
+        results["denoise"] = {"clean": clean, **restored}
         report["noise_sigma"] = noise_sigma
+    for task in (t for t in tasks if t.startswith("inpaint_")):
+        if task == "inpaint_centre":
+            mask = centre_square_mask(clean.shape[:2])
+        else:
+            mask = random_pixel_mask(clean.shape[:2], mask_key)
+        methods = inpainters(model, params, steps=steps, iterations=iterations, progress=progress)
+        report[task], restored = timed_scores(methods, clean, clean, mask)
+        results[task] = {"clean": clean, **restored}
+    for task in results:
+        report[f"{task}_answer"] = best_method(report[task])
     return report, results
 
 
 def run_restoration(model, params, image_uint8, key, *, out_dir, **options):
-    """Write ``{task}.png`` (a row: clean, degraded, baselines, restorations) under ``out_dir``
-    and return ``restoration_report``'s numbers plus ``"files"`` and each row's ``"columns"``."""
+    """``restoration_report``, writing ``output_files`` under ``out_dir``; returns its numbers
+    plus ``"files"`` and each row's ``"columns"``."""
     report, results = restoration_report(model, params, image_uint8, key, **options)
     files, columns = [], {}
-    for (task, restored), name in zip(results.items(), output_files(results), strict=True):
+    for task, restored in results.items():
         columns[task] = list(restored)
         row = jnp.stack(list(restored.values()))
-        files.append(outputs.save_grid(os.path.join(out_dir, name), row, cols=len(restored)))
+        files.append(outputs.save_grid(os.path.join(out_dir, f"{task}.png"), row, cols=len(restored)))
+        answer = restored[report[f"{task}_answer"]]
+        files.append(outputs.save_grid(os.path.join(out_dir, f"{task}_answer.png"), answer[None], cols=1))
     return {**report, "files": files, "columns": columns}
+

@@ -1,0 +1,172 @@
+"""Restoration with the shipped model against the classical tools, in one run on the same crops.
+
+    python -m benchmarks.restoration                       # chelsea + 2 held-out photos, 256x256
+    python -m benchmarks.restoration --images chelsea,Dune --size 128 --sigmas 25
+    python -m benchmarks.restoration --record              # into docs/results/restoration.{json,md}
+
+Denoising: Gaussian noise of sigma (on 0..255, given to every denoiser) added to each centre
+crop with a fixed seed; PSNR, SSIM and wall time of the noisy input, Gaussian blur, total
+variation, non-local means, BM3D (when the ``bm3d`` package is installed; else skipped with a
+note) and the VAE's MAP (``restoration.denoise``). Inpainting: a centre hole (half the side) and
+half the pixels missing at random; mean fill, biharmonic and the VAE (``restoration.inpaint``).
+
+Images: ``chelsea`` (scikit-image; the shipped model's held-out photo) and photographs of Debian's
+``mate-backgrounds`` (``/usr/share/backgrounds/mate/nature/NAME.jpg``), none of which the embedded
+training set uses (``vae_jax.data.photos.TRAIN_PHOTOS``). A run writes JSON and Markdown to
+``runs/benchmarks/restoration`` (``--out``), or with ``--record`` to the repository's
+``docs/results/``; it prints ``jax.devices()``, the CPU model and the commit first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_OUT = Path("runs") / "benchmarks" / "restoration"
+RECORDED = Path(__file__).resolve().parent.parent / "docs" / "results"
+MATE_NATURE = Path("/usr/share/backgrounds/mate/nature")
+DEFAULT_IMAGES = ("chelsea", "LadyBird", "Dune")
+DEFAULT_SIGMAS = (15, 25, 50)
+
+
+def held_out_photo(name):
+    """uint8 (H, W, 3): ``chelsea`` or a mate-backgrounds nature photograph, refused if trained on."""
+    import numpy as np
+
+    from vae_jax.data.photos import TRAIN_PHOTOS, load_photos
+
+    if name in TRAIN_PHOTOS:
+        raise ValueError(f"--images: {name} is in the embedded training set; pick a held-out photograph")
+    if name == "chelsea":
+        return np.asarray(load_photos()["chelsea"])
+    path = MATE_NATURE / f"{name}.jpg"
+    if not path.is_file():
+        raise ValueError(f"--images: no {path} (apt-get install mate-backgrounds) and not chelsea")
+    from vae_jax import images
+
+    return images.load_image(path, 3)
+
+
+def centre_crop(image, size):
+    """The centred ``size`` x ``size`` crop (the whole image where it is smaller)."""
+    height, width = image.shape[:2]
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    return image[top : top + size, left : left + size]
+
+
+def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=0, log=print) -> dict:
+    """Every method on every crop: ``{"denoise": [rows], "inpaint": [rows]}``, a row one method on one
+    image (at one sigma), with its PSNR, SSIM and seconds."""
+    import jax
+    import jax.numpy as jnp
+
+    from vae_jax import images, trained
+    from vae_jax.apps import classical_restoration as classical
+    from vae_jax.apps import restoration
+
+    shipped = trained.load()
+    model, params = shipped.model, shipped.params
+    rows = {"denoise": [], "inpaint": []}
+    compiled = set()
+    for index, name in enumerate(names):
+        clean = jnp.asarray(images.to_unit(centre_crop(held_out_photo(name), size)))
+        shape = f"{clean.shape[1]}x{clean.shape[0]}"
+        if shape not in compiled:  # one block of each first, so no row's seconds include compiling
+            restoration.denoise(model, params, clean, 0.1, steps=steps, max_iterations=1)
+            restoration.inpaint(model, params, clean, restoration.centre_square_mask(clean.shape[:2]), steps=steps,
+                                iterations=1)  # fmt: skip
+            compiled.add(shape)
+        for sigma in sigmas:
+            noisy = restoration.add_gaussian_noise(clean, sigma / 255.0, jax.random.fold_in(jax.random.key(seed), index))
+            methods = restoration.denoisers(
+                model, params, sigma / 255.0, steps=steps, max_iterations=max_iterations
+            )  # fmt: skip
+            scores, _ = restoration.timed_scores(methods, clean, noisy)
+            for method, score in scores.items():
+                rows["denoise"].append({"image": name, "size": shape, "sigma": sigma, "method": method, **score})
+            log(f"{name} sigma {sigma}: " + ", ".join(f"{m} {s['psnr']:.2f}" for m, s in scores.items()))
+        masks = {
+            "centre": restoration.centre_square_mask(clean.shape[:2]),
+            "random": restoration.random_pixel_mask(clean.shape[:2], jax.random.fold_in(jax.random.key(seed + 1), index)),
+        }
+        for mask_name, mask in masks.items():
+            methods = restoration.inpainters(model, params, steps=steps, iterations=inpaint_iterations)
+            methods.pop("masked")
+            scores, _ = restoration.timed_scores(methods, clean, clean, mask)
+            for method, score in scores.items():
+                rows["inpaint"].append({"image": name, "size": shape, "mask": mask_name, "method": method, **score})
+            log(f"{name} {mask_name}: " + ", ".join(f"{m} {s['psnr']:.2f}" for m, s in scores.items()))
+    if not classical.bm3d_available():
+        log("note: bm3d is not installed (pip install vae-jax[restoration-baselines]): its rows are skipped")
+    return rows
+
+
+def markdown(results) -> str:
+    """Two tables: denoising (one row an image and sigma, PSNR / SSIM / seconds per method) and inpainting."""
+    lines = []
+    for task, key in (("denoise", "sigma"), ("inpaint", "mask")):
+        rows = results["rows"][task]
+        methods = list(dict.fromkeys(row["method"] for row in rows))
+        cases = list(dict.fromkeys((row["image"], row["size"], row[key]) for row in rows))
+        lines += [f"### {'Denoising' if task == 'denoise' else 'Inpainting'}: PSNR dB / SSIM / seconds", ""]
+        lines.append("| image | size | " + key + " | " + " | ".join(methods) + " |")
+        lines.append("|" + "---|" * (3 + len(methods)))
+        for case in cases:
+            found = {row["method"]: row for row in rows if (row["image"], row["size"], row[key]) == case}
+            best = max((m for m in found if m != "noisy"), key=lambda m: found[m]["psnr"])
+            cells = []
+            for method in methods:
+                row = found.get(method)
+                text = "-" if row is None else f"{row['psnr']:.2f} / {row['ssim']:.3f} / {row['seconds']:.1f}"
+                cells.append(f"**{text}**" if method == best else text)
+            lines.append(f"| {case[0]} | {case[1]} | {case[2]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.restoration", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", default=",".join(DEFAULT_IMAGES),
+                        help="comma-separated: chelsea and/or mate-backgrounds nature photos (default %(default)s)")
+    parser.add_argument("--size", type=int, default=256, help="centre crop side (default %(default)s)")
+    parser.add_argument("--sigmas", default=",".join(map(str, DEFAULT_SIGMAS)), help="noise sigmas on 0..255")
+    parser.add_argument("--steps", type=int, default=10, help="the VAE's Adam steps between re-encodings")
+    parser.add_argument("--max-iterations", type=int, default=25, help="the VAE denoiser's re-encodings at most")
+    parser.add_argument("--inpaint-iterations", type=int, default=5, help="the VAE inpainter's re-encodings")
+    parser.add_argument("--out", type=Path, default=None, help=f"folder (default {DEFAULT_OUT})")
+    parser.add_argument("--record", action="store_true", help=f"write the JSON to {RECORDED}/restoration.json (the page there quotes the table)")
+    args = parser.parse_args(argv)
+    if args.record and args.out is not None:
+        parser.error("--record writes the recorded results: drop --out")
+    import jax
+
+    from benchmarks import timing
+
+    env = timing.environment()
+    print(f"jax.devices(): {jax.devices()}; CPU {env['cpu_model']} x {env['cpu_count']}; commit {env['git_commit']}; "
+          f"load {env['load_average']}", file=sys.stderr)  # fmt: skip
+    started = time.perf_counter()
+    rows = run(
+        args.images.split(","), args.size, [float(s) for s in args.sigmas.split(",")], steps=args.steps,
+        max_iterations=args.max_iterations, inpaint_iterations=args.inpaint_iterations,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    results = {
+        "environment": env, "load_after": timing.load_average(), "total_seconds": time.perf_counter() - started,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "record")}, "rows": rows,
+    }  # fmt: skip
+    table = markdown(results)
+    out = RECORDED if args.record else (args.out or DEFAULT_OUT)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "restoration.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    if not args.record:  # the recorded page is written by hand around the table
+        (out / "restoration.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
