@@ -220,7 +220,9 @@ def test_denoise_any_size_returns_an_image(fixture, request):
         noisy = restoration.add_gaussian_noise(clean, 0.2, jax.random.key(0))
         result = restoration.denoise(model, params, noisy, 0.2, steps=3, max_iterations=3)
         assert result.image.shape == clean.shape and bool(jnp.all((result.image >= 0) & (result.image <= 1)))
-        assert 1 <= len(result.residuals) <= 3
+        # One residual a block run: all 3 blocks, or fewer because the discrepancy principle stopped it there.
+        assert len(result.residuals) == 3 or (1 <= len(result.residuals) < 3 and result.residuals[-1] >= 1.0)
+        assert result.iterations in (len(result.residuals), len(result.residuals) - 1)
 
 
 def test_denoise_of_a_hierarchy_runs():
@@ -351,7 +353,7 @@ def test_report_scores_every_method_and_names_the_best(discrete_mlp, tmp_path):
     for task, methods in expected.items():
         assert set(report[task]) == methods
         for scores in report[task].values():
-            assert np.isfinite(scores["psnr"]) and -1 <= scores["ssim"] <= 1 and scores["seconds"] >= 0
+            assert np.isfinite(scores["psnr"]) and -1 <= scores["ssim"] <= 1 and isinstance(scores["seconds"], float)
         best = report[f"{task}_answer"]
         assert best not in ("noisy", "masked")
         assert report[task][best]["psnr"] == max(s["psnr"] for m, s in report[task].items() if m not in ("noisy", "masked"))
