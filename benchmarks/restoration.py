@@ -84,6 +84,9 @@ def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=
             methods = restoration.denoisers(
                 model, params, sigma / 255.0, steps=steps, max_iterations=max_iterations
             )  # fmt: skip
+            methods["vae_map_from_noisy"] = lambda y, s=sigma / 255.0: restoration.denoise(
+                model, params, y, s, steps=steps, max_iterations=max_iterations, start="noisy"
+            ).image
             scores, _ = restoration.timed_scores(methods, clean, noisy)
             for method, score in scores.items():
                 rows["denoise"].append({"image": name, "size": shape, "sigma": sigma, "method": method, **score})

@@ -113,7 +113,7 @@ def test_round_trip_random_images_tiles_of_training_size(discrete_mlp, shape):
     _round_trip(model, params, _random_image(shape, seed=sum(shape)))
 
 
-@pytest.mark.parametrize("which", ["conv_mixture", "conv_coupled", "ladder", "ladder_local", "ladder_cross"])
+@pytest.mark.parametrize("which", ["conv_mixture", "conv_coupled", "ladder", "ladder_local", pytest.param("ladder_cross", marks=pytest.mark.slow)])
 def test_round_trip_photo_and_exact_bytes(which, request):
     model, params = request.getfixturevalue(which)
     image = skimage.data.chelsea()[:24, :40]
@@ -133,6 +133,7 @@ def test_ladder_round_trips_any_size_and_mode(ladder, shape, mode):
     assert compression.read_header(blob)["mode"] == mode
 
 
+@pytest.mark.slow
 def test_large_image_in_tiles_round_trips():
     """A 300x451 photograph crop in 128x128 tiles (the last row and column partial), on a ladder
     with one logistic per sub-pixel (the coupled mixture's tables cost ~8x more)."""
@@ -190,6 +191,7 @@ def test_chain_starts_with_one_unit_tile_and_tiles_grow(ladder):
     np.testing.assert_array_equal(compression.decompress_image(model, params, blob), image)
 
 
+@pytest.mark.slow
 def test_quadtree_stops_where_halves_leave_the_unit_and_ticks_once_per_block(ladder):
     """Blocks of 24 on a unit of 2 split 24 -> 12 -> 6 and no further (3 is not a multiple of 2);
     the encoder and the decoder each tick once per block, as ``num_tiles`` counts them."""
@@ -246,6 +248,7 @@ def test_a_tile_takes_bits_back_only_if_its_pops_leave_the_reserve(ladder):
     assert outcomes == {"refused": True, "coded": True}
 
 
+@pytest.mark.slow
 def test_chain_start_overhead_is_one_unit_tiles_worth(ladder):
     """The whole file exceeds the net rate over the whole image by the header, the layout bits,
     the last ANS word's padding and the first unit tile's missing bits back. That tile costs at
@@ -334,7 +337,7 @@ def test_posterior_pops_follow_the_discretized_gaussian_without_tail_outliers(la
     np.testing.assert_array_equal(ans.get_compressed(), words)
 
 
-@pytest.mark.parametrize("which", ["discrete_mlp", "ladder", "ladder_local", "ladder_cross"])
+@pytest.mark.parametrize("which", ["discrete_mlp", pytest.param("ladder", marks=pytest.mark.slow), "ladder_local", pytest.param("ladder_cross", marks=pytest.mark.slow)])
 def test_net_rate_is_close_to_negative_elbo(which, request):
     """The tiles coded with bits back cost their -ELBO (the ladder's: every group's KL against
     its conditional prior). The coder pays one posterior draw per tile, so its net rate scatters

@@ -109,7 +109,7 @@ def test_grid_layout():
     np.testing.assert_array_equal(out[4:6, 5:8], batch[3])  # row 1, column 1
 
 
-@pytest.mark.parametrize("family", ["hierarchical", "stochastic_mlp"])
+@pytest.mark.parametrize("family", [pytest.param("hierarchical", marks=pytest.mark.slow), "stochastic_mlp"])
 def test_resample_finer_on_models_of_several_groups(family, tmp_path):
     model = FAMILIES[family]()
     params = perturbed(vae_jax.init(model, jax.random.key(0)), 3)

@@ -163,13 +163,38 @@ def test_the_discrepancy_principle_stops_at_the_first_residual_past_the_target()
     model, params = _linear_gaussian(2)
     # Far from the prior's mean b ~ 0.5: the MAP's residual is well past 1, so the run stops before it.
     y = jnp.asarray(np.where(np.random.default_rng(2).random((6, 6, 1)) < 0.5, 0.1, 0.9), jnp.float32)
-    result = restoration.denoise(model, params, y, 0.05, num_grids=2, steps=5, max_iterations=200, learning_rate=0.5)
+    result = restoration.denoise(
+        model, params, y, 0.05, num_grids=2, steps=5, max_iterations=200, learning_rate=0.5, start="noisy"
+    )  # fmt: skip
     residuals = result.residuals
     assert residuals[-1] >= 1.0 and all(r < 1.0 for r in residuals[:-1])
     overshot = residuals[-1] > restoration.DISCREPANCY_OVERSHOOT
     assert result.iterations == len(residuals) - (1 if overshot else 0)
     if not overshot:
         np.testing.assert_allclose(float(jnp.mean(jnp.square(y - result.image))) / 0.05**2, residuals[-1], rtol=1e-4)
+
+
+def test_a_start_further_from_y_than_the_noise_stops_when_the_residual_falls_to_the_target():
+    """From a blurred start the residual begins above the target and the run ends at the first block
+    at or below it (this y's MAP has a residual near 2.2, so a target of 3 is reached on the way)."""
+    model, params = _linear_gaussian(2)
+    y = jnp.asarray(np.where(np.random.default_rng(2).random((6, 6, 1)) < 0.5, 0.1, 0.9), jnp.float32)
+    target = 3.0
+    start = restoration.denoising_start(y, 0.05, "gaussian_blur")
+    assert float(jnp.mean(jnp.square(y - start))) / 0.05**2 > target
+    result = restoration.denoise(
+        model, params, y, 0.05, num_grids=2, steps=5, max_iterations=200, learning_rate=0.5, start="gaussian_blur",
+        target_discrepancy=target,
+    )  # fmt: skip
+    residuals = result.residuals
+    assert residuals[-1] <= target and all(r > target for r in residuals[:-1])
+    overshot = residuals[-1] < target / restoration.DISCREPANCY_OVERSHOOT
+    assert result.iterations == len(residuals) - (1 if overshot and len(residuals) > 1 else 0)
+
+
+def test_an_unknown_start_is_refused():
+    with pytest.raises(ValueError, match="start"):
+        restoration.denoising_start(jnp.zeros((8, 8, 3)), 0.1, "median")
 
 
 # ---------------------------------------------------------------- the energy
@@ -301,6 +326,27 @@ def test_noise_estimate_is_close_to_the_true_sigma(sigma):
     clean = _smooth_image(128, 128)
     noisy = clean + sigma * np.random.default_rng(0).normal(size=clean.shape)
     assert classical.estimate_noise_sigma(noisy) == pytest.approx(sigma, rel=0.05)
+
+
+def test_noise_estimate_of_a_noiseless_ramp_is_zero():
+    """Daubechies-2 has two vanishing moments: a linear image has no diagonal detail at all."""
+    rows, cols = np.mgrid[0:32, 0:40]
+    ramp = np.repeat((0.1 + 0.01 * rows + 0.015 * cols)[..., None], 3, axis=-1)
+    assert classical.estimate_noise_sigma(ramp) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_noise_estimate_agrees_with_scikit_image():
+    pytest.importorskip("pywt")
+    from skimage.restoration import estimate_sigma
+
+    noisy = _smooth_image(96, 96) + 0.05 * np.random.default_rng(1).normal(size=(96, 96, 3))
+    expected = estimate_sigma(noisy, average_sigmas=True, channel_axis=-1)
+    assert classical.estimate_noise_sigma(noisy) == pytest.approx(expected, rel=0.03)
+
+
+def test_noise_estimate_refuses_an_image_too_small_for_the_wavelet():
+    with pytest.raises(ValueError, match="at least 4x4"):
+        classical.estimate_noise_sigma(np.zeros((3, 8, 3)))
 
 
 def test_biharmonic_fill_is_exact_on_a_linear_ramp():

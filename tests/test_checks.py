@@ -162,6 +162,7 @@ def test_builders_refuse_sizes_that_init_cannot_build(build, message):
         build()
 
 
+@pytest.mark.slow
 def test_params_that_do_not_fit_the_model_are_named_at_every_entry_point(mlp):
     model, params = mlp
     x = jnp.zeros((2, 4, 4, 1))

@@ -22,6 +22,7 @@ def exported(tmp_path_factory):
     return root / "run", folder
 
 
+@pytest.mark.slow
 def test_export_and_load_give_the_runs_model_and_ema_params(exported):
     run_dir, folder = exported
     run = trained.load_run(run_dir)

@@ -78,6 +78,7 @@ def test_a_row_trains_resumes_evaluates_and_reports(tmp_path, monkeypatch):
     assert report.count("| iwae-1layer-k5-adam_eps=5e-06 | iwae-1layer-k5 | 0 | adam_eps=5e-06 | 85.54 |") == 1
 
 
+@pytest.mark.slow
 def test_the_two_elbo_gradient_estimators_agree_in_expectation(tmp_path):
     data = write_idx_dataset(tmp_path / "mnist", _strokes(60, 0), _strokes(30, 1), gz=True)
     config = reproduce.row_config("vae-1layer-k1", f"idx:{data}", 2)

@@ -171,6 +171,7 @@ def test_sigterm_saves_a_checkpoint_like_ctrl_c(tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
 
 
+@pytest.mark.slow
 def test_resume_cuts_the_metrics_log_back_to_the_restored_step(tmp_path):
     config = tiny_run_config(steps=20)
     _train(config, tmp_path / "run")
@@ -279,6 +280,7 @@ def _train_records(run_dir):
     return [{k: v for k, v in r.items() if k not in dropped} for r in records if r["split"] == "train"]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_logs_the_train_records_of_an_uninterrupted_one(tmp_path, monkeypatch):
     """Issue 27: the first train record after a resume averaged only the steps after it. The log
     window's sums are saved with each checkpoint: a run stopped mid-window (SIGTERM at step 10),

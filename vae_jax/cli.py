@@ -444,7 +444,7 @@ def _denoise_given_noisy(args) -> int:
     try:
         result = restoration.denoise(
             run.model, run.params, noisy, args.sigma, steps=args.steps, max_iterations=args.max_iterations,
-            progress=progress,
+            start=args.start, progress=progress,
         )  # fmt: skip
     finally:
         if bar is not None:
@@ -464,7 +464,7 @@ def cmd_denoise(args) -> int:
         return _denoise_given_noisy(args)
     sigma = 0.1 if args.sigma is None else args.sigma
     return _restore(args, ("denoise",), "denoise", noise_sigma=sigma, steps=args.steps,
-                    max_iterations=args.max_iterations)  # fmt: skip
+                    max_iterations=args.max_iterations, start=args.start)  # fmt: skip
 
 
 def cmd_inpaint(args) -> int:
@@ -673,6 +673,10 @@ def build_parser() -> argparse.ArgumentParser:
     denoise.add_argument(
         "--max-iterations", type=_count(1), default=25,
         help="re-encodings at most (the run stops earlier by the discrepancy principle)",
+    )  # fmt: skip
+    denoise.add_argument(
+        "--start", choices=("total_variation", "noisy", "gaussian_blur"), default="total_variation",
+        help="the image the MAP starts from (default: the total-variation denoiser's)",
     )  # fmt: skip
     inpaint = _restore_parser(
         commands, "inpaint", cmd_inpaint,

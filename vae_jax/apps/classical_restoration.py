@@ -15,8 +15,9 @@ or ``(H, W, C)``; every fill returns the known pixels exactly as given.
 - ``mean_fill`` and ``biharmonic_fill``: unknown pixels from the known ones' mean, or the
   biharmonic interpolant (Damelin & Hoang 2018, ``skimage.restoration.inpaint_biharmonic``).
 - ``estimate_noise_sigma``: Donoho & Johnstone's (1994) wavelet estimate, sigma = median(|d|) /
-  0.6745 over the finest diagonal wavelet coefficients d (``skimage.restoration.estimate_sigma``),
-  averaged over channels.
+  0.6745 over the finest diagonal Daubechies-2 wavelet coefficients d (the estimator behind
+  ``skimage.restoration.estimate_sigma``, computed here so that it needs no PyWavelets), averaged
+  over channels.
 """
 
 from __future__ import annotations
@@ -80,12 +81,34 @@ def bm3d(noisy, sigma):
     return np.asarray(result, np.float32).reshape(noisy.shape)
 
 
+# Daubechies' (1988) 4-tap low-pass filter; its quadrature mirror g_k = (-1)^k h_{3-k} is orthonormal,
+# so white noise of sigma gives detail coefficients of exactly sigma.
+_SQRT3 = math.sqrt(3.0)
+DB2_LOW_PASS = np.array([1 + _SQRT3, 3 + _SQRT3, 3 - _SQRT3, 1 - _SQRT3]) / (4 * math.sqrt(2.0))
+DB2_HIGH_PASS = DB2_LOW_PASS[::-1] * np.array([1.0, -1.0, 1.0, -1.0])
+MAD_TO_SIGMA = 0.6745  # the median of |N(0, 1)|
+
+
+def diagonal_wavelet_details(channel):
+    """The finest diagonal (high-high) Daubechies-2 coefficients of a 2-D array: the high-pass filter
+    along rows and columns, every second output kept, no border extension (so no border artefacts)."""
+    channel = np.asarray(channel, np.float64)
+    g = DB2_HIGH_PASS
+    rows = sum(g[k] * channel[:, k : channel.shape[1] - 3 + k] for k in range(4))[:, ::2]
+    return sum(g[k] * rows[k : rows.shape[0] - 3 + k] for k in range(4))[::2]
+
+
 def estimate_noise_sigma(noisy) -> float:
     """Donoho & Johnstone's robust wavelet estimate of white Gaussian noise's sigma: median(|d|) /
     0.6745 over the finest-scale diagonal wavelet coefficients d, averaged over channels."""
-    from skimage.restoration import estimate_sigma
-
-    return float(estimate_sigma(np.asarray(noisy, np.float64), average_sigmas=True, channel_axis=-1))
+    noisy = np.asarray(noisy, np.float64)
+    if noisy.ndim != 3 or min(noisy.shape[:2]) < 4:
+        raise ValueError(
+            f"estimate_noise_sigma: the noise level of an image needs an (H, W, C) array at least 4x4, "
+            f"got {noisy.shape}; give sigma instead"
+        )
+    sigmas = [np.median(np.abs(diagonal_wavelet_details(noisy[..., c]))) / MAD_TO_SIGMA for c in range(noisy.shape[-1])]
+    return float(np.mean(sigmas))
 
 
 def broadcast_mask(mask, image_shape):

@@ -191,14 +191,28 @@ def _check_schedule(steps, iterations_name, iterations, learning_rate):
     checks.check_finite_positive("learning_rate", learning_rate)
 
 
+DENOISING_STARTS = ("noisy", "total_variation", "gaussian_blur")
+
+
+def denoising_start(noisy, sigma, start):
+    """The x a MAP run starts from, in [0, 1]: clip(y), Chambolle's TV denoiser, or a Gaussian blur."""
+    checks.check_choice("start", start, DENOISING_STARTS)
+    if start == "total_variation":
+        return jnp.clip(jnp.asarray(classical.total_variation(noisy, sigma)), 0.0, 1.0)
+    if start == "gaussian_blur":
+        return jnp.clip(classical.gaussian_blur(jnp.clip(noisy, 0.0, 1.0)), 0.0, 1.0)
+    return jnp.clip(noisy, 0.0, 1.0)
+
+
 def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iterations=25, learning_rate=2.0,
-            target_discrepancy=1.0, progress=None) -> Denoised:  # fmt: skip
+            target_discrepancy=1.0, start="total_variation", progress=None) -> Denoised:  # fmt: skip
     """The MAP estimate of x given ``noisy`` y = x + sigma * eps, (H, W, C) on [0, 1], any size
     (an image smaller than a tile is mirrored up to one).
 
-    Minimises E(x) (module docstring) by Adam (``learning_rate`` in 0..255 units) from clip(y),
-    re-encoding every ``steps`` steps, until the residual mean((y - x)^2) / sigma^2 reaches
-    ``target_discrepancy`` (None: never; then the run is the plain MAP) or ``max_iterations``
+    Minimises E(x) (module docstring) by Adam (``learning_rate`` in 0..255 units) from ``start``
+    (``denoising_start``), re-encoding every ``steps`` steps, until the residual mean((y - x)^2) /
+    sigma^2 crosses ``target_discrepancy`` (from below when the start is closer to y than that, from
+    above when it is further; None: never, and the run is the plain MAP) or ``max_iterations``
     blocks. ``sigma`` None: estimated from y by the wavelet MAD estimator (Donoho & Johnstone 1994).
     """
     noisy = _check_image(model, "noisy", noisy)
@@ -210,9 +224,12 @@ def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iter
         checks.check_finite_positive("target_discrepancy", target_discrepancy)
     grids = tiling.overlapping_grids(noisy.shape[:2], model.data_shape[:2], num_grids)
     y = PIXEL_MAX * noisy
-    pixels = jnp.clip(y, 0.0, PIXEL_MAX)
+    pixels = PIXEL_MAX * denoising_start(noisy, sigma, start)
     state = optax.adam(learning_rate).init(pixels)
     sigma_pixels = jnp.float32(PIXEL_MAX * sigma)
+    # A smoothed start is further from y than the noise is; its residual falls to the target.
+    from_above = target_discrepancy is not None and float(
+        jnp.mean(jnp.square(y - pixels)) / sigma_pixels**2) > target_discrepancy  # fmt: skip
     residuals, previous, answer = [], pixels, None
     for _ in range(max_iterations):
         previous = pixels
@@ -222,8 +239,11 @@ def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iter
         residuals.append(float(residual))
         if progress is not None:
             progress(1)
-        if target_discrepancy is not None and residuals[-1] >= target_discrepancy:
-            overshot = residuals[-1] > DISCREPANCY_OVERSHOOT * target_discrepancy and len(residuals) > 1
+        if target_discrepancy is not None and (
+            residuals[-1] <= target_discrepancy if from_above else residuals[-1] >= target_discrepancy
+        ):
+            ratio = residuals[-1] / target_discrepancy
+            overshot = max(ratio, 1 / ratio) > DISCREPANCY_OVERSHOOT and len(residuals) > 1
             answer = (previous, len(residuals) - 1) if overshot else (pixels, len(residuals))
             break
     pixels, iterations = answer if answer is not None else (pixels, len(residuals))
@@ -313,14 +333,14 @@ def output_files(tasks=TASKS) -> list[str]:
 
 
 def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_sigma=0.1, steps=10,
-                       max_iterations=25, iterations=10, progress=None):  # fmt: skip
+                       max_iterations=25, iterations=10, start="total_variation", progress=None):  # fmt: skip
     """Degrade ``image_uint8`` (uint8 ``(H, W, C)``, any size), restore it every way, score everything.
 
     Returns ``(report, images)``: ``report[task]`` maps each method to ``{"psnr", "ssim",
     "seconds"}`` against the clean image and ``report[task + "_answer"]`` names the best one;
     ``images[task]`` maps ``"clean"`` and each method to its (H, W, C) [0, 1] image. Denoising adds
     noise of ``noise_sigma`` and gives the denoisers that sigma (``max_iterations`` caps the VAE's
-    blocks); inpainting runs ``iterations`` blocks. Both take ``steps`` Adam steps a block and
+    blocks, ``start`` is where they start: ``denoising_start``); inpainting runs ``iterations`` blocks. Both take ``steps`` Adam steps a block and
     call ``progress(1)`` after each.
     """
     unknown = set(tasks) - set(TASKS)
@@ -334,7 +354,9 @@ def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_si
     report, results = {}, {}
     if "denoise" in tasks:
         noisy = add_gaussian_noise(clean, noise_sigma, noise_key)
-        methods = denoisers(model, params, noise_sigma, steps=steps, max_iterations=max_iterations, progress=progress)
+        methods = denoisers(
+            model, params, noise_sigma, steps=steps, max_iterations=max_iterations, start=start, progress=progress
+        )  # fmt: skip
         report["denoise"], restored = timed_scores(methods, clean, noisy)
         results["denoise"] = {"clean": clean, **restored}
         report["noise_sigma"] = noise_sigma
