@@ -8,9 +8,11 @@ WebP-lossless, all timed in the same process on the same machine.
 Prints a Markdown table, one row per image: its size, the file's bits/dim (everything in it),
 the net rate of the tiles coded with bits back, the model's -ELBO over those tiles (the rate
 the net one approaches), the bits the chain start cost (the first tile's missing bits back),
-PNG and WebP-lossless bits/dim (``vae_jax.codecs`` holds their settings), and encode / decode
-speed in megapixels per second of vae-jax (the encoder's number includes nothing but encoding;
-the verifying decode is timed apart), PNG and WebP. Every vae-jax file is decoded and checked
+PNG, WebP-lossless and JPEG-XL lossless (``cjxl -d 0 -e 7`` and ``-e 9``, when Debian's
+``libjxl-tools`` is installed; "-" and a note otherwise) bits/dim (``vae_jax.codecs`` holds their
+settings), and encode / decode speed in megapixels per second of vae-jax (the encoder's number
+includes nothing but encoding; the verifying decode is timed apart), PNG, WebP and JPEG-XL (the
+wall time of each ``cjxl`` / ``djxl`` command). Every vae-jax file is decoded and checked
 bit for bit. ``vae-jax compress --report`` gives the same numbers for one image
 (``compression.compression_report``). ``--untrained
 PRESET`` codes with that preset's model at its initial params plus N(0, 0.01^2) offsets (the
@@ -26,9 +28,11 @@ from pathlib import Path
 
 COLUMNS = (
     "image", "size", "vae-jax bits/dim", "net bits/dim", "-ELBO bits/dim", "chain start bits", "PNG bits/dim",
-    "WebP bits/dim",
+    "WebP bits/dim", "JPEG-XL e7 bits/dim", "JPEG-XL e9 bits/dim",
     "vae-jax enc MP/s", "vae-jax dec MP/s", "PNG enc MP/s", "PNG dec MP/s", "WebP enc MP/s", "WebP dec MP/s",
+    "JPEG-XL e7 enc MP/s", "JPEG-XL e7 dec MP/s", "JPEG-XL e9 enc MP/s", "JPEG-XL e9 dec MP/s",
 )  # fmt: skip
+CLASSICAL = ("png", "webp", "jxl_e7", "jxl_e9")
 
 
 def _number(value, digits):
@@ -45,10 +49,9 @@ def table_row(name, report) -> list[str]:
         _number(report.get("net_bits_per_dim"), 3),
         _number(report["neg_elbo_bits_per_dim"], 3),
         _number(report.get("chain_start_bits"), 0),
-        _number(report.get("png_bits_per_dim"), 3),
-        _number(report.get("webp_bits_per_dim"), 3),
+        *(_number(report.get(f"{codec}_bits_per_dim"), 3) for codec in CLASSICAL),
         *(_number(report.get(key), 3) for key in ("encode_mpps", "decode_mpps")),
-        *(_number(report.get(f"{codec}_{way}_mpps"), 2) for codec in ("png", "webp") for way in ("encode", "decode")),
+        *(_number(report.get(f"{codec}_{way}_mpps"), 2) for codec in CLASSICAL for way in ("encode", "decode")),
     ]
 
 
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bin-log2", type=int, default=None, help="latent bins of 2**-B (default: the coder's)")
     args = parser.parse_args(argv)
 
-    from vae_jax import images, trained
+    from vae_jax import codecs, images, trained
     from vae_jax.apps import compression
 
     bin_log2 = compression.DEFAULT_BIN_LOG2 if args.bin_log2 is None else args.bin_log2
@@ -109,6 +112,9 @@ def main(argv=None) -> int:
         rows.append(table_row(Path(path).name, report))
         print(f"{path}: done ({report['tiles']} tiles)", file=sys.stderr)
     print(markdown(rows))
+    if not codecs.jpeg_xl_available():
+        print("note: cjxl/djxl are not installed (apt-get install libjxl-tools): the JPEG-XL columns are empty",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 

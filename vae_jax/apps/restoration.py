@@ -18,10 +18,14 @@ steps on x, then re-encodes. When p(x | z) is Gaussian and linear in z and the e
 exact posterior mean, the fixed point is exactly the MAP (and posterior mean) of x under the
 marginal: x - W m(x) - b = s^2 C^-1 (x - b) with C = W W^T + s^2 I (the tests check it).
 
-The run stops by the discrepancy principle (Morozov 1966): after each block the residual
-mean((y - x)^2) / sigma^2 is compared with 1, the value the true image would give; the first
-block at or past it ends the run (the previous block's x if the residual overshot past
-``DISCREPANCY_OVERSHOOT``), else the run stops after ``max_iterations`` blocks. A noise level
+The run starts from Chambolle's total-variation denoiser of y by default (``denoising_start``:
+or from clip(y), or a blur). On smooth photographs at high noise the run from clip(y) stops with
+the noise still in flat regions, as the encoder of a noisy tile codes noise; from the TV image the
+prior puts back the detail it supports. The run stops by the discrepancy principle (Morozov 1966):
+after each block the residual mean((y - x)^2) / sigma^2 is compared with 1, the value the true
+image would give; the first block that crosses it (from below when the start is closer to y than
+that, from above when further) ends the run (the previous block's x if the residual overshot by
+more than ``DISCREPANCY_OVERSHOOT``), else the run stops after ``max_iterations`` blocks. A noise level
 that is not given is estimated from y by Donoho & Johnstone's wavelet estimator
 (``classical_restoration.estimate_noise_sigma``).
 
