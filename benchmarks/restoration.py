@@ -57,16 +57,23 @@ def centre_crop(image, size):
     return image[top : top + size, left : left + size]
 
 
-def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=0, log=print) -> dict:
+VAE_STARTS = ("auto", "noisy", "total_variation")
+
+
+def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=0, starts=VAE_STARTS, inpaint=True,
+        log=print) -> dict:  # fmt: skip
     """Every method on every crop: ``{"denoise": [rows], "inpaint": [rows]}``, a row one method on one
-    image (at one sigma), with its PSNR, SSIM and seconds."""
+    image (at one sigma), with its PSNR, SSIM and seconds. The VAE denoises from each of ``starts``
+    (``restoration.denoise``'s ``start``), one method ``vae_map_{start}`` each."""
     import jax
     import jax.numpy as jnp
 
-    from vae_jax import images, trained
+    from vae_jax import checks, images, trained
     from vae_jax.apps import classical_restoration as classical
     from vae_jax.apps import restoration
 
+    for start in starts:
+        checks.check_choice("--starts", start, restoration.STARTS)
     shipped = trained.load()
     model, params = shipped.model, shipped.params
     rows = {"denoise": [], "inpaint": []}
@@ -84,13 +91,17 @@ def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=
             methods = restoration.denoisers(
                 model, params, sigma / 255.0, steps=steps, max_iterations=max_iterations
             )  # fmt: skip
-            methods["vae_map_from_noisy"] = lambda y, s=sigma / 255.0: restoration.denoise(
-                model, params, y, s, steps=steps, max_iterations=max_iterations, start="noisy"
-            ).image
+            del methods["vae_map"]
+            for start in starts:
+                methods[f"vae_map_{start}"] = lambda y, s=sigma / 255.0, start=start: restoration.denoise(
+                    model, params, y, s, steps=steps, max_iterations=max_iterations, start=start
+                ).image
             scores, _ = restoration.timed_scores(methods, clean, noisy)
             for method, score in scores.items():
                 rows["denoise"].append({"image": name, "size": shape, "sigma": sigma, "method": method, **score})
             log(f"{name} sigma {sigma}: " + ", ".join(f"{m} {s['psnr']:.2f}" for m, s in scores.items()))
+        if not inpaint:
+            continue
         masks = {
             "centre": restoration.centre_square_mask(clean.shape[:2]),
             "random": restoration.random_pixel_mask(clean.shape[:2], jax.random.fold_in(jax.random.key(seed + 1), index)),
@@ -139,6 +150,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="the VAE's Adam steps between re-encodings")
     parser.add_argument("--max-iterations", type=int, default=25, help="the VAE denoiser's re-encodings at most")
     parser.add_argument("--inpaint-iterations", type=int, default=5, help="the VAE inpainter's re-encodings")
+    parser.add_argument("--starts", default=",".join(VAE_STARTS), help="the VAE denoiser's starts (default %(default)s)")
+    parser.add_argument("--no-inpaint", action="store_true", help="denoising only")
     parser.add_argument("--out", type=Path, default=None, help=f"folder (default {DEFAULT_OUT})")
     parser.add_argument("--record", action="store_true", help=f"write the JSON to {RECORDED}/restoration.json (the page there quotes the table)")
     args = parser.parse_args(argv)
@@ -155,7 +168,7 @@ def main(argv=None) -> int:
     rows = run(
         args.images.split(","), args.size, [float(s) for s in args.sigmas.split(",")], steps=args.steps,
         max_iterations=args.max_iterations, inpaint_iterations=args.inpaint_iterations,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
+        starts=tuple(args.starts.split(",")), inpaint=not args.no_inpaint, log=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
     results = {
         "environment": env, "load_after": timing.load_average(), "total_seconds": time.perf_counter() - started,

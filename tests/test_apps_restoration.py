@@ -192,6 +192,22 @@ def test_a_start_further_from_y_than_the_noise_stops_when_the_residual_falls_to_
     assert result.iterations == len(residuals) - (1 if overshot and len(residuals) > 1 else 0)
 
 
+@pytest.mark.parametrize(("target", "expected_start"), [(2.3, "noisy"), (1.0, "total_variation")])
+def test_auto_keeps_the_tv_start_unless_the_discrepancy_accepts_it_at_once(target, expected_start):
+    """This y's TV image has a residual of 2.27: a target of 2.3 is met by the first block from it
+    (the prior had no say, so auto runs again from y); a target of 1 is never met from it."""
+    model, params = _linear_gaussian(2)
+    y = jnp.asarray(np.where(np.random.default_rng(2).random((6, 6, 1)) < 0.5, 0.1, 0.9), jnp.float32)
+    options = dict(steps=5, max_iterations=6, learning_rate=0.5, target_discrepancy=target)
+    auto = restoration.denoise(model, params, y, 0.05, start="auto", **options)
+    from_tv = restoration.denoise(model, params, y, 0.05, start="total_variation", **options)
+    assert (len(from_tv.residuals) == 1) == (expected_start == "noisy")
+    expected = restoration.denoise(model, params, y, 0.05, start=expected_start, **options)
+    assert auto.start == expected.start == expected_start
+    np.testing.assert_array_equal(np.asarray(auto.image), np.asarray(expected.image))
+    assert auto.residuals == expected.residuals
+
+
 def test_an_unknown_start_is_refused():
     with pytest.raises(ValueError, match="start"):
         restoration.denoising_start(jnp.zeros((8, 8, 3)), 0.1, "median")

@@ -675,8 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-encodings at most (the run stops earlier by the discrepancy principle)",
     )  # fmt: skip
     denoise.add_argument(
-        "--start", choices=("total_variation", "noisy", "gaussian_blur"), default="total_variation",
-        help="the image the MAP starts from (default: the total-variation denoiser's)",
+        "--start", choices=("auto", "total_variation", "noisy", "gaussian_blur"), default="auto",
+        help="the image the MAP starts from (default auto: the total-variation denoiser's, or the noisy "
+        "image where TV already meets the discrepancy target)",
     )  # fmt: skip
     inpaint = _restore_parser(
         commands, "inpaint", cmd_inpaint,

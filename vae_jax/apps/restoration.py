@@ -18,10 +18,12 @@ steps on x, then re-encodes. When p(x | z) is Gaussian and linear in z and the e
 exact posterior mean, the fixed point is exactly the MAP (and posterior mean) of x under the
 marginal: x - W m(x) - b = s^2 C^-1 (x - b) with C = W W^T + s^2 I (the tests check it).
 
-The run starts from Chambolle's total-variation denoiser of y by default (``denoising_start``:
-or from clip(y), or a blur). On smooth photographs at high noise the run from clip(y) stops with
-the noise still in flat regions, as the encoder of a noisy tile codes noise; from the TV image the
-prior puts back the detail it supports. The run stops by the discrepancy principle (Morozov 1966):
+The run starts from Chambolle's total-variation denoiser of y (``denoising_start``; or from
+clip(y), or a blur). On smooth photographs at high noise the run from clip(y) stops with the noise
+still in flat regions, as the encoder of a noisy tile codes noise; from the TV image the prior
+puts back the detail it supports. Where TV already meets the discrepancy target (textured images,
+low noise) the prior gets no say from there, and the default (``start="auto"``) starts again
+from clip(y). The run stops by the discrepancy principle (Morozov 1966):
 after each block the residual mean((y - x)^2) / sigma^2 is compared with 1, the value the true
 image would give; the first block that crosses it (from below when the start is closer to y than
 that, from above when further) ends the run (the previous block's x if the residual overshot by
@@ -171,13 +173,15 @@ def _inpainting_block(model, params, free, state, image, known, *, grids, steps,
 class Denoised(NamedTuple):
     """``image``: (H, W, C) in [0, 1]. ``sigma``: the noise level used (on [0, 1]),
     ``sigma_estimated`` whether it was estimated from the image; ``residuals``: the discrepancy
-    mean((y - x)^2) / sigma^2 after each block run; ``iterations``: the blocks whose result it is."""
+    mean((y - x)^2) / sigma^2 after each block run; ``iterations``: the blocks whose result it is;
+    ``start``: the ``denoising_start`` the answer came from."""
 
     image: jax.Array
     sigma: float
     sigma_estimated: bool
     residuals: tuple[float, ...]
     iterations: int
+    start: str = "noisy"
 
 
 def _check_image(model, name, image):
@@ -196,6 +200,7 @@ def _check_schedule(steps, iterations_name, iterations, learning_rate):
 
 
 DENOISING_STARTS = ("noisy", "total_variation", "gaussian_blur")
+STARTS = ("auto", *DENOISING_STARTS)
 
 
 def denoising_start(noisy, sigma, start):
@@ -209,7 +214,7 @@ def denoising_start(noisy, sigma, start):
 
 
 def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iterations=25, learning_rate=2.0,
-            target_discrepancy=1.0, start="total_variation", progress=None) -> Denoised:  # fmt: skip
+            target_discrepancy=1.0, start="auto", progress=None) -> Denoised:  # fmt: skip
     """The MAP estimate of x given ``noisy`` y = x + sigma * eps, (H, W, C) on [0, 1], any size
     (an image smaller than a tile is mirrored up to one).
 
@@ -218,14 +223,32 @@ def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iter
     sigma^2 crosses ``target_discrepancy`` (from below when the start is closer to y than that, from
     above when it is further; None: never, and the run is the plain MAP) or ``max_iterations``
     blocks. ``sigma`` None: estimated from y by the wavelet MAD estimator (Donoho & Johnstone 1994).
+
+    ``start="auto"``: from the TV denoiser's image, unless the discrepancy principle accepts that
+    image within the first block (the prior then had no say: TV already left the noise's residual,
+    as on textured photographs at low noise); then the run is repeated from clip(y).
     """
     noisy = _check_image(model, "noisy", noisy)
     _check_schedule(steps, "max_iterations", max_iterations, learning_rate)
+    checks.check_choice("start", start, STARTS)
     estimated = sigma is None
     sigma = classical.estimate_noise_sigma(noisy) if estimated else sigma
     checks.check_finite_positive("sigma", sigma)
     if target_discrepancy is not None:
         checks.check_finite_positive("target_discrepancy", target_discrepancy)
+    run = partial(_map_from, model, params, noisy, sigma, estimated, num_grids=num_grids, steps=steps,
+                  max_iterations=max_iterations, learning_rate=learning_rate, target_discrepancy=target_discrepancy,
+                  progress=progress)  # fmt: skip
+    if start != "auto":
+        return run(start)
+    smoothed = run("total_variation")
+    accepted_at_once = target_discrepancy is not None and len(smoothed.residuals) == 1 and max_iterations > 1
+    return run("noisy") if accepted_at_once else smoothed
+
+
+def _map_from(model, params, noisy, sigma, estimated, start, *, num_grids, steps, max_iterations, learning_rate,
+              target_discrepancy, progress) -> Denoised:  # fmt: skip
+    """``denoise`` from one ``denoising_start``, its arguments checked."""
     grids = tiling.overlapping_grids(noisy.shape[:2], model.data_shape[:2], num_grids)
     y = PIXEL_MAX * noisy
     pixels = PIXEL_MAX * denoising_start(noisy, sigma, start)
@@ -247,12 +270,12 @@ def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iter
             residuals[-1] <= target_discrepancy if from_above else residuals[-1] >= target_discrepancy
         ):
             ratio = residuals[-1] / target_discrepancy
-            overshot = max(ratio, 1 / ratio) > DISCREPANCY_OVERSHOOT and len(residuals) > 1
+            overshot = max(ratio, 1 / max(ratio, 1e-12)) > DISCREPANCY_OVERSHOOT and len(residuals) > 1
             answer = (previous, len(residuals) - 1) if overshot else (pixels, len(residuals))
             break
     pixels, iterations = answer if answer is not None else (pixels, len(residuals))
     image = jnp.clip(pixels, 0.0, PIXEL_MAX) / PIXEL_MAX
-    return Denoised(image, float(sigma), estimated, tuple(residuals), iterations)
+    return Denoised(image, float(sigma), estimated, tuple(residuals), iterations, start)
 
 
 FILLS = ("biharmonic", "mean")
@@ -337,7 +360,7 @@ def output_files(tasks=TASKS) -> list[str]:
 
 
 def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_sigma=0.1, steps=10,
-                       max_iterations=25, iterations=10, start="total_variation", progress=None):  # fmt: skip
+                       max_iterations=25, iterations=10, start="auto", progress=None):  # fmt: skip
     """Degrade ``image_uint8`` (uint8 ``(H, W, C)``, any size), restore it every way, score everything.
 
     Returns ``(report, images)``: ``report[task]`` maps each method to ``{"psnr", "ssim",
