@@ -123,6 +123,8 @@ def markdown(results) -> str:
     lines = []
     for task, key in (("denoise", "sigma"), ("inpaint", "mask")):
         rows = results["rows"][task]
+        if not rows:  # --no-inpaint
+            continue
         methods = list(dict.fromkeys(row["method"] for row in rows))
         cases = list(dict.fromkeys((row["image"], row["size"], row[key]) for row in rows))
         lines += [f"### {'Denoising' if task == 'denoise' else 'Inpainting'}: PSNR dB / SSIM / seconds", ""]
