@@ -11,8 +11,9 @@ the net one approaches), the bits the chain start cost (the first tile's missing
 PNG, WebP-lossless and JPEG-XL lossless (``cjxl -d 0 -e 7`` and ``-e 9``, when Debian's
 ``libjxl-tools`` is installed; "-" and a note otherwise) bits/dim (``vae_jax.codecs`` holds their
 settings), and encode / decode speed in megapixels per second of vae-jax (the encoder's number
-includes nothing but encoding; the verifying decode is timed apart), PNG, WebP and JPEG-XL (the
-wall time of each ``cjxl`` / ``djxl`` command). Every vae-jax file is decoded and checked
+includes nothing but encoding; the verifying decode is timed apart), the model's batched forward
+pass over the image's tiles (64 a call: the ceiling for the coder's speed), PNG, WebP and JPEG-XL
+(the wall time of each ``cjxl`` / ``djxl`` command). Every vae-jax file is decoded and checked
 bit for bit. ``vae-jax compress --report`` gives the same numbers for one image
 (``compression.compression_report``). ``--untrained
 PRESET`` codes with that preset's model at its initial params plus N(0, 0.01^2) offsets (the
@@ -29,7 +30,7 @@ from pathlib import Path
 COLUMNS = (
     "image", "size", "vae-jax bits/dim", "net bits/dim", "-ELBO bits/dim", "chain start bits", "PNG bits/dim",
     "WebP bits/dim", "JPEG-XL e7 bits/dim", "JPEG-XL e9 bits/dim",
-    "vae-jax enc MP/s", "vae-jax dec MP/s", "PNG enc MP/s", "PNG dec MP/s", "WebP enc MP/s", "WebP dec MP/s",
+    "vae-jax enc MP/s", "vae-jax dec MP/s", "forward pass MP/s", "PNG enc MP/s", "PNG dec MP/s", "WebP enc MP/s", "WebP dec MP/s",
     "JPEG-XL e7 enc MP/s", "JPEG-XL e7 dec MP/s", "JPEG-XL e9 enc MP/s", "JPEG-XL e9 dec MP/s",
 )  # fmt: skip
 CLASSICAL = ("png", "webp", "jxl_e7", "jxl_e9")
@@ -50,7 +51,7 @@ def table_row(name, report) -> list[str]:
         _number(report["neg_elbo_bits_per_dim"], 3),
         _number(report.get("chain_start_bits"), 0),
         *(_number(report.get(f"{codec}_bits_per_dim"), 3) for codec in CLASSICAL),
-        *(_number(report.get(key), 3) for key in ("encode_mpps", "decode_mpps")),
+        *(_number(report.get(key), 3) for key in ("encode_mpps", "decode_mpps", "forward_mpps")),
         *(_number(report.get(f"{codec}_{way}_mpps"), 2) for codec in CLASSICAL for way in ("encode", "decode")),
     ]
 

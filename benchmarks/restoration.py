@@ -7,7 +7,8 @@
 Denoising: Gaussian noise of sigma (on 0..255, given to every denoiser) added to each centre
 crop with a fixed seed; PSNR, SSIM and wall time of the noisy input, Gaussian blur, total
 variation, non-local means, BM3D (when the ``bm3d`` package is installed; else skipped with a
-note) and the VAE's MAP (``restoration.denoise``). Inpainting: a centre hole (half the side) and
+note) and the VAE's MAP (``restoration.denoise``) from each of ``--starts`` (default auto, noisy and
+total_variation; columns ``vae_map_START``). Inpainting: a centre hole (half the side) and
 half the pixels missing at random; mean fill, biharmonic and the VAE (``restoration.inpaint``).
 
 Images: ``chelsea`` (scikit-image; the shipped model's held-out photo) and photographs of Debian's
@@ -170,7 +171,8 @@ def main(argv=None) -> int:
     rows = run(
         args.images.split(","), args.size, [float(s) for s in args.sigmas.split(",")], steps=args.steps,
         max_iterations=args.max_iterations, inpaint_iterations=args.inpaint_iterations,
-        starts=tuple(args.starts.split(",")), inpaint=not args.no_inpaint, log=lambda line: print(line, file=sys.stderr, flush=True),
+        starts=tuple(args.starts.split(",")), inpaint=not args.no_inpaint,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
     results = {
         "environment": env, "load_after": timing.load_average(), "total_seconds": time.perf_counter() - started,

@@ -667,6 +667,33 @@ def _tiles_neg_elbo_bits(model, params, planes, tiles, key, samples):
     return np.array(means), np.array(variances)
 
 
+@partial(jax.jit, static_argnums=0)
+def _forward(model, params, tiles, keys):
+    """The model's whole pass over a batch of tiles: encoder, one posterior draw, decoder."""
+    return model.infer(params, tiles, keys).decoder_out
+
+
+FORWARD_BATCH = 64
+
+
+def forward_pass_mpps(model, params, planes, grid, batch=FORWARD_BATCH) -> float:
+    """Megapixels a second of the model's batched forward pass (``_forward``, ``batch`` tiles a call)
+    over the ``grid`` tiles of ``planes``, after one call to compile: the rate a coder that only ran
+    the networks would reach, the ceiling for the coder's own speed."""
+    tiles = np.stack([_cut(planes[p], tile) for p, tile in grid]).astype(np.float32)
+    pad = -len(tiles) % batch
+    tiles = np.concatenate([tiles, np.repeat(tiles[-1:], pad, axis=0)]) if pad else tiles
+    keys = jax.random.split(jax.random.key(0), batch)
+    jax.block_until_ready(_forward(model, params, jnp.asarray(tiles[:batch]), keys))
+    started = time.perf_counter()
+    for begin in range(0, len(tiles), batch):
+        out = _forward(model, params, jnp.asarray(tiles[begin : begin + batch]), keys)
+    jax.block_until_ready(out)
+    seconds = time.perf_counter() - started
+    image_pixels = planes[0].shape[0] * planes[0].shape[1]
+    return image_pixels / 1e6 / seconds
+
+
 def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples=1, tile_size=None,
                        chunk_pixels=None, progress=None, bin_log2=DEFAULT_BIN_LOG2):  # fmt: skip
     """Compress ``pixels`` once and decode the result once (what ``run_compression`` measures,
@@ -683,8 +710,10 @@ def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples
       plain ``tile_hw`` blocks (what the quadtree's smaller tiles cost is the difference);
     - ``chain_start_bits``: the bits the tiles without bits back added beyond their -ELBO (what
       starting the chain cost);
-    - ``png_`` / ``webp_`` ``bits_per_dim``, ``encode_mpps``, ``decode_mpps`` of the codecs on the
-      same pixels and machine (``codecs.timed_rates``).
+    - ``forward_mpps``: the model's batched forward pass over the image's tiles
+      (``forward_pass_mpps``), the ceiling for ``encode_mpps`` and ``decode_mpps``;
+    - ``png_`` / ``webp_`` / ``jxl_e7_`` / ``jxl_e9_`` ``bits_per_dim``, ``encode_mpps``,
+      ``decode_mpps`` of the codecs on the same pixels and machine (``codecs.timed_rates``).
     """
     blob, coded, image, measures = _compress_verified(
         model, params, pixels, mode=mode, tile_size=tile_size, bin_log2=bin_log2, chunk_pixels=chunk_pixels,
@@ -708,6 +737,7 @@ def compression_report(model, params, pixels, *, mode=None, seed=0, elbo_samples
             grid_neg_elbo.sum() / sum(_image_dims(model, image, p, t) for p, t in grid)
         ),
         "chain_start_bits": float((tile_bits - neg_elbo)[~flags].sum()),
+        "forward_mpps": forward_pass_mpps(model, params, planes, grid),
         **codecs.timed_rates(image, measures["mode"]),
     }
     return blob, report

@@ -23,11 +23,11 @@ clip(y), or a blur). On smooth photographs at high noise the run from clip(y) st
 still in flat regions, as the encoder of a noisy tile codes noise; from the TV image the prior
 puts back the detail it supports. Where TV already meets the discrepancy target (textured images,
 low noise) the prior gets no say from there, and the default (``start="auto"``) starts again
-from clip(y). The run stops by the discrepancy principle (Morozov 1966):
-after each block the residual mean((y - x)^2) / sigma^2 is compared with 1, the value the true
-image would give; the first block that crosses it (from below when the start is closer to y than
-that, from above when further) ends the run (the previous block's x if the residual overshot by
-more than ``DISCREPANCY_OVERSHOOT``), else the run stops after ``max_iterations`` blocks. A noise level
+from clip(y). The run stops by the discrepancy principle (Morozov 1966): after each block the
+residual mean((y - x)^2) / sigma^2 is compared with 1, the value the true image would give; the
+first block that crosses it (from below when the start is closer to y than that, from above when
+further) ends the run (the previous block's x if the residual overshot by more than
+``DISCREPANCY_OVERSHOOT``), else the run stops after ``max_iterations`` blocks. A noise level
 that is not given is estimated from y by Donoho & Johnstone's wavelet estimator
 (``classical_restoration.estimate_noise_sigma``).
 
@@ -181,7 +181,7 @@ class Denoised(NamedTuple):
     sigma_estimated: bool
     residuals: tuple[float, ...]
     iterations: int
-    start: str = "noisy"
+    start: str
 
 
 def _check_image(model, name, image):
@@ -367,8 +367,8 @@ def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_si
     "seconds"}`` against the clean image and ``report[task + "_answer"]`` names the best one;
     ``images[task]`` maps ``"clean"`` and each method to its (H, W, C) [0, 1] image. Denoising adds
     noise of ``noise_sigma`` and gives the denoisers that sigma (``max_iterations`` caps the VAE's
-    blocks, ``start`` is where they start: ``denoising_start``); inpainting runs ``iterations`` blocks. Both take ``steps`` Adam steps a block and
-    call ``progress(1)`` after each.
+    blocks, ``start`` is ``denoise``'s); inpainting runs ``iterations`` blocks. Both take
+    ``steps`` Adam steps a block and call ``progress(1)`` after each.
     """
     unknown = set(tasks) - set(TASKS)
     if unknown:
