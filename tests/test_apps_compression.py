@@ -555,6 +555,10 @@ def test_grey_report_counts_image_dims_and_benchmark_table(ladder):
     assert np.isfinite(report["forward_mpps"]) and report["forward_mpps"] > 0
     table = markdown([table_row("camera", report)])
     assert table.count("\n") == 2 and "| camera | 64x32 L |" in table
+    # Border tiles smaller than the rest are padded into the same batch (20x27 in 16x16 tiles).
+    plane = np.random.default_rng(0).integers(0, 256, (20, 27, model.data_shape[-1]))
+    grid = [(0, tile) for tile in compression.tile_layout(model, (20, 27), (16, 16))]
+    assert compression.forward_pass_mpps(model, params, [plane], grid, batch=3) > 0
 
 
 

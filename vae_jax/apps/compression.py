@@ -680,7 +680,11 @@ def forward_pass_mpps(model, params, planes, grid, batch=FORWARD_BATCH) -> float
     """Megapixels a second of the model's batched forward pass (``_forward``, ``batch`` tiles a call)
     over the ``grid`` tiles of ``planes``, after one call to compile: the rate a coder that only ran
     the networks would reach, the ceiling for the coder's own speed."""
-    tiles = np.stack([_cut(planes[p], tile) for p, tile in grid]).astype(np.float32)
+    cuts = [_cut(planes[p], tile) for p, tile in grid]
+    height, width = max(c.shape[0] for c in cuts), max(c.shape[1] for c in cuts)
+    # Border tiles are smaller: padded to the full tile, as one batched call must be.
+    tiles = np.stack([np.pad(c, ((0, height - c.shape[0]), (0, width - c.shape[1]), (0, 0)), mode="edge")
+                      for c in cuts]).astype(np.float32)  # fmt: skip
     pad = -len(tiles) % batch
     tiles = np.concatenate([tiles, np.repeat(tiles[-1:], pad, axis=0)]) if pad else tiles
     keys = jax.random.split(jax.random.key(0), batch)
