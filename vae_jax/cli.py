@@ -440,7 +440,9 @@ def _denoise_given_noisy(args) -> int:
     out_dir = _out_dir(args, run, "denoise")
     _check_out_dir(args, out_dir, ["denoised.png", "denoise.json"])
     noisy = images.to_unit(_input_image(args, run))
-    bar, progress = _tile_progress(not args.no_progress, args.max_iterations, "vae-jax", unit="iteration")
+    # auto may spend one block on the TV start before its run from the noisy image.
+    blocks = args.max_iterations + (1 if args.start == "auto" else 0)
+    bar, progress = _tile_progress(not args.no_progress, blocks, "vae-jax", unit="iteration")
     try:
         result = restoration.denoise(
             run.model, run.params, noisy, args.sigma, steps=args.steps, max_iterations=args.max_iterations,
