@@ -119,6 +119,14 @@ def test_sample_and_interpolate(photo_run, tmp_path):
     assert len(report["interpolation_latent_norms"]["slerp"]) == 4
 
 
+def test_denoise_offers_every_start_the_library_has():
+    from vae_jax.apps import restoration
+
+    denoise = cli.build_parser()._subparsers._group_actions[0].choices["denoise"]
+    (start,) = [action for action in denoise._actions if action.dest == "start"]
+    assert set(start.choices) == set(restoration.STARTS) and start.default == "auto"
+
+
 def test_denoise_and_inpaint(photo_run, photo_file, tmp_path, capsys):
     common = ["--run", str(photo_run), "--steps", "3", "--out-dir", str(tmp_path), "--no-progress"]
     assert cli.main(["denoise", str(photo_file), *common, "--max-iterations", "2"]) == 0

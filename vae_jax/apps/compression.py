@@ -687,10 +687,11 @@ def forward_pass_mpps(model, params, planes, grid, batch=FORWARD_BATCH) -> float
                       for c in cuts]).astype(np.float32)  # fmt: skip
     pad = -len(tiles) % batch
     tiles = np.concatenate([tiles, np.repeat(tiles[-1:], pad, axis=0)]) if pad else tiles
-    keys = jax.random.split(jax.random.key(0), batch)
-    jax.block_until_ready(_forward(model, params, jnp.asarray(tiles[:batch]), keys))
+    key = jax.random.key(0)
+    jax.block_until_ready(_forward(model, params, jnp.asarray(tiles[:batch]), jax.random.split(key, batch)))
     started = time.perf_counter()
     for begin in range(0, len(tiles), batch):
+        keys = jax.random.split(jax.random.fold_in(key, begin), batch)
         out = _forward(model, params, jnp.asarray(tiles[begin : begin + batch]), keys)
     jax.block_until_ready(out)
     seconds = time.perf_counter() - started
