@@ -68,20 +68,24 @@ class Context:
         around = neighbour_values(pixels[..., None], self.neighbours, True)[..., 0, :]
         return pixels & jnp.all(around, axis=-1)
 
-    def coding_order(self, valid_hw, channels, chunk):
-        """The order a decoder reads an (h, w) tile's sub-pixels in, as steps (raster pixel indices,
+    def coding_order(self, valid_hw, channels, chunk, tiles=1):
+        """The order a decoder reads the sub-pixels of ``tiles`` (h, w) tiles in, stacked one
+        under the other (raster pixel indices of the (tiles h, w) stack), as steps (pixel indices,
         channel), each step reading only what the steps before it decoded. Without neighbours,
-        channel-major (all R, then all G, ...) in chunks of ``chunk`` pixels (the symbols' order does
-        not depend on the chunks); with neighbours, wavefront 2i + j by wavefront, each channel in
-        turn (only the wavefronts present: a tile one pixel wide has no odd ones)."""
+        channel-major (all R, then all G, ...) in chunks of ``chunk`` pixels (the symbols' order
+        does not depend on the chunks); with neighbours, wavefront 2i + j by wavefront of every
+        tile at once (each tile's own wavefront, tile by tile within a step), each channel in turn
+        (only the wavefronts present: a tile one pixel wide has no odd ones)."""
         valid_h, valid_w = valid_hw
         pixels = valid_h * valid_w
         if self.neighbours:
             front = (2 * np.arange(valid_h)[:, None] + np.arange(valid_w)[None, :]).ravel()
             order = np.argsort(front, kind="stable")
             _, starts = np.unique(front[order], return_index=True)
-            fronts = np.split(order, starts[1:])
+            offsets = pixels * np.arange(tiles)[:, None]
+            fronts = [(offsets + f[None]).ravel() for f in np.split(order, starts[1:])]
             return [(pixels_of_front, c) for pixels_of_front in fronts for c in range(channels)]
+        pixels *= tiles
         chunks = [np.arange(start, min(start + chunk, pixels)) for start in range(0, pixels, chunk)]
         return [(indices, c) for c in range(channels) for indices in chunks]
 

@@ -83,15 +83,24 @@ class DiscreteLikelihood(Likelihood, Protocol):
         """log P(x_ijc = v | z, context) for every sub-pixel and value v = 0..255: (..., H, W, C, 256).
         Sub-pixel c reads only its context in x; every other value may be anything."""
 
-    def coding_order(self, valid_hw, channels: int, chunk: int) -> list[tuple[np.ndarray, int]]:
-        """Steps (raster pixel indices, channel) covering an (h, w) tile's sub-pixels once, each
-        reading only what earlier steps hold (``Context.coding_order``)."""
+    def coding_order(self, valid_hw, channels: int, chunk: int, tiles: int = 1) -> list[tuple[np.ndarray, int]]:
+        """Steps (raster pixel indices, channel) covering the sub-pixels of ``tiles`` (h, w) tiles
+        stacked one under the other once, each reading only what earlier steps hold
+        (``Context.coding_order``)."""
 
-    def coding_tables(self, out) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
-        """From a tile's decoder output (h, w, ...) (float64, snapped by the coder), the function
-        ``tables(indices, x_all, channel)``: (n, 256) float64 probabilities, unnormalized, of
-        sub-pixel ``channel`` of the raster pixels ``indices``, x_all (h w, C) holding every value
-        they read. NumPy float64, each pixel's alone: a decoder rebuilds them bit for bit."""
+    def coding_tables(self, out, tile_height=None) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+        """From the decoder output (h, w, ...) of a tile, or of tiles of ``tile_height`` rows
+        stacked one under the other (float64, snapped by the coder), the function ``tables(indices,
+        x_all, channel)``: (n, 256) float64 probabilities, unnormalized, of sub-pixel ``channel``
+        of the raster pixels ``indices``, x_all (h w, C) holding every value they read. Each tile
+        is an image of its own: no context reaches across to the tile above. NumPy float64, each
+        pixel's alone: a decoder rebuilds them bit for bit."""
+
+    def coding_rows(self, out, tile_height=None) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+        """For a mixture whose channels share each pixel's component (the coupled ones), the
+        function ``rows(indices, x_all)``: the pixels' coupled-mixture rows (n, 10K) given what
+        they read, so that a coder can take bits back over the component and code one
+        component's table a channel; None for every other likelihood."""
 
 
 def _members(protocol) -> set[str]:
@@ -162,5 +171,10 @@ class LikelihoodBase:
         """``log_prob`` of the pixels ``context.scorable_pixels(known)`` marks, 0 elsewhere."""
         return jnp.where(self.context.scorable_pixels(known), self.log_prob(x, out), 0.0)
 
-    def coding_order(self, valid_hw, channels, chunk):
-        return self.context.coding_order(valid_hw, channels, chunk)
+    def coding_order(self, valid_hw, channels, chunk, tiles=1):
+        return self.context.coding_order(valid_hw, channels, chunk, tiles)
+
+    def coding_rows(self, out, tile_height=None):
+        """None: no component shared by a pixel's channels for a coder to take bits back over (the
+        coupled mixtures say otherwise); such a likelihood is coded with ``coding_tables``."""
+        return None

@@ -135,11 +135,32 @@ class CoupledLogisticMixture(LikelihoodBase):
             drawn = drawn.at[..., c].set(value)
         return drawn
 
-    def coding_tables(self, out):
-        """``coupled_table`` of each pixel's own parameters."""
+    def coding_tables(self, out, tile_height=None):
+        """``coupled_table`` of each pixel's own parameters (no neighbours: tiles need no telling apart)."""
         rows = logistic.raster_rows(out)
         k = self.num_components
         return lambda indices, x_all, channel: coupled_table(rows[indices], x_all[indices], channel, k)
+
+    def coding_rows(self, out, tile_height=None):
+        """For a coder that codes each pixel's shared component with bits back (one component's
+        table a channel instead of the mixture's K): the function ``rows(indices, x_all)`` giving
+        the pixels' coupled-mixture rows (n, 10K) (``coupled_channel`` reads a channel's
+        components from them), each pixel's own here."""
+        rows = logistic.raster_rows(out)
+        return lambda indices, x_all: rows[indices]
+
+
+def coupled_channel(rows, x_rows, channel, k):
+    """Channel c's K components given the pixel's earlier channels in x_rows (n, C): their means
+    (mu_ck moved by the coupling) and log-scales, each (n, K), from coupled rows (n, 10K)."""
+    rest = rows[:, k:].reshape(-1, 3, 3, k)
+    means, log_scales = rest[:, 0], rest[:, 1]
+    if channel == 0:
+        return means[:, 0], log_scales[:, 0]
+    coefficients, centres = np.tanh(rest[:, 2]), logistic.centres(x_rows[:, :2])[..., None]
+    if channel == 1:
+        return means[:, 1] + coefficients[:, 0] * centres[:, 0], log_scales[:, 1]
+    return means[:, 2] + coefficients[:, 1] * centres[:, 0] + coefficients[:, 2] * centres[:, 1], log_scales[:, 2]
 
 
 def coupled_table(rows, x_rows, channel, k, component_bins=None):

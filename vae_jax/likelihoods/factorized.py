@@ -120,7 +120,7 @@ class IndependentChannels(PerSubpixel):
         del x
         return self.subpixel_log_prob(jnp.arange(256, dtype=jnp.float32), out[..., None, :])
 
-    def coding_tables(self, out):
+    def coding_tables(self, out, tile_height=None):
         """Sub-pixel c of each pixel: ``subpixel_table`` (its class's: parameters (n, P) -> (n, 256)
         probabilities) of its own parameters."""
         rows = logistic.raster_rows(out)

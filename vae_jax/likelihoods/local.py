@@ -104,9 +104,15 @@ class LocalAutoregressiveMixture(CoupledLogisticMixture):
         parent = super().sample
         return self._wavefront(out, lambda coupled, t: parent(coupled, jax.random.fold_in(key, t))).astype(jnp.int32)
 
-    def coding_tables(self, out):
-        """Each pixel's coupled table with its means moved by its decoded neighbours (``_WavefrontTables``)."""
-        return _WavefrontTables(self, out)
+    def coding_tables(self, out, tile_height=None):
+        """Each pixel's coupled table with its means moved by its decoded neighbours in its own tile
+        (``_WavefrontTables``)."""
+        return _WavefrontTables(self, out, tile_height or out.shape[0])
+
+    def coding_rows(self, out, tile_height=None):
+        """The coupled-mixture rows of pixels given their decoded neighbours in their own tile
+        (``CoupledLogisticMixture.coding_rows``; the neighbours must be in x_all)."""
+        return _WavefrontTables(self, out, tile_height or out.shape[0]).neighbour_shifted
 
     def _coding_coefficients(self, rows):
         """NumPy: tanh of the neighbour coefficients (n, neighbour, channel, K) of rows (n, 22K), and
@@ -164,20 +170,22 @@ class _WavefrontTables:
     """A local mixture's tables over a tile (``coding_tables``): each pixel's coupled table, its
     component means moved by its neighbours' decoded values (0 outside the tile). A wavefront's
     channels share its neighbours (all on earlier wavefronts), so its moved rows and each channel's
-    component tables are computed once for all three."""
+    component tables are computed once for all three. ``out`` may hold tiles of ``tile_height``
+    rows stacked one under the other; a tile's top row has no neighbours above."""
 
-    def __init__(self, likelihood, out):
+    def __init__(self, likelihood, out, tile_height):
         self.likelihood, self.width, self.rows = likelihood, out.shape[1], logistic.raster_rows(out)
+        self.tile_height = tile_height
         self._front = None  # (wavefront, its moved rows, its channels' component tables)
 
     def __call__(self, indices, x_all, channel):
         front = (int(indices[0]), len(indices))
         if self._front is None or self._front[0] != front:
-            self._front = (front, self._neighbour_shifted(indices, x_all), {})
+            self._front = (front, self.neighbour_shifted(indices, x_all), {})
         _, shifted, component_bins = self._front
         return coupled_table(shifted, x_all[indices], channel, self.likelihood.num_components, component_bins)
 
-    def _neighbour_shifted(self, indices, x_all):
+    def neighbour_shifted(self, indices, x_all):
         """The rows of ``indices`` as coupled rows (n, 10K): each channel's component means plus
         tanh(a_nck) times its neighbours' bin centres, and plus tanh(d_npk) times the neighbours'
         centres of the earlier channel of each pair the context reads."""
@@ -186,9 +194,10 @@ class _WavefrontTables:
         coefficients, cross_coefficients = self.likelihood._coding_coefficients(rows)
         pairs = self.likelihood.context.earlier_channel_neighbours
         i, j = np.divmod(indices, self.width)
+        row_in_tile = i % self.tile_height
         means = rows[:, k : 4 * k].reshape(-1, 3, k)
         for n, (dy, dx) in enumerate(self.likelihood.context.neighbours):
-            inside = (i + dy >= 0) & (j + dx >= 0) & (j + dx < self.width)
+            inside = (row_in_tile + dy >= 0) & (row_in_tile + dy < self.tile_height) & (j + dx >= 0) & (j + dx < self.width)
             neighbour = np.where(inside, (i + dy) * self.width + (j + dx), 0)
             centres = np.where(inside[:, None], logistic.centres(x_all[neighbour, :3]), 0.0)  # (n, 3)
             means = means + coefficients[:, n] * centres[:, :, None]
