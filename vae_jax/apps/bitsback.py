@@ -1,4 +1,4 @@
-"""Bits-back ANS coding of one image tile with every latent group of a model.
+"""Bits-back ANS coding of image tiles with every latent group of a model, a wave of tiles at a time.
 
 A model of latent groups z_1 (top) .. z_G, p(x, z) = p(z_1) prod_{g>1} p(z_g | z_<g) p(x | z)
 and q(z | x) = prod_g q(z_g | x, z_<g) (a one-group model is G = 1, coded through its
@@ -49,17 +49,23 @@ Discretization:
   -ELBO measures what is left. A mixture top prior (``MixtureOfGaussians``, ``VampPrior``)
   codes z_1 with bits back over the component k: pop k under P(k | z_1) ~ pi_k N(z_1; mu_k,
   sigma_k^2), push z_1 under component k, push k under pi.
-- pixels: each sub-pixel a categorical over its 256 values, the likelihood's own table of it
-  (``coding_tables`` of a ``likelihoods.DiscreteLikelihood``: the channel-coupled mixture's R,
-  G | R, B | R, G, its component weights updated by the channels seen; independent ones per
-  channel), quantized by ``constriction.stream.model.Categorical(perfect=False)``, in the
-  likelihood's ``coding_order``, which follows from what each pixel reads (its ``context``):
-  pixels that read no neighbour ``chunk_pixels`` at a time, channel by channel, so memory is
-  bounded for any tile; the local mixtures' pixels, which read their left, up, up-left and
-  up-right neighbours, one wavefront 2i + j of the tile at a time (2h + w - 2 steps, h in a tile
-  one pixel wide; each R, G, B), the tables of a step built from the values the steps before it
-  decoded. The encoder pushes the steps in the reverse order. Neighbours never cross a tile's
-  border (the likelihood sees each tile as an image).
+- pixels: each sub-pixel a categorical over its 256 values, quantized by
+  ``constriction.stream.model.Categorical(perfect=False)``, in the likelihood's
+  ``coding_order``, which follows from what each pixel reads (its ``context``): pixels that read
+  no neighbour ``chunk_pixels`` at a time, so memory is bounded for any tile; the local
+  mixtures' pixels, which read their left, up, up-left and up-right neighbours, one wavefront
+  2i + j at a time (2h + w - 2 steps, h in a tile one pixel wide), the tables of a step built
+  from the values the steps before it decoded. The encoder pushes the steps in the reverse
+  order. Neighbours never cross a tile's border (the likelihood sees each tile as an image). The
+  coupled mixtures (one component k shared by a pixel's R, G | R, B | R, G) are coded with bits
+  back over k (``_PixelCoder``): pop k under P(k | x) ~ pi_k prod_c P_k(x_c | x_<c), push each
+  channel under component k's table alone, push k under pi; other likelihoods under their own
+  256-value tables (``coding_tables``). Both cost -log2 P(x | z) on average; the first needs one
+  component's table a channel instead of K (the tables are most of the coder's own work).
+- waves: n tiles of one shape coded as one unit of the scheme, x and each z_g the n tiles
+  together (their distributions are products over the tiles): every group's pops for all the
+  tiles, the pixels wavefront by wavefront of every tile at once, the priors' pushes, each a few
+  array calls of constriction, the networks on the whole wave (``TileCoder.push_waves``).
 
 Reproducible probabilities: the decoder must rebuild the encoder's probabilities bit for bit.
 
@@ -74,17 +80,23 @@ Reproducible probabilities: the decoder must rebuild the encoder's probabilities
   sits between the encoder's numbers and the decoder's, and the chunking cannot change them.
   (Computing them with XLA, even in float64, differed between a jitted and an eager run: the
   likelihoods place the bin centres in float32, which XLA rounds differently fused.)
+- The networks run in calls of exactly ``CALL_TILES`` tiles (a tile alone: batch 1), encoder and
+  decoder alike: XLA's CPU kernels round float32 differently at other batch sizes.
 - Group g's statistics come from one compiled step (``_ladder_to_group``: the model's
   ``top_down_to_group``) of (features, the model's top-down state after group g - 1), the state
   from another (``_ladder_merge``: ``top_down_merge``) of the groups' bins: the encoder's
   pops, its pushes under the priors and the decoder's pops and pushes run the same steps on the
   same bins, so encoder and decoder evaluate identical programs on identical inputs, and a tile
-  costs one top-down pass (``TileCoder._walk``).
+  costs one top-down pass (``TileCoder._walk``); the decoder's posteriors for its pushes come
+  from the states its own walk started each group from (``TileCoder._posteriors``).
 
 What remains: a snapped value can still flip where the network's output sits within an ulp of
 a grid point, and a different backend or library version may round the networks differently;
 decode on the platform that encoded (a flip decodes garbage from there on, which the file's
-checksum of the image, ``compression.image_checksum``, or the coder itself refuses loudly).
+checksum of the image, ``compression.image_checksum``, or the coder itself refuses loudly). On
+CPU the thread count does not matter (XLA's pool on one core or two decodes the same), but
+XLA_FLAGS=--xla_cpu_multi_thread_eigen=false selects other convolution kernels, and files do
+not decode across that switch.
 """
 
 from __future__ import annotations
@@ -97,6 +109,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.errors import FlaxError
 
+from vae_jax.likelihoods import coupled, logistic
 from vae_jax.model import HierarchicalModel, as_latent, latent_groups
 from vae_jax.priors import StandardNormal
 
@@ -106,6 +119,8 @@ OUTPUT_GRID_LOG2 = 12  # the likelihood's parameters are multiples of 2**-12
 POSTERIOR_CELLS = 32
 # A tile takes bits back only if its pops leave this many bits on the stack (module docstring).
 POP_RESERVE_BITS = 32
+# The pixels a component coder codes together where they read no neighbours (the file depends on it).
+COMPONENT_SET_PIXELS = 4096
 # Table memory: a chunk's temporaries are about 256 * 8 bytes * (numbers per pixel) a few times over
 # per pixel; 2**16 / numbers pixels keeps them near 50 MB whatever the likelihood.
 _TABLE_BUDGET = 2**16
@@ -189,31 +204,60 @@ def _snap(values, grid_log2):
 
 
 def _in_bins(mean, log_var, bin_log2):
-    """(mean / w, std / w) flattened and snapped; std at least one grid step."""
+    """(mean / w, std / w) as (tiles, dims) and snapped; std at least one grid step."""
     std = jnp.exp(0.5 * jnp.clip(log_var, -60.0, 60.0))
     step = 2.0**-LATENT_GRID_LOG2
+    tiles = mean.shape[0]
     return (
-        _snap(jnp.ravel(mean) * 2.0**bin_log2, LATENT_GRID_LOG2),
-        jnp.maximum(_snap(jnp.ravel(std) * 2.0**bin_log2, LATENT_GRID_LOG2), step),
+        _snap(mean.reshape(tiles, -1) * 2.0**bin_log2, LATENT_GRID_LOG2),
+        jnp.maximum(_snap(std.reshape(tiles, -1) * 2.0**bin_log2, LATENT_GRID_LOG2), step),
     )
 
 
+# A wave runs the networks in calls of exactly this many tiles (the last one filled up with copies),
+# encoder and decoder alike: XLA's CPU kernels give other float32 roundings at other batch sizes
+# (batches of 1 and 2, and 8 on small tiles, differ from 16 and up), and the decoder must rebuild
+# the encoder's numbers bit for bit. A tile's numbers do not depend on where in a call it sits or
+# on the call's other tiles, so waves of several images' tiles decode image by image. A tile
+# coded alone (the chain start's quadtree) runs at batch 1.
+CALL_TILES = 16
+
+
+def network_calls(tiles, batched=True):
+    """How ``tiles`` tiles run the networks: (first tile, tiles, call size) per call; one tile at
+    batch 1 unless ``batched``."""
+    if not batched:
+        if tiles != 1:
+            raise ValueError(f"tiles: an unbatched call codes one tile, got {tiles}")
+        return [(0, 1, 1)]
+    return [(start, min(CALL_TILES, tiles - start), CALL_TILES) for start in range(0, tiles, CALL_TILES)]
+
+
+def _filled(batch, size):
+    """``batch`` (n, ...) completed to ``size`` rows with copies of its last."""
+    batch = np.asarray(batch)
+    if len(batch) == size:
+        return batch
+    return np.concatenate([batch, np.repeat(batch[-1:], size - len(batch), axis=0)])
+
+
 @partial(jax.jit, static_argnums=0)
-def _posterior_inputs(model, params, tile):
-    """What the posteriors read of x (1, H, W, C): a ``HierarchicalModel``'s bottom-up features,
+def _posterior_inputs(model, params, tiles):
+    """What the posteriors read of x (B, H, W, C): a ``HierarchicalModel``'s bottom-up features,
     or a one-group model's q(z | x) itself."""
     if _steps_top_down(model):
-        return model.bottom_up_features(params, tile)
-    return model.posterior(params, tile)
+        return model.bottom_up_features(params, tiles)
+    return model.posterior(params, tiles)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _ladder_to_group(model, bin_log2, g, tile_hw, params, features, state):
-    """Group g from the top-down ``state`` after group g - 1's merge (None: the start, for a tile
-    of ``tile_hw``, in the same program as the top group's statistics): Q(z_g | x, z_<g) and, for
-    g > 0, P(z_g | z_<g), on the bin-index scale and snapped, and the model's step state to merge into."""
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _ladder_to_group(model, bin_log2, g, tile_hw, batch, params, features, state):
+    """Group g from the top-down ``state`` after group g - 1's merge (None: the start, for
+    ``batch`` tiles of ``tile_hw``, in the same program as the top group's statistics): Q(z_g | x,
+    z_<g) and, for g > 0, P(z_g | z_<g), on the bin-index scale and snapped, and the model's step
+    state to merge into."""
     if state is None:
-        state = model.top_down_start(params, 1, tile_hw)
+        state = model.top_down_start(params, batch, tile_hw)
     step, prior, posterior = model.top_down_to_group(params, state, features, g)
     return step, _in_bins(*posterior, bin_log2), None if prior is None else _in_bins(*prior, bin_log2)
 
@@ -226,8 +270,8 @@ def _ladder_merge(model, bin_log2, g, params, step, bins):
 
 @partial(jax.jit, static_argnums=0)
 def _ladder_output(model, params, state):
-    """P(x | z)'s parameters, snapped, from the state after the last group: ``(H, W, ...)``."""
-    return _snap(model.top_down_output(params, state)[0], OUTPUT_GRID_LOG2)
+    """P(x | z)'s parameters, snapped, from the state after the last group: ``(B, H, W, ...)``."""
+    return _snap(model.top_down_output(params, state), OUTPUT_GRID_LOG2)
 
 
 _posterior_in_bins = jax.jit(_in_bins, static_argnums=2)
@@ -235,9 +279,9 @@ _posterior_in_bins = jax.jit(_in_bins, static_argnums=2)
 
 @partial(jax.jit, static_argnums=(0, 1))
 def _decoder_output(model, bin_log2, params, bins):
-    """P(x | z)'s parameters at z = w * bins, snapped: ``(H, W, ...)``."""
+    """P(x | z)'s parameters at z = w * bins, snapped: ``(B, H, W, ...)``."""
     z = as_latent(b.astype(jnp.float32) * 2.0**-bin_log2 for b in bins)
-    return _snap(model.decoder_output(params, z)[0], OUTPUT_GRID_LOG2)
+    return _snap(model.decoder_output(params, z), OUTPUT_GRID_LOG2)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -245,30 +289,113 @@ def _top_prior(model, bin_log2, params):
     """The top prior's components: snapped logits (K,), means and stds in bins (K, L)."""
     components = model.prior_components(params)
     k = components.means.shape[0]
-    means, stds = jax.vmap(lambda m, v: _in_bins(m, v, bin_log2))(
-        components.means.reshape(k, -1), components.log_vars.reshape(k, -1)
-    )
+    means, stds = _in_bins(components.means.reshape(k, -1), components.log_vars.reshape(k, -1), bin_log2)
     return _snap(components.logit_weights, OUTPUT_GRID_LOG2), means, stds
 
 
-class _PixelTables:
-    """The likelihood's 256-value tables over the valid pixels of one tile and the order the
-    decoder reads sub-pixels in (``schedule``: steps (pixel indices, channel); the encoder pushes
-    them in reverse), both the likelihood's own (``coding_tables``, ``coding_order``): NumPy
-    float64 from the snapped decoder output, so that the decoder rebuilds them bit for bit."""
+class _PixelCoder:
+    """Codes the valid pixels of a wave of tiles, stacked one under the other, under P(x | z):
+    in the likelihood's ``coding_order`` (the decoder's; the encoder pushes in reverse), with its
+    own tables, NumPy float64 from the snapped decoder output, so that the decoder rebuilds them
+    bit for bit.
 
-    def __init__(self, likelihood, out, valid_hw, chunk, channels):
+    A mixture whose channels share each pixel's component (``coding_rows`` not None: the coupled
+    ones) is coded with bits back over the component, as the top prior's mixture is: the decoder
+    pops k under pi, each channel under component k alone (``coupled.coupled_channel``), then
+    pushes k back under P(k | x) propto pi_k prod_c P_k(x_c | x_<c); the encoder mirrors it. A
+    pixel costs -log2 P(x) on average as with the mixture's own table, for one component's table
+    a channel instead of K, the tables' cost; the component pops read the bits the latents' pops
+    leave. Other likelihoods: each sub-pixel under its 256-value table (``coding_tables``)."""
+
+    def __init__(self, likelihood, out, valid_hw, chunk, channels, categorical):
         valid_h, valid_w = valid_hw
-        self.schedule = likelihood.coding_order((valid_h, valid_w), channels, chunk)
-        self._tables = likelihood.coding_tables(np.asarray(out[:valid_h, :valid_w], np.float64))
+        tiles = out.shape[0]
+        stacked = np.asarray(out[:, :valid_h, :valid_w], np.float64)
+        stacked = stacked.reshape(tiles * valid_h, *stacked.shape[2:])
+        self.categorical, self.channels = categorical, channels
+        self._rows = likelihood.coding_rows(stacked, valid_h)
+        # The component's pops and pushes interleave set by set, so the sets are part of the file:
+        # of a fixed size, not the caller's memory bound ``chunk``.
+        chunk = chunk if self._rows is None else COMPONENT_SET_PIXELS
+        self.schedule = likelihood.coding_order((valid_h, valid_w), channels, chunk, tiles)
+        if self._rows is None:
+            self._tables = likelihood.coding_tables(stacked, valid_h)
+        else:
+            self.k = likelihood.num_components
+            # A pixel's channels are coded together: the steps of one pixel set, its channels in order.
+            self.groups = [indices for indices, channel in self.schedule if channel == 0]
 
-    def __call__(self, indices, x_all, channel):
-        """(n, 256) float64: P(x_c = v | z, what it reads) for the valid pixels ``indices`` (raster
-        order), c = ``channel``; x_all (pixels, C) holds every value these read."""
-        table = self._tables(indices, x_all, channel)
-        if not np.all(np.isfinite(table)):
-            raise ValueError("likelihood: the model produced non-finite probabilities; cannot code with it")
-        return table
+    def table(self, indices, x_all, channel):
+        """(n, 256) float64: P(x_c = v | z, what it reads) of the raster pixels ``indices`` of the
+        stack (the mixture's own table), x_all (pixels, C) holding every value these read."""
+        return _finite(self._tables(indices, x_all, channel))
+
+    def _components(self, indices, x_all):
+        """Per channel, given the pixels' earlier channels in x_all: (means, log-scales) (n, K)."""
+        rows = _finite(self._rows(indices, x_all))
+        x_rows = x_all[indices]
+        return rows[:, : self.k], [coupled.coupled_channel(rows, x_rows, c, self.k) for c in range(self.channels)]
+
+    def _component_posterior(self, logits, channels, x_rows):
+        """P(k | x) propto pi_k prod_c P_k(x_c | x_<c): (n, K), unnormalized."""
+        log_posterior = logits.copy()
+        for c, (means, log_scales) in enumerate(channels):
+            log_posterior += np.log(np.maximum(logistic.logistic_mass(x_rows[:, c], means, log_scales), 1e-300))
+        return np.exp(log_posterior - log_posterior.max(axis=1, keepdims=True))
+
+    @staticmethod
+    def _chosen(component, k):
+        """Component k's (n,) parameters of (n, K) ones, one k a row: its 256-value table."""
+        means, log_scales = component
+        rows = np.arange(len(k))
+        return logistic.logistic_bins(means[rows, k], log_scales[rows, k])
+
+    def push(self, ans, x_all):
+        """Encode the pixels x_all (pixels, C) int32 onto ``ans``."""
+        if self._rows is None:
+            for indices, channel in reversed(self.schedule):
+                symbols = np.ascontiguousarray(x_all[indices, channel])
+                ans.encode_reverse(symbols, self.categorical, self.table(indices, x_all, channel))
+            return
+        for indices in reversed(self.groups):
+            logits, channels = self._components(indices, x_all)
+            x_rows = x_all[indices]
+            k = self._pop_component(ans, self._component_posterior(logits, channels, x_rows))
+            for c in reversed(range(self.channels)):
+                ans.encode_reverse(np.ascontiguousarray(x_rows[:, c]), self.categorical, self._chosen(channels[c], k))
+            self._push_component(ans, k, np.exp(logits - logits.max(axis=1, keepdims=True)))
+
+    def pop(self, ans, x_all):
+        """Decode the pixels into x_all (pixels, C) int32 (zeros on entry); each step reads only
+        what the steps before it decoded."""
+        if self._rows is None:
+            for indices, channel in self.schedule:
+                x_all[indices, channel] = ans.decode(self.categorical, self.table(indices, x_all, channel))
+            return
+        for indices in self.groups:
+            rows = _finite(self._rows(indices, x_all))
+            logits = rows[:, : self.k]
+            k = self._pop_component(ans, np.exp(logits - logits.max(axis=1, keepdims=True)))
+            channels = []
+            for c in range(self.channels):  # channel c's components read the channels before it, decoded
+                channels.append(coupled.coupled_channel(rows, x_all[indices], c, self.k))
+                x_all[indices, c] = ans.decode(self.categorical, self._chosen(channels[c], k))
+            self._push_component(ans, k, self._component_posterior(logits, channels, x_all[indices]))
+
+    # One component: nothing to code (and constriction has no one-symbol categorical).
+
+    def _pop_component(self, ans, probabilities):
+        return ans.decode(self.categorical, probabilities) if self.k > 1 else np.zeros(len(probabilities), np.int32)
+
+    def _push_component(self, ans, k, probabilities):
+        if self.k > 1:
+            ans.encode_reverse(k, self.categorical, probabilities)
+
+
+def _finite(table):
+    if not np.all(np.isfinite(table)):
+        raise ValueError("likelihood: the model produced non-finite probabilities; cannot code with it")
+    return table
 
 
 def _checked(arrays):
@@ -285,9 +412,15 @@ def _cell_shift(f):
 
 
 class TileCoder:
-    """The entropy models of one (model, params, latent grid): codes a tile onto an ANS stack.
+    """The entropy models of one (model, params, latent grid): codes waves of tiles onto an ANS stack.
 
-    ``chunk_pixels`` only sets memory and speed; files do not depend on it.
+    A wave is ``n`` tiles of one shape coded in lockstep as one unit of the bits-back scheme (the
+    module docstring, with x and each z_g the wave's tiles together: their posteriors, priors and
+    likelihoods are products over the tiles): every group's pops for all the tiles, then the
+    pixels wavefront by wavefront of every tile at once, then the groups' prior pushes, each a
+    few array calls of ``constriction``, and the networks run on the whole wave in calls of
+    ``CALL_TILES``. A wave of one tile is the scheme for one tile. ``chunk_pixels`` only sets
+    memory and speed; files do not depend on it.
     """
 
     def __init__(self, model, params, bin_log2, max_abs, chunk_pixels=None):
@@ -323,32 +456,57 @@ class TileCoder:
             self._prior[size] = (np.exp(logits - logits.max())[None], means, stds)
         return self._prior[size]
 
-    def _walk(self, padded_hw, features, choose):
-        """The groups of a tile of ``padded_hw`` top-down, one at a time: ``choose(g, posterior,
-        prior)`` gets group g's statistics in bins (numpy; the top group's prior None: the
-        model's) and returns z_g's bins, or None to stop. Returns the bins and the likelihood's
-        parameters (numpy, snapped), or None if stopped. One top-down pass in all: the model's
-        state is carried from group to group. The encoder and the decoder run the same compiled
-        step of each group on the same bins, so they get the same numbers (the posteriors'
-        features are a blank tile's where the decoder needs only the priors, which do not read
-        them: the same program as the encoder's, not one without features)."""
-        shapes = self._group_shapes(padded_hw)
-        bins, state = [None] * len(shapes), None
+    def _walk(self, padded_hw, features, calls, choose, states_seen=None):
+        """The groups of a wave of ``tiles`` tiles of ``padded_hw`` top-down, one at a time:
+        ``choose(g, posterior, prior)`` gets group g's statistics in bins (numpy (tiles, dims);
+        the top group's prior None: the model's) and returns z_g's bins (tiles, dims), or None to
+        stop. ``features`` holds one entry per network call of ``calls`` (``network_calls``). Returns the bins
+        (tiles, *shape) per group and the likelihood's parameters (numpy (tiles, h, w, ...),
+        snapped), or None if stopped. One top-down pass in all: the model's state is carried from
+        group to group. The encoder and the decoder run the same compiled step of each group on
+        the same bins in the same calls, so they get the same numbers (the posteriors' features
+        are a blank tile's where the decoder needs only the priors, which do not read them: the
+        same program as the encoder's, not one without features). ``states_seen``, a list, gets
+        the state each group started from, per call (``_posteriors`` reads them)."""
+        shapes, tiles = self._group_shapes(padded_hw), sum(count for _, count, _ in calls)
+        bins, states = [None] * len(shapes), [None] * len(calls)
         for g, shape in enumerate(shapes):
-            step, posterior, prior = self._to_group(padded_hw, g, features, state)
-            bins[g] = choose(g, _checked(posterior), None if prior is None else _checked(prior))
-            if bins[g] is None:
+            if states_seen is not None:
+                states_seen.append(list(states))
+            steps, posteriors, priors = [], [], []
+            for c, (first, count, size) in enumerate(calls):
+                step, posterior, prior = self._to_group(padded_hw, g, size, features[c], states[c])
+                steps.append(step)
+                posteriors.append([np.asarray(a)[:count] for a in posterior])
+                priors.append(None if prior is None else [np.asarray(a)[:count] for a in prior])
+            posterior = _checked(np.concatenate(parts) for parts in zip(*posteriors))
+            prior = None if priors[0] is None else _checked(np.concatenate(parts) for parts in zip(*priors))
+            chosen = choose(g, posterior, prior)
+            if chosen is None:
                 return None
-            bins[g] = np.asarray(bins[g], np.int32).reshape(shape)
-            state = self._merge(g, step, bins[g])
-        return bins, np.asarray(self._output(state))
+            bins[g] = np.asarray(chosen, np.int32).reshape(tiles, *shape[1:])
+            for c, (first, count, size) in enumerate(calls):
+                states[c] = self._merge(g, steps[c], _filled(bins[g][first : first + count], size))
+        outputs = [np.asarray(self._output(state))[:count] for state, (_, count, _) in zip(states, calls)]
+        return bins, np.concatenate(outputs)
+
+    def _posteriors(self, padded_hw, features, calls, states_seen):
+        """Every group's Q(z_g | x, z_<g) in bins (tiles, dims) from the states a walk over the
+        same bins started each group from: the walk's own step on its own inputs, so the numbers
+        an encoder's walk got, without the merges again."""
+        posteriors = []
+        for g, states in enumerate(states_seen):
+            parts = [self._to_group(padded_hw, g, size, features[c], states[c])[1] for c, (_, _, size) in enumerate(calls)]
+            posteriors.append(_checked(np.concatenate([np.asarray(a)[:count] for a, (_, count, _) in zip(column, calls)])
+                                       for column in zip(*parts)))  # fmt: skip
+        return posteriors
 
     # The compiled steps of the walk: a HierarchicalModel's top-down steps, or one group's whole
     # posterior (``_posterior_inputs`` computed it) and its decoder.
 
-    def _to_group(self, padded_hw, g, features, state):
+    def _to_group(self, padded_hw, g, size, features, state):
         if self.top_down:
-            return _ladder_to_group(self.model, self.bin_log2, g, padded_hw, self.params, features, state)
+            return _ladder_to_group(self.model, self.bin_log2, g, padded_hw, size, self.params, features, state)
         return None, _posterior_in_bins(*features, self.bin_log2), None
 
     def _merge(self, g, step, bins):
@@ -361,8 +519,20 @@ class TileCoder:
             return _ladder_output(self.model, self.params, state)
         return _decoder_output(self.model, self.bin_log2, self.params, (state,))
 
-    def _features(self, tile):
-        return _posterior_inputs(self.model, self.params, jnp.asarray(tile, jnp.int32)[None])
+    def _features(self, tiles, calls):
+        """The posteriors' inputs of a wave of tiles (n, h, w, C), one entry per network call."""
+        return [
+            _posterior_inputs(self.model, self.params, jnp.asarray(_filled(tiles[first : first + count], size), jnp.int32))
+            for first, count, size in calls
+        ]
+
+    def _blank_features(self, padded_hw, calls):
+        """A blank tile's features in every network call of a wave (the decoder's priors' inputs)."""
+        for _, _, size in calls:
+            if (padded_hw, size) not in self._blank:
+                blank = np.zeros((size, *padded_hw, self.model.data_shape[-1]), np.int32)
+                self._blank[padded_hw, size] = self._features(blank, [(0, size, size)])[0]
+        return [self._blank[padded_hw, size] for _, _, size in calls]
 
     # ---- a group under its posterior: a cell of the window around the mean, then the bin in it
 
@@ -394,9 +564,9 @@ class TileCoder:
         return np.exp(log_density - np.max(log_density, axis=1, keepdims=True))
 
     def _pop_posterior(self, ans, mean, std):
-        """Decode one group's bins under Q = N(mean, std^2) (in bins) from ``ans``: per cell width
-        (ascending), the cells under Q integrated over each cell, then the bins under Q clipped to
-        the cell. The inverse of ``_push_posterior``."""
+        """Decode one group's bins (flat) under Q = N(mean, std^2) (in bins) from ``ans``: per cell
+        width (ascending), the cells under Q integrated over each cell, then the bins under Q
+        clipped to the cell. The inverse of ``_push_posterior``."""
         cells, centres = self._windows(mean, std)
         symbols = np.zeros(mean.shape, np.int64)
         for f in np.unique(cells):
@@ -435,98 +605,135 @@ class TileCoder:
         return np.exp(log_joint - log_joint.max())[None]
 
     def _push_top(self, ans, symbols):
-        weights, means, stds = self._top(symbols.size)
+        """Push the wave's top groups (tiles, dims) under the top prior (a mixture: tile by tile,
+        the last first, each with bits back over its component)."""
+        weights, means, stds = self._top(symbols.shape[1])
         if weights.shape[1] == 1:
-            ans.encode_reverse(symbols, self.latent_family, means[0], stds[0])
+            tiles = len(symbols)
+            ans.encode_reverse(symbols.ravel(), self.latent_family, np.tile(means[0], tiles), np.tile(stds[0], tiles))
             return
-        k = int(ans.decode(self.categorical, self._component_posterior(symbols, means, stds))[0])
-        ans.encode_reverse(symbols, self.latent_family, means[k], stds[k])
-        ans.encode_reverse(np.array([k], np.int32), self.categorical, weights)
+        for tile_symbols in symbols[::-1]:
+            k = int(ans.decode(self.categorical, self._component_posterior(tile_symbols, means, stds))[0])
+            ans.encode_reverse(tile_symbols, self.latent_family, means[k], stds[k])
+            ans.encode_reverse(np.array([k], np.int32), self.categorical, weights)
 
-    def _pop_top(self, ans, size):
+    def _pop_top(self, ans, tiles, size):
         weights, means, stds = self._top(size)
         if weights.shape[1] == 1:
-            return ans.decode(self.latent_family, means[0], stds[0])
-        k = int(ans.decode(self.categorical, weights)[0])
-        symbols = ans.decode(self.latent_family, means[k], stds[k])
-        ans.encode_reverse(np.array([k], np.int32), self.categorical, self._component_posterior(symbols, means, stds))
-        return symbols
+            return ans.decode(self.latent_family, np.tile(means[0], tiles), np.tile(stds[0], tiles)).reshape(tiles, size)
+        popped = []
+        for _ in range(tiles):
+            k = int(ans.decode(self.categorical, weights)[0])
+            symbols = ans.decode(self.latent_family, means[k], stds[k])
+            posterior = self._component_posterior(symbols, means, stds)
+            ans.encode_reverse(np.array([k], np.int32), self.categorical, posterior)
+            popped.append(symbols)
+        return np.stack(popped)
 
-    # ---- one tile
+    # ---- waves
 
-    def _posterior_path(self, ans, features, padded_hw):
-        """z_1..z_G, each from Q(z_g | x, z_<g): decoded from ``ans`` (bits back) or, with ans None,
-        the posterior mean's bin. Returns the bins, each group's prior (None for the top) and the
-        likelihood's parameters at them, or None as soon as the pops leave fewer than
-        ``POP_RESERVE_BITS`` on ``ans`` (the pops would read the stack's fixed start, not coded data)."""
+    def _mean_bins(self, mean):
+        return np.clip(np.round(mean), -self.max_index, self.max_index).astype(np.int32)
+
+    def _push_given(self, ans, tiles, valid_hw, bins, priors, out):
+        """Push a wave's pixels under P(x | z), then its groups under their priors, the top last."""
+        pixels = _PixelCoder(self.model.likelihood, out, valid_hw, self.chunk, tiles.shape[-1], self.categorical)
+        pixels.push(ans, tiles[:, : valid_hw[0], : valid_hw[1]].reshape(-1, tiles.shape[-1]).astype(np.int32))
+        for g in reversed(range(1, len(bins))):
+            ans.encode_reverse(bins[g].ravel(), self.latent_family, *(a.ravel() for a in priors[g]))
+        self._push_top(ans, bins[0].reshape(len(tiles), -1))
+
+    def push_waves(self, jobs, valid_hw, *, batched=True):
+        """Code waves of tiles of one shape with bits back, each onto its own stack, the networks
+        running on all of them together: ``jobs`` a list of (ans, padded tiles (n, h, w, C) uint8
+        whose first ``valid_hw`` rows and columns are image; the rest is edge padding, rebuilt by
+        the decoder, not coded). Per job, its pops (every group of every tile, on a clone of its
+        stack), then its pixels and priors: returns per job the stack to go on with (a new object)
+        and the bits its pops took, or None where the stack cannot fund the pops with
+        ``POP_RESERVE_BITS`` to spare (the job is not coded; its stack untouched).
+        ``batched=False``: one job of one tile, the networks at batch 1 (the chain start)."""
+        tiles = np.concatenate([np.asarray(t) for _, t in jobs])
+        padded_hw = tuple(tiles.shape[1:3])
+        bounds = np.cumsum([0] + [len(t) for _, t in jobs])
+        calls = network_calls(len(tiles), batched)
+        trials = [None if ans.is_empty() else ans.clone() for ans, _ in jobs]
         priors = [None] * len(self._group_shapes(padded_hw))
 
         def choose(g, posterior, prior):
             priors[g] = prior
             mean, std = posterior
-            if ans is None:
-                return np.clip(np.round(mean), -self.max_index, self.max_index).astype(np.int32)
-            symbols = self._pop_posterior(ans, mean, std)
-            return symbols if ans.num_valid_bits() >= POP_RESERVE_BITS else None
+            bins = self._mean_bins(mean)  # what a job whose pops failed walks on (then dropped)
+            for k, trial in enumerate(trials):
+                if trial is not None:
+                    at = slice(bounds[k], bounds[k + 1])
+                    popped = self._pop_posterior(trial, mean[at].ravel(), std[at].ravel())
+                    bins[at] = popped.reshape(bins[at].shape)
+                    if trial.num_valid_bits() < POP_RESERVE_BITS:
+                        trials[k] = None
+            return None if all(trial is None for trial in trials) else bins
 
-        walked = self._walk(padded_hw, features, choose)
-        return None if walked is None else (walked[0], priors, walked[1])
+        walked = self._walk(padded_hw, self._features(tiles, calls), calls, choose)
+        results = []
+        for k, (trial, (ans, job_tiles)) in enumerate(zip(trials, jobs)):
+            if walked is None or trial is None:
+                results.append(None)
+                continue
+            at = slice(bounds[k], bounds[k + 1])
+            popped_bits = ans.num_valid_bits() - trial.num_valid_bits()
+            bins, out = [b[at] for b in walked[0]], walked[1][at]
+            job_priors = [None if p is None else [a[at] for a in p] for p in priors]
+            self._push_given(trial, np.asarray(job_tiles), valid_hw, bins, job_priors, out)
+            results.append((trial, popped_bits))
+        return results
 
     def push(self, ans, tile, valid_hw, *, require_bits_back=False):
-        """Code one padded tile ``(h, w, C)`` uint8 whose first ``valid_hw`` rows and columns are
-        image (the rest is edge padding, rebuilt by the decoder, not coded). Bits back when the
-        stack holds enough for the pops, else the posterior means' bins; returns
-        ``(ans, bits_back)``: the stack to go on with (a new object after bits back) and which.
-        With ``require_bits_back`` a tile that cannot have bits back is not coded: returns
-        ``(ans, None)``, ``ans`` untouched."""
-        padded_hw = tuple(tile.shape[:2])
-        features = self._features(tile)
-        path = None
-        if not ans.is_empty():
-            trial = ans.clone()
-            path = self._posterior_path(trial, features, padded_hw)
-            if path is not None:
-                ans = trial
-        if path is None and require_bits_back:
+        """Code one padded tile ``(h, w, C)`` on its own (the networks at batch 1). Bits back when
+        the stack holds enough for the pops, else the posterior means' bins; returns ``(ans,
+        bits_back)``: the stack to go on with (a new object after bits back) and which. With
+        ``require_bits_back`` a tile that cannot have bits back is not coded: returns ``(ans,
+        None)``, ``ans`` untouched. ``self.popped_bits`` is what its pops took."""
+        tiles = np.asarray(tile)[None]
+        (coded,) = self.push_waves([(ans, tiles)], valid_hw, batched=False)
+        if coded is not None:
+            ans, self.popped_bits = coded
+            return ans, True
+        self.popped_bits = 0
+        if require_bits_back:
             return ans, None
-        bits_back = path is not None
-        bins, priors, out = path if bits_back else self._posterior_path(None, features, padded_hw)
-        tables = _PixelTables(self.model.likelihood, out, valid_hw, self.chunk, tile.shape[-1])
-        x_all = tile[: valid_hw[0], : valid_hw[1]].reshape(-1, tile.shape[-1]).astype(np.int32)
-        for indices, channel in reversed(tables.schedule):
-            symbols = np.ascontiguousarray(x_all[indices, channel])
-            ans.encode_reverse(symbols, self.categorical, tables(indices, x_all, channel))
-        for g in reversed(range(1, len(bins))):
-            ans.encode_reverse(bins[g].ravel(), self.latent_family, *priors[g])
-        self._push_top(ans, bins[0].ravel())
-        return ans, bits_back
+        padded_hw, calls = tuple(tiles.shape[1:3]), network_calls(1, batched=False)
+        priors = [None] * len(self._group_shapes(padded_hw))
 
-    def pop(self, ans, padded_hw, valid_hw, bits_back):
-        """Decode the tile ``push`` coded: the padded ``(h, w, C)`` uint8 tile (edge padding rebuilt)."""
+        def means(g, posterior, prior):
+            priors[g] = prior
+            return self._mean_bins(posterior[0])
+
+        bins, out = self._walk(padded_hw, self._features(tiles, calls), calls, means)
+        self._push_given(ans, tiles, valid_hw, bins, priors, out)
+        return ans, False
+
+    def pop(self, ans, padded_hw, valid_hw, bits_back, tiles=1, *, batched=False):
+        """Decode what ``push`` (one tile) or ``push_waves`` (``tiles`` tiles, ``batched``) coded:
+        the padded ``(tiles, h, w, C)`` uint8 tiles (edge padding rebuilt)."""
         padded_hw = tuple(padded_hw)
         shapes = self._group_shapes(padded_hw)
         channels = self.model.data_shape[-1]
+        calls = network_calls(tiles, batched)
         # The priors do not read x; a blank tile's features stand in, through the same program.
-        if padded_hw not in self._blank:
-            self._blank[padded_hw] = self._features(np.zeros((*padded_hw, channels), np.int32))
-        top = self._pop_top(ans, int(np.prod(shapes[0])))
-        choose = lambda g, posterior, prior: top if g == 0 else ans.decode(self.latent_family, *prior)
-        bins, out = self._walk(padded_hw, self._blank[padded_hw], choose)
-        tables = _PixelTables(self.model.likelihood, out, valid_hw, self.chunk, channels)
-        x_all = np.zeros((valid_hw[0] * valid_hw[1], channels), np.int32)
-        for indices, channel in tables.schedule:  # each step reads only what the steps before it decoded
-            x_all[indices, channel] = ans.decode(self.categorical, tables(indices, x_all, channel))
-        valid = x_all.reshape(*valid_hw, channels)
-        pad = ((0, padded_hw[0] - valid_hw[0]), (0, padded_hw[1] - valid_hw[1]), (0, 0))
-        tile = np.pad(valid, pad, mode="edge").astype(np.uint8)
+        blank = self._blank_features(padded_hw, calls)
+        top = self._pop_top(ans, tiles, int(np.prod(shapes[0][1:])))
+
+        def choose(g, posterior, prior):
+            return top if g == 0 else ans.decode(self.latent_family, *(a.ravel() for a in prior))
+
+        states_seen = []
+        bins, out = self._walk(padded_hw, blank, calls, choose, states_seen)
+        x_all = np.zeros((tiles * valid_hw[0] * valid_hw[1], channels), np.int32)
+        _PixelCoder(self.model.likelihood, out, valid_hw, self.chunk, channels, self.categorical).pop(ans, x_all)
+        valid = x_all.reshape(tiles, *valid_hw, channels)
+        pad = ((0, 0), (0, padded_hw[0] - valid_hw[0]), (0, padded_hw[1] - valid_hw[1]), (0, 0))
+        decoded = np.pad(valid, pad, mode="edge").astype(np.uint8)
         if bits_back:
-            posteriors = [None] * len(shapes)
-
-            def known(g, posterior, prior):
-                posteriors[g] = posterior
-                return bins[g]
-
-            self._walk(padded_hw, self._features(tile), known)
+            posteriors = self._posteriors(padded_hw, self._features(decoded, calls), calls, states_seen)
             for g in reversed(range(len(shapes))):
-                self._push_posterior(ans, bins[g].ravel(), *posteriors[g])
-        return tile
+                self._push_posterior(ans, bins[g].ravel(), *(a.ravel() for a in posteriors[g]))
+        return decoded

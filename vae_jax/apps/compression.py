@@ -20,6 +20,16 @@ than one tile, the 256-value tables a chunk of pixels. Other models (MLPs) code 
 ``data_shape``. Images of any channel count are coded in planes of the model's channels
 (``split_planes``), so greyscale, alpha and 16-bit grey come back exactly in their mode.
 
+Waves. Once the stack can fund them, blocks of one tile shape are coded in waves
+(``bitsback.TileCoder.push_waves``: many tiles in lockstep as one unit of the scheme, the
+networks batched), each as large as the stack funds (``_wave_size``: the bits on the stack over
+the most a tile of the shape has popped so far, with a margin), so the waves grow with the stack,
+about geometrically, and the sequential steps number about log(blocks) waves, not the blocks.
+The blocks are coded grouped by tile shape (``_units``: the whole blocks, then each border's),
+so that a wave holds one shape. Several images are coded together (``compress_images``): each
+on its own stack with its own waves, the waves of one shape of every image in the same network
+calls; a file is the same whether its image was coded alone or with others.
+
 Starting the chain. Tiles are coded on one stack, each taking its bits back from the tiles
 before it; a tile's pops need about the entropy of its latents' posteriors in bins on the stack,
 sum_g H(Q(z_g | x, z_<g)) ~ (latent dims) x (log2(sigma_q / w) + 2.05) bits, more than it adds
@@ -60,8 +70,8 @@ in preorder (``_Node``): a node that can be split (its halves are multiples of t
 and at least two quadrants hold pixels; a node whose pixels lie in one quadrant is that
 quadrant) has a bit, 1 = split; a leaf that cannot be split has a bit, 1 =
 bits back (a leaf that could have been split always has bits back). A model tied to its training
-size (tiles of its ``data_shape``, never split) has exactly one bit per tile. Version 7; earlier
-versions (v6: no checksum of the image; v5: the posterior's bins in one leaky Gaussian over the
+size (tiles of its ``data_shape``, never split) has exactly one bit per tile. Version 8; earlier
+versions (v7: tile by tile, the networks at batch 1; v6: no checksum of the image; v5: the posterior's bins in one leaky Gaussian over the
 whole range, see ``bitsback``; v4: one tile size, the first tile without bits back; v1-3: 32x32
 tiles, pseudo-random initial bits) are refused by name. A file this module did not write for
 the model raises ``CompressionError`` (but for the checksum's 2**-64), never returns another image.
@@ -85,10 +95,10 @@ from vae_jax import checkpoints, codecs
 from vae_jax.apps import bitsback
 
 MAGIC = b"VAEBBANS"
-# 7: a checksum of the image; 6: posterior pops in a window of cells around the mean (no far tail pops);
+# 8: tiles in waves, networks in calls of bitsback.CALL_TILES; 7: a checksum of the image; 6: posterior pops in a window of cells around the mean (no far tail pops);
 # 5: quadtree tiles from one unit up; 4: every latent group, large tiles, no initial bits; 3: any channel
 # count; 2: padding not coded
-VERSION = 7
+VERSION = 8
 _HEADER = struct.Struct("<8sB32sIIH4sHHbHI")
 _FIELDS = (
     "magic", "version", "model_hash", "height", "width", "channels", "mode", "tile_height", "tile_width",
@@ -303,13 +313,34 @@ def _check_settings(image, mode, bin_log2, max_abs):
 
 class _Coded(NamedTuple):
     """One coded tile, in coding order: its plane, its block (index in planes x blocks), the tile,
-    whether it had bits back, and the bits it added to the stack (encoder only)."""
+    whether it had bits back, and the bits it added to the stack (encoder only; a wave's tiles
+    share its bits equally)."""
 
     plane: int
     block: int
     tile: Tile
     bits_back: bool
-    bits: int = 0
+    bits: float = 0.0
+
+
+class _Unit(NamedTuple):
+    """A block of one plane, in coding order: the plane, its number in planes x blocks, its node."""
+
+    plane: int
+    block: int
+    node: _Node
+
+
+def _units(model, image_hw, tile_hw, num_planes):
+    """Every plane's blocks in coding order: grouped by tile shape, the most common shape first
+    (the whole blocks, then each border's), each group plane by plane in raster order, so that
+    runs of one shape can be coded as waves."""
+    blocks, unit = _blocks(model, image_hw, tile_hw), bitsback.tile_unit(model)
+    shapes = [_node_tile(block, image_hw, unit)[2:] for block in blocks]
+    counts = {shape: shapes.count(shape) for shape in shapes}
+    rank = {shape: r for r, shape in enumerate(sorted(counts, key=lambda shape: (-counts[shape], shapes.index(shape))))}
+    order = sorted((rank[shapes[b]], p, b) for p in range(num_planes) for b in range(len(blocks)))
+    return [_Unit(p, p * len(blocks) + b, blocks[b]) for _, p, b in order]
 
 
 def _encode_node(coder, ans, plane, node, where, layout, coded):
@@ -330,38 +361,186 @@ def _encode_node(coder, ans, plane, node, where, layout, coded):
     return ans
 
 
-def _encode(model, params, image, mode, tile_size, bin_log2, max_abs, chunk_pixels, progress):
-    """(file bytes, the coded tiles: ``_Coded`` in coding order)."""
+# A wave is at most this many tiles: the pixel tables of a wave's tiles are held at once
+# (about 1.4 MB a 32 x 32 tile for the shipped model's likelihood).
+MAX_WAVE = 128
+# A wave is sized to pop at most 1 / this of the stack's bits (its tiles' pops vary).
+_WAVE_MARGIN = 1.25
+
+
+def _wave_size(available_bits, pops_per_tile, run, max_wave):
+    """How many tiles of a run of ``run`` blocks of one shape to code as the next wave: as many as
+    ``available_bits`` on the stack fund at ``pops_per_tile`` (the most a tile of the shape took
+    so far; None: none coded yet) with a margin, whole network calls once above one, else 1."""
+    if pops_per_tile is None:
+        return 1
+    tiles = min(run, max_wave, int((available_bits - bitsback.POP_RESERVE_BITS) / (_WAVE_MARGIN * pops_per_tile)))
+    if tiles >= bitsback.CALL_TILES:
+        tiles -= tiles % bitsback.CALL_TILES
+    return max(tiles, 1)
+
+
+class _ImageCoding:
+    """One image's coding in progress: its planes and units, its stack, what it has written (layout
+    bits, coded tiles, the wave list: 0 a unit coded alone as a quadtree, n >= 1 a wave of n
+    units) and, per tile shape, the most bits a tile's pops took so far."""
+
+    def __init__(self, planes, units, image_hw, unit, ans):
+        self.planes, self.units, self.image_hw, self.unit, self.ans = planes, units, image_hw, unit, ans
+        self.next, self.layout, self.coded, self.waves, self.pops = 0, [], [], [], {}
+        self.cap, self.alone = None, False  # after a wave failed: the next one's bound; a unit alone
+
+    def tile(self, i):
+        return _node_tile(self.units[i].node, self.image_hw, self.unit)
+
+    def proposal(self, max_wave):
+        """(tile shape, tiles) of the next wave, or None: code the next unit alone."""
+        shape = self.tile(self.next)[2:]
+        if self.alone or shape not in self.pops:
+            return None
+        limit = min(max_wave, self.cap or max_wave)
+        run = 1
+        while self.next + run < len(self.units) and run < limit and self.tile(self.next + run)[2:] == shape:
+            run += 1
+        return shape, _wave_size(self.ans.num_valid_bits(), self.pops[shape], run, limit)
+
+    def wave_tiles(self, n):
+        return np.stack([_cut(self.planes[u.plane], self.tile(self.next + k)) for k, u in enumerate(self.units[self.next : self.next + n])])
+
+    def accept(self, n, coded):
+        """The wave of the next ``n`` units was coded: ``coded`` = (new stack, bits its pops took)."""
+        ans, popped = coded
+        share = (ans.num_valid_bits() - self.ans.num_valid_bits()) / n
+        shape = self.tile(self.next)[2:]
+        self.pops[shape] = max(self.pops[shape], popped / n)
+        for k in range(n):
+            u, tile = self.units[self.next + k], self.tile(self.next + k)
+            self.layout.append(0 if _quadrants(u.node, self.image_hw, self.unit) else 1)
+            self.coded.append(_Coded(u.plane, u.block, tile, True, share))
+        self.ans, self.cap = ans, None
+        self.waves.append(n)
+        self.next += n
+
+    def refuse(self, n):
+        """The wave of ``n`` units could not be funded: the next one is at most half, or a unit alone."""
+        self.cap = n // 2 if n <= bitsback.CALL_TILES else n - bitsback.CALL_TILES
+        self.alone = self.cap < 1
+
+    def code_alone(self, coder):
+        u, tile = self.units[self.next], self.tile(self.next)
+        where = (u.plane, u.block, self.image_hw, self.unit)
+        self.ans = _encode_node(coder, self.ans, self.planes[u.plane], u.node, where, self.layout, self.coded)
+        if self.coded[-1].tile == tile and self.coded[-1].bits_back:  # the block was coded whole, with bits back
+            self.pops[tile[2:]] = max(self.pops.get(tile[2:], 0.0), coder.popped_bits)
+        self.waves.append(0)
+        self.next += 1
+        self.cap, self.alone = None, False
+
+
+def _encode_all(coder, codings, max_wave, progress):
+    """Code every image to its end in rounds: each image not done either codes its next unit alone
+    (the chain start, or a shape it has not coded yet) or proposes a wave as large as its stack
+    funds (``_wave_size``); the waves of one tile shape from every image go through the networks
+    together (``TileCoder.push_waves``), each on its own stack."""
+    while True:
+        active = [c for c in codings if c.next < len(c.units)]
+        if not active:
+            return
+        waves = {}
+        for coding in active:
+            proposal = coding.proposal(max_wave)
+            if proposal is None:
+                coding.code_alone(coder)
+                if progress is not None:
+                    progress(1)
+            else:
+                waves.setdefault(proposal[0], []).append((coding, proposal[1]))
+        for (valid_hw, _), members in waves.items():
+            jobs = [(coding.ans, coding.wave_tiles(n)) for coding, n in members]
+            for (coding, n), coded in zip(members, coder.push_waves(jobs, valid_hw)):
+                if coded is None:
+                    coding.refuse(n)
+                    continue
+                coding.accept(n, coded)
+                if progress is not None:
+                    progress(n)
+
+
+def _varints(values) -> bytes:
+    """LEB128: each value 7 bits a byte, low first, the high bit set on all but a value's last byte."""
+    out = bytearray()
+    for value in values:
+        while True:
+            byte, value = value & 0x7F, value >> 7
+            out.append(byte | (0x80 if value else 0))
+            if not value:
+                break
+    return bytes(out)
+
+
+def _read_varints(data, count_limit):
+    """The wave list at the start of ``data``: (lengths, bytes read); ``CompressionError`` if cut short
+    or longer than ``count_limit`` entries."""
+    values, position = [], 0
+
+    def read():
+        nonlocal position
+        value, shift = 0, 0
+        while True:
+            if position >= len(data) or shift > 35:
+                raise CompressionError("corrupted file: its wave list ends early")
+            byte = data[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    count = read()
+    if count > count_limit:
+        raise CompressionError(f"corrupted file: {count} waves for {count_limit} blocks")
+    values = [read() for _ in range(count)]
+    return values, position
+
+
+def _encode_many(model, params, images, modes, tile_size, bin_log2, max_abs, chunk_pixels, progress, max_wave=MAX_WAVE):
+    """Per image, (file bytes, the coded tiles: ``_Coded`` in coding order)."""
     import constriction
 
-    tile_hw = tile_hw_for(model, tile_size)
-    blocks = _blocks(model, image.shape[:2], tile_hw)
-    unit = bitsback.tile_unit(model)
+    if not (isinstance(max_wave, (int, np.integer)) and max_wave >= 1):
+        raise ValueError(f"max_wave: expected a positive int, got {max_wave!r}")
+    tile_hw, unit = tile_hw_for(model, tile_size), bitsback.tile_unit(model)
     coder = bitsback.TileCoder(model, params, bin_log2, max_abs, chunk_pixels)
-    ans = constriction.stream.stack.AnsCoder()
-    layout, coded = [], []
-    for p, plane in enumerate(split_planes(image, model.data_shape[-1])):
-        for b, block in enumerate(blocks):
-            where = (p, p * len(blocks) + b, image.shape[:2], unit)
-            ans = _encode_node(coder, ans, plane, block, where, layout, coded)
-            if progress is not None:
-                progress(1)
-    words = ans.get_compressed().astype("<u4")
-    height, width, channels = image.shape
-    header = _HEADER.pack(
-        MAGIC, VERSION, model_hash(model, params), height, width, channels, mode.encode("ascii"), *tile_hw,
-        bin_log2, max_abs, words.size,
-    )  # fmt: skip
-    body = header + np.packbits(np.array(layout, bool), bitorder="little").tobytes() + words.tobytes()
-    body += image_checksum(header, image)
-    return body + _CRC.pack(zlib.crc32(body)), coded
+    codings = []
+    for image in images:
+        planes = split_planes(image, model.data_shape[-1])
+        units = _units(model, image.shape[:2], tile_hw, len(planes))
+        codings.append(_ImageCoding(planes, units, image.shape[:2], unit, constriction.stream.stack.AnsCoder()))
+    _encode_all(coder, codings, int(max_wave), progress)
+    digest, files = model_hash(model, params), []
+    for image, mode, coding in zip(images, modes, codings):
+        words = coding.ans.get_compressed().astype("<u4")
+        height, width, channels = image.shape
+        header = _HEADER.pack(
+            MAGIC, VERSION, digest, height, width, channels, mode.encode("ascii"), *tile_hw, bin_log2, max_abs,
+            words.size,
+        )  # fmt: skip
+        layout = np.packbits(np.array(coding.layout, bool), bitorder="little").tobytes()
+        body = header + _varints([len(coding.waves), *coding.waves]) + layout + words.tobytes()
+        body += image_checksum(header, image)
+        files.append((body + _CRC.pack(zlib.crc32(body)), coding.coded))
+    return files
 
 
-def _decode_layout(bits, blocks, num_planes, image_hw, unit):
-    """The coded tiles (``_Coded``, coding order) that the layout bits describe, and how many bits
-    they took."""
+def _encode(model, params, image, mode, tile_size, bin_log2, max_abs, chunk_pixels, progress, max_wave=MAX_WAVE):
+    """(file bytes, the coded tiles) of one image."""
+    return _encode_many(model, params, [image], [mode], tile_size, bin_log2, max_abs, chunk_pixels, progress, max_wave)[0]
+
+
+def _decode_layout(bits, units, image_hw, unit):
+    """Each unit's coded tiles (``_Coded``, coding order) that the layout bits describe, and how
+    many bits they took."""
     position = 0
-    coded = []
 
     def take():
         nonlocal position
@@ -370,25 +549,23 @@ def _decode_layout(bits, blocks, num_planes, image_hw, unit):
         position += 1
         return bool(bits[position - 1])
 
-    def visit(p, block, node):
+    def visit(p, block, node, leaves):
         tile = _node_tile(node, image_hw, unit)
         children = _quadrants(node, image_hw, unit)
         if not children:
-            coded.append(_Coded(p, block, tile, take()))
+            leaves.append(_Coded(p, block, tile, take()))
         elif take():
             for child in children:
-                visit(p, block, child)
+                visit(p, block, child, leaves)
         else:
-            coded.append(_Coded(p, block, tile, True))
+            leaves.append(_Coded(p, block, tile, True))
+        return leaves
 
-    for p in range(num_planes):
-        for b, node in enumerate(blocks):
-            visit(p, p * len(blocks) + b, node)
-    return coded, position
+    return [visit(u.plane, u.block, u.node, []) for u in units], position
 
 
 def compress_image(model, params, pixels, *, mode=None, tile_size=None, bin_log2=DEFAULT_BIN_LOG2,
-                   max_abs=DEFAULT_MAX_ABS, chunk_pixels=None, progress=None) -> bytes:  # fmt: skip
+                   max_abs=DEFAULT_MAX_ABS, chunk_pixels=None, progress=None, max_wave=MAX_WAVE) -> bytes:  # fmt: skip
     """bytes: a uint8 image ``(H, W)`` or ``(H, W, n)`` (any size, any n) coded losslessly with
     bits-back ANS over every latent group.
 
@@ -397,14 +574,16 @@ def compress_image(model, params, pixels, *, mode=None, tile_size=None, bin_log2
     for a fully convolutional model), raster order, each block one tile or a quadtree of smaller
     ones while the stack cannot fund its pops (the module docstring). ``mode`` (stored, default
     ``default_mode(n)``) names how to write the pixels back; ``chunk_pixels`` bounds the
-    likelihood tables' memory (the bytes do not depend on it); ``progress(1)`` is called after
-    every block.
+    likelihood tables' memory (the bytes do not depend on it); ``progress(k)`` is called after
+    every k blocks coded together. Blocks of one shape are coded in waves of up to ``max_wave``
+    tiles in lockstep once the stack funds their pops (``bitsback.TileCoder``); the file records
+    the waves, so any decoder reads it whatever ``max_wave`` made it.
     """
-    check_codable(model)
-    image = _as_pixels(pixels)
-    mode = default_mode(image.shape[-1]) if mode is None else mode
-    _check_settings(image, mode, bin_log2, max_abs)
-    return _encode(model, params, image, mode, tile_size, bin_log2, max_abs, chunk_pixels, progress)[0]
+    (blob,) = compress_images(
+        model, params, [pixels], modes=[mode], tile_size=tile_size, bin_log2=bin_log2, max_abs=max_abs,
+        chunk_pixels=chunk_pixels, progress=progress, max_wave=max_wave,
+    )  # fmt: skip
+    return blob
 
 
 def _check_fields(fields, file_size):
@@ -432,7 +611,8 @@ def read_header(blob):
     version = blob[len(MAGIC)]
     if version != VERSION:
         raise CompressionError(
-            f"unsupported file version {version}: this reader reads version {VERSION} only (version 6 had no "
+            f"unsupported file version {version}: this reader reads version {VERSION} only (version 7 coded "
+            f"tile by tile, its networks at batch 1; version 6 had no "
             f"checksum of the image; version 5 popped "
             f"the latents under one leaky Gaussian over the whole latent range; version 4 coded one tile size, "
             f"its first tile without bits back; versions 1-3 32x32 tiles with pseudo-random initial bits); "
@@ -475,20 +655,49 @@ def _is_coder_error(error) -> bool:
     return isinstance(error, Exception) or type(error).__name__ == "PanicException"
 
 
-def _decode_tiles(coder, words, coded, planes, progress):
-    """Pop the ``coded`` tiles off the ANS ``words`` into ``planes``, last coded first."""
+def _decode_tiles(coder, words, leaves, waves, planes, progress):
+    """Pop the coded tiles off the ANS ``words`` into ``planes``, last wave first; ``leaves`` the
+    units' tiles, ``waves`` how many units each wave holds."""
     import constriction
 
-    ans = constriction.stream.stack.AnsCoder(words)
-    for i in reversed(range(len(coded))):
-        p, block, tile, bits_back, _ = coded[i]
-        decoded = coder.pop(ans, tile.padded_hw, tile.valid_hw, bits_back)
+    def place(tile, plane, decoded):
         (valid_h, valid_w) = tile.valid_hw
-        planes[p, tile.top : tile.top + valid_h, tile.left : tile.left + valid_w] = decoded[:valid_h, :valid_w]
-        if progress is not None and (i == 0 or coded[i - 1].block != block):  # the block's first tile
-            progress(1)
+        planes[plane, tile.top : tile.top + valid_h, tile.left : tile.left + valid_w] = decoded[:valid_h, :valid_w]
+
+    ans = constriction.stream.stack.AnsCoder(words)
+    end = len(leaves)
+    for n in reversed(waves):
+        members = leaves[end - max(n, 1) : end]
+        end -= max(n, 1)
+        if n == 0:  # a unit coded alone: its quadtree's tiles one by one
+            for p, _, tile, bits_back, _ in reversed(members[0]):
+                place(tile, p, coder.pop(ans, tile.padded_hw, tile.valid_hw, bits_back)[0])
+        else:
+            tile = members[0][0].tile
+            decoded = coder.pop(ans, tile.padded_hw, tile.valid_hw, True, tiles=n, batched=True)
+            for (leaf,), pixels in zip(members, decoded):
+                place(leaf.tile, leaf.plane, pixels)
+        if progress is not None:
+            progress(max(n, 1))
     if not ans.is_empty():
         raise CompressionError("corrupt or foreign file: decoding left bits on the stack")
+
+
+def _check_waves(waves, leaves):
+    """Refuse a wave list no encoder writes (0: a unit coded alone, n >= 1: a wave of n units):
+    lengths that do not add up to the units, or a wave whose units are not single tiles of one
+    shape with bits back."""
+    covered = sum(max(n, 1) for n in waves)
+    if covered != len(leaves):
+        raise CompressionError(f"corrupted file: its waves cover {covered} blocks, the image has {len(leaves)}")
+    end = 0
+    for n in waves:
+        members = leaves[end : end + max(n, 1)]
+        end += max(n, 1)
+        if n > 0 and not all(
+            len(m) == 1 and m[0].bits_back and m[0].tile[2:] == members[0][0].tile[2:] for m in members
+        ):
+            raise CompressionError("corrupted file: a wave of its layout holds tiles no encoder codes together")
 
 
 def decompress_image(model, params, blob, *, chunk_pixels=None, progress=None):
@@ -513,16 +722,19 @@ def decompress_image(model, params, blob, *, chunk_pixels=None, progress=None):
     image_hw, tile_hw = (fields["height"], fields["width"]), (fields["tile_height"], fields["tile_width"])
     channels = model.data_shape[-1]
     num_planes = -(-fields["channels"] // channels)
-    bits = np.unpackbits(np.frombuffer(blob, np.uint8, layout_bytes, _HEADER.size), bitorder="little")
-    blocks = _blocks(model, image_hw, tile_hw)
-    coded, used = _decode_layout(bits, blocks, num_planes, image_hw, bitsback.tile_unit(model))
-    if layout_bytes != -(-used // 8) or bits[used:].any():
+    units = _units(model, image_hw, tile_hw, num_planes)
+    region = blob[_HEADER.size : _HEADER.size + layout_bytes]
+    waves, wave_bytes = _read_varints(region, len(units))
+    bits = np.unpackbits(np.frombuffer(region[wave_bytes:], np.uint8), bitorder="little")
+    leaves, used = _decode_layout(bits, units, image_hw, bitsback.tile_unit(model))
+    if layout_bytes - wave_bytes != -(-used // 8) or bits[used:].any():
         raise CompressionError(f"corrupted file: {len(blob)} bytes do not match its header and tile layout")
+    _check_waves(waves, leaves)
     words = np.frombuffer(blob, "<u4", fields["num_words"], _HEADER.size + layout_bytes).astype(np.uint32)
     coder = bitsback.TileCoder(model, params, fields["bin_log2"], fields["max_abs"], chunk_pixels)
     planes = np.zeros((num_planes, *image_hw, channels), np.uint8)
     try:
-        _decode_tiles(coder, words, coded, planes, progress)
+        _decode_tiles(coder, words, leaves, waves, planes, progress)
     except BaseException as error:
         if not _is_coder_error(error):
             raise
@@ -541,48 +753,97 @@ def decompress_image(model, params, blob, *, chunk_pixels=None, progress=None):
 # ---------------------------------------------------------------- compress and verify
 
 
-def _compress_verified(model, params, pixels, *, mode, tile_size, bin_log2, chunk_pixels, progress):
-    """Code ``pixels`` once and decode the file once, refusing a file that does not decode to them.
-    Returns the file, its coded tiles (``_Coded``), the checked uint8 ``(H, W, n)`` image and what
-    coding measured (``run_compression``'s dict, less its ``file``)."""
+def _checked_images(images, modes, bin_log2):
+    if modes is None:
+        modes = [None] * len(images)
+    if len(modes) != len(images):
+        raise ValueError(f"modes: expected one per image ({len(images)}), got {len(modes)}")
+    checked = []
+    for pixels, mode in zip(images, modes):
+        image = _as_pixels(pixels)
+        mode = default_mode(image.shape[-1]) if mode is None else mode
+        _check_settings(image, mode, bin_log2, DEFAULT_MAX_ABS)
+        checked.append((image, mode))
+    return checked
+
+
+def _compress_verified_many(model, params, images, modes, *, tile_size, bin_log2, chunk_pixels, progress, verify=True,
+                            max_wave=MAX_WAVE):  # fmt: skip
+    """Code the images together once (``compress_images``) and, with ``verify``, decode each file
+    once, refusing a file that does not decode to its image. Returns per image the file, its
+    coded tiles (``_Coded``), the checked uint8 ``(H, W, n)`` image and what coding measured
+    (``run_compression``'s dict, less its ``file``; encoding's time is the whole call's)."""
     check_codable(model)
-    image = _as_pixels(pixels)
-    mode = default_mode(image.shape[-1]) if mode is None else mode
-    _check_settings(image, mode, bin_log2, DEFAULT_MAX_ABS)
+    if not images:
+        raise ValueError("images: expected at least one image")
+    checked = _checked_images(images, modes, bin_log2)
     started = time.perf_counter()
-    blob, coded = _encode(model, params, image, mode, tile_size, bin_log2, DEFAULT_MAX_ABS, chunk_pixels, progress)
+    files = _encode_many(model, params, [image for image, _ in checked], [mode for _, mode in checked], tile_size,
+                         bin_log2, DEFAULT_MAX_ABS, chunk_pixels, progress, max_wave)  # fmt: skip
     encode_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    decoded = decompress_image(model, params, blob, chunk_pixels=chunk_pixels, progress=progress)
-    decode_seconds = time.perf_counter() - started
-    if not np.array_equal(decoded, image):
-        raise CompressionError("the decoded image differs from the input: this coder is broken here")
-    dims, flags, tile_bits = _per_tile(model, image, coded)
-    megapixels = image.shape[0] * image.shape[1] / 1e6
-    sides = {}
-    for c in coded:
-        key = "x".join(map(str, c.tile.padded_hw))
-        sides[key] = sides.get(key, 0) + 1
-    measures = {
-        "image_shape": list(image.shape),
-        "mode": mode,
-        "tile_hw": list(tile_hw_for(model, tile_size)),
-        "tiles": int(flags.size),
-        "tiles_without_bits_back": int((~flags).sum()),
-        "tile_sizes": dict(sorted(sides.items(), key=lambda item: -item[1])),
-        "file_bytes": len(blob),
-        "bits_per_dim": 8 * len(blob) / image.size,
-        "net_bits_per_dim": float(tile_bits[flags].sum() / dims[flags].sum()) if flags.any() else None,
-        "stack_bits": float(tile_bits.sum()),
-        "layout_bits": 8 * layout_size(read_header(blob), len(blob)),
-        "header_bits": 8 * (_HEADER.size + _TRAILER_BYTES),
-        "round_trip_exact": True,
-        "encode_seconds": encode_seconds,
-        "decode_seconds": decode_seconds,
-        "encode_mpps": megapixels / encode_seconds,
-        "decode_mpps": megapixels / decode_seconds,
-    }
-    return blob, coded, image, measures
+    all_megapixels = sum(image.shape[0] * image.shape[1] for image, _ in checked) / 1e6
+    results = []
+    for (image, mode), (blob, coded) in zip(checked, files):
+        decode_seconds = None
+        if verify:
+            started = time.perf_counter()
+            decoded = decompress_image(model, params, blob, chunk_pixels=chunk_pixels, progress=progress)
+            decode_seconds = time.perf_counter() - started
+            if not np.array_equal(decoded, image):
+                raise CompressionError("the decoded image differs from the input: this coder is broken here")
+        dims, flags, tile_bits = _per_tile(model, image, coded)
+        megapixels = image.shape[0] * image.shape[1] / 1e6
+        sides = {}
+        for c in coded:
+            key = "x".join(map(str, c.tile.padded_hw))
+            sides[key] = sides.get(key, 0) + 1
+        measures = {
+            "image_shape": list(image.shape),
+            "mode": mode,
+            "tile_hw": list(tile_hw_for(model, tile_size)),
+            "tiles": int(flags.size),
+            "tiles_without_bits_back": int((~flags).sum()),
+            "tile_sizes": dict(sorted(sides.items(), key=lambda item: -item[1])),
+            "file_bytes": len(blob),
+            "bits_per_dim": 8 * len(blob) / image.size,
+            "net_bits_per_dim": float(tile_bits[flags].sum() / dims[flags].sum()) if flags.any() else None,
+            "stack_bits": float(tile_bits.sum()),
+            "layout_bits": 8 * layout_size(read_header(blob), len(blob)),
+            "header_bits": 8 * (_HEADER.size + _TRAILER_BYTES),
+            "round_trip_exact": True if verify else None,
+            "images_coded_together": len(checked),
+            "encode_seconds": encode_seconds,
+            "decode_seconds": decode_seconds,
+            "encode_mpps": all_megapixels / encode_seconds,
+            "decode_mpps": None if decode_seconds is None else megapixels / decode_seconds,
+        }
+        results.append((blob, coded, image, measures))
+    return results
+
+
+def _compress_verified(model, params, pixels, *, mode, tile_size, bin_log2, chunk_pixels, progress, verify=True):
+    """``_compress_verified_many`` of one image."""
+    return _compress_verified_many(
+        model, params, [pixels], [mode], tile_size=tile_size, bin_log2=bin_log2, chunk_pixels=chunk_pixels,
+        progress=progress, verify=verify,
+    )[0]  # fmt: skip
+
+
+def compress_images(model, params, images, *, modes=None, tile_size=None, bin_log2=DEFAULT_BIN_LOG2,
+                    max_abs=DEFAULT_MAX_ABS, chunk_pixels=None, progress=None, max_wave=MAX_WAVE) -> list[bytes]:  # fmt: skip
+    """One file per image (each ``compress_image``'s format, decoded alone by ``decompress_image``),
+    the images coded together: each on its own ANS stack, the waves of one tile shape from every
+    image running through the networks in the same calls. ``modes`` one per image (default
+    ``default_mode``); the rest as ``compress_image``."""
+    check_codable(model)
+    if not images:
+        raise ValueError("images: expected at least one image")
+    checked = _checked_images(images, modes, bin_log2)
+    if not (1 <= max_abs <= 64):
+        raise ValueError(f"max_abs={max_abs}: expected 1..64")
+    files = _encode_many(model, params, [image for image, _ in checked], [mode for _, mode in checked], tile_size,
+                         bin_log2, max_abs, chunk_pixels, progress, max_wave)  # fmt: skip
+    return [blob for blob, _ in files]
 
 
 def _image_dims(model, image, plane, tile):
@@ -599,8 +860,8 @@ def _per_tile(model, image, coded):
 
 
 def run_compression(model, params, pixels, *, out_path, mode=None, tile_size=None, force=False, progress=None,
-                    report=False, seed=None):  # fmt: skip
-    """Code ``pixels`` once, verify by decoding once, then write the file to ``out_path`` (never
+                    report=False, seed=None, verify=True):  # fmt: skip
+    """Code ``pixels`` once, verify by decoding once (unless not ``verify``), then write the file to ``out_path`` (never
     over an existing file unless ``force``; checked before any work). Returns what coding
     measured, a dict of JSON-ready numbers (and the ``image_shape``, ``mode``, ``tile_hw`` and
     the ``file``'s path):
@@ -615,7 +876,8 @@ def run_compression(model, params, pixels, *, out_path, mode=None, tile_size=Non
       quadtree, padded to a byte), ``header_bits`` (the header, the image's checksum and the CRC);
     - ``encode_seconds``, ``decode_seconds``, ``encode_mpps``, ``decode_mpps`` (megapixels, H * W,
       per second, planes together; the first image of a tile shape includes compiling for it);
-      ``round_trip_exact`` (always True: a mismatch raises ``CompressionError``).
+      ``round_trip_exact`` (True: a mismatch raises ``CompressionError``; None, and no decode
+      time, without ``verify``); ``images_coded_together`` (1 here).
 
     With ``report``, also ``compression_report``'s comparison (its -ELBO passes and the codecs',
     ``seed`` fixing the -ELBO's draws, default 0)."""
@@ -623,6 +885,8 @@ def run_compression(model, params, pixels, *, out_path, mode=None, tile_size=Non
 
     if seed is not None and not report:
         raise ValueError(f"seed: fixes the report's -ELBO draws; pass report=True with it (got seed={seed!r})")
+    if report and not verify:
+        raise ValueError("verify: the report decodes the file (it times the decoder); keep verify=True with report=True")
     out_path = check_writable(out_path, force=force)
     if report:
         blob, measures = compression_report(
@@ -631,10 +895,34 @@ def run_compression(model, params, pixels, *, out_path, mode=None, tile_size=Non
     else:
         blob, _, _, measures = _compress_verified(
             model, params, pixels, mode=mode, tile_size=tile_size, bin_log2=DEFAULT_BIN_LOG2, chunk_pixels=None,
-            progress=progress,
+            progress=progress, verify=verify,
         )  # fmt: skip
     out_path.write_bytes(blob)
     return {**measures, "file": str(out_path)}
+
+
+def run_compressions(model, params, images, *, out_paths, modes=None, tile_size=None, force=False, progress=None,
+                     verify=True):  # fmt: skip
+    """``run_compression`` of many images coded together (``compress_images``): every path of
+    ``out_paths`` (one per image) checked before any work, each file verified by decoding it alone
+    (unless not ``verify``), then all written. Returns ``run_compression``'s dict per image; the
+    encoding time and MP/s are the whole call's."""
+    from vae_jax.images import check_writable
+
+    if len(out_paths) != len(images):
+        raise ValueError(f"out_paths: expected one per image ({len(images)}), got {len(out_paths)}")
+    paths = [check_writable(path, force=force) for path in out_paths]
+    if len(set(paths)) != len(paths):
+        raise ValueError("out_paths: two images would be written to the same file")
+    results = _compress_verified_many(
+        model, params, images, modes, tile_size=tile_size, bin_log2=DEFAULT_BIN_LOG2, chunk_pixels=None,
+        progress=progress, verify=verify,
+    )  # fmt: skip
+    written = []
+    for path, (blob, _, _, measures) in zip(paths, results):
+        path.write_bytes(blob)
+        written.append({**measures, "file": str(path)})
+    return written
 
 
 # ---------------------------------------------------------------- report
