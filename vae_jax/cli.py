@@ -483,42 +483,118 @@ def _tile_progress(enabled, total, what, unit="tile"):
     return bar, bar.update
 
 
+# What ``compress DIR`` takes from a folder (the formats ``images.read_exact`` reads).
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".gif")
+
+
+def _compress_inputs(names):
+    """The image files ``compress`` was given, a folder standing for its images (sorted)."""
+    paths = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+            if not found:
+                raise UsageError(f"{path}: a folder with no image files ({', '.join(_IMAGE_SUFFIXES)})")
+            paths.extend(found)
+        elif not path.is_file():
+            raise FileNotFoundError(f"image file {path} does not exist")
+        else:
+            paths.append(path)
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise UsageError("an image is named twice")
+    return paths
+
+
+def _megapixel_progress(enabled, images_and_tiles, what):
+    """A bar in megapixels (rate in MP/s, time left) over coding passes of images: per image its
+    (H * W, blocks); ``progress(k)`` after k blocks moves it by their share of the image."""
+    if not enabled:
+        return None, None
+    from tqdm import tqdm
+
+    shares = [(pixels / 1e6 / blocks, blocks) for pixels, blocks in images_and_tiles]
+    total = sum(share * blocks for share, blocks in shares)
+    bar = tqdm(total=round(total, 6), unit="MP", desc=what, dynamic_ncols=True, file=sys.stderr,
+               bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} MP [{elapsed}<{remaining}, {rate_noinv_fmt}]")  # fmt: skip
+    queue = [share for share, blocks in shares for _ in range(blocks)]
+    position = 0
+
+    def progress(blocks):
+        nonlocal position
+        bar.update(sum(queue[position : position + blocks]))
+        position += blocks
+
+    return bar, progress
+
+
 def cmd_compress(args) -> int:
     from vae_jax import images
     from vae_jax.apps import compression
 
     if args.seed is not None and not args.report:
         raise UsageError("--seed: sets the -ELBO draws of --report; give --report too")
-    if args.image:
-        pixels, mode = images.read_exact(args.image)
+    paths = _compress_inputs(args.images)
+    several = len(paths) > 1 or any(Path(name).is_dir() for name in args.images)
+    if several:
+        if args.report:
+            raise UsageError("--report compares one image with the other codecs; give one image with it")
+        if not args.output:
+            raise UsageError("several images: -o DIR names the folder their .vae files go to")
+        outputs = [Path(args.output) / (path.stem + ".vae") for path in paths]
+        if len(set(outputs)) != len(outputs):
+            raise UsageError("two images share a name (their .vae files would collide in -o DIR)")
+        with _output_check("-o DIR"):
+            images.check_outputs(outputs + [Path(args.output) / "compress.json"], force=args.force, make_parents=True)
     else:
-        pixels, mode = _default_photo(), "RGB"
-    output = Path(args.output or (Path(args.image).with_suffix(".vae") if args.image else "chelsea.vae"))
-    report_path = output.with_name(output.name + ".json")
-    with _output_check("-o FILE"):
-        images.check_outputs([output, report_path], force=args.force)
+        output = Path(args.output or (paths[0].with_suffix(".vae") if paths else "chelsea.vae"))
+        outputs = [output]
+        with _output_check("-o FILE"):
+            images.check_outputs([output, output.with_name(output.name + ".json")], force=args.force)
+    if args.report and args.no_verify:
+        raise UsageError("--report times the decoder too; drop --no-verify")
+    pictures = [images.read_exact(path) for path in paths] if paths else [(_default_photo(), "RGB")]
     run = _model_of(args)
     tile_hw = compression.tile_hw_for(run.model, args.tile_size)  # a bad --tile-size fails before any work
-    total = 2 * compression.num_tiles(run.model, pixels.shape, tile_hw)  # encode, then the verifying decode
-    bar, progress = _tile_progress(not args.no_progress, total, "compress")
+    passes = 1 if args.no_verify else 2  # encode, then the verifying decode
+    sizes = [(pixels.shape[0] * pixels.shape[1], compression.num_tiles(run.model, pixels.shape, tile_hw))
+             for pixels, _ in pictures]  # fmt: skip
+    bar, progress = _megapixel_progress(not args.no_progress, sizes + sizes * (passes - 1), "compress")
+    options = dict(tile_size=args.tile_size, force=args.force, progress=progress, verify=not args.no_verify)
     try:
-        report = compression.run_compression(
-            run.model, run.params, pixels, out_path=output, mode=mode, tile_size=args.tile_size, force=args.force,
-            progress=progress, report=args.report, seed=args.seed,
-        )  # fmt: skip
+        if several:
+            Path(args.output).mkdir(parents=True, exist_ok=True)
+            reports = compression.run_compressions(
+                run.model, run.params, [pixels for pixels, _ in pictures], out_paths=outputs,
+                modes=[mode for _, mode in pictures], **options,
+            )  # fmt: skip
+        else:
+            (pixels, mode), = pictures
+            reports = [compression.run_compression(
+                run.model, run.params, pixels, out_path=outputs[0], mode=mode, report=args.report, seed=args.seed,
+                **options,
+            )]  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
-    _write_report(report_path, report)
-    print(
-        f"{output}: {report['file_bytes']} bytes, {report['bits_per_dim']:.4f} bits/dim ({mode}); verified by "
-        f"decoding: exact; encode {report['encode_mpps']:.3f} MP/s, decode {report['decode_mpps']:.3f} MP/s"
-    )
+    verified = "verified by decoding: exact" if not args.no_verify else "not verified (--no-verify)"
+    for report in reports:
+        decode = f", decode {report['decode_mpps']:.3g} MP/s" if report["decode_mpps"] else ""
+        print(f"{report['file']}: {report['file_bytes']} bytes, {report['bits_per_dim']:.4f} bits/dim "
+              f"({report['mode']}); {verified}{decode}")  # fmt: skip
+    if several:
+        _write_report(Path(args.output) / "compress.json", {"images": [str(p) for p in paths], "files": reports})
+        megapixels = sum(pixels for pixels, _ in sizes) / 1e6
+        print(f"{len(reports)} images, {megapixels:.3f} MP coded together: encode {reports[0]['encode_mpps']:.3g} MP/s")
+    else:
+        report = reports[0]
+        _write_report(outputs[0].with_name(outputs[0].name + ".json"), report)
+        print(f"  encode {report['encode_mpps']:.3g} MP/s")
     if args.report:
-        names = {"neg_elbo": "-ELBO", "net": "net", "png": "PNG", "webp": "WebP-lossless"}
-        rates = {name: report[f"{key}_bits_per_dim"] for key, name in names.items()}
+        names = {"neg_elbo": "-ELBO", "net": "net", "png": "PNG", "webp": "WebP-lossless", "jxl_e7": "JPEG-XL -e 7"}
+        rates = {name: reports[0].get(f"{key}_bits_per_dim") for key, name in names.items()}
         known = ", ".join(f"{name} {rate:.4f}" for name, rate in rates.items() if rate is not None)
-        print(f"  bits/dim: {known}; the chain start cost {report['chain_start_bits']:.0f} bits")
+        print(f"  bits/dim: {known}; the chain start cost {reports[0]['chain_start_bits']:.0f} bits")
     return 0
 
 
@@ -537,7 +613,7 @@ def cmd_decompress(args) -> int:
     run = _model_of(args)
     shape = (fields["height"], fields["width"], fields["channels"])
     total = compression.num_tiles(run.model, shape, (fields["tile_height"], fields["tile_width"]))
-    bar, progress = _tile_progress(not args.no_progress, total, "decompress")
+    bar, progress = _megapixel_progress(not args.no_progress, [(shape[0] * shape[1], total)], "decompress")
     try:
         pixels = compression.decompress_image(run.model, run.params, blob, progress=progress)
     finally:
@@ -689,9 +765,15 @@ def build_parser() -> argparse.ArgumentParser:
     inpaint.add_argument("--steps", type=_count(1), default=10, help="Adam steps on the unknown pixels between re-encodings")
     inpaint.add_argument("--iterations", type=_count(1), default=10, help="re-encodings (rounds of --steps steps)")
 
-    compress = commands.add_parser("compress", help="lossless bits-back ANS compression of an image")
-    compress.add_argument("image", nargs="?", help="image file (default: the held-out photograph)")
-    compress.add_argument("-o", "--output", help="compressed file (default IMAGE.vae)")
+    compress = commands.add_parser("compress", help="lossless bits-back ANS compression of images")
+    compress.add_argument(
+        "images", nargs="*", metavar="IMAGE",
+        help="image files or folders of them (default: the held-out photograph); several are coded together",
+    )  # fmt: skip
+    compress.add_argument(
+        "-o", "--output", help="compressed file (default IMAGE.vae); for several images the folder of their .vae files"
+    )
+    compress.add_argument("--no-verify", action="store_true", help="skip the decode that checks each file")
     compress.add_argument("--run", dest="run_flag", help="a run directory (default: the shipped model)")
     compress.add_argument(
         "--report", action="store_true",
@@ -720,8 +802,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _use_compilation_cache() -> None:
+    """JAX's persistent compilation cache in the user's cache folder (``$XDG_CACHE_HOME/vae-jax/xla``,
+    else ``~/.cache/vae-jax/xla``), unless JAX_COMPILATION_CACHE_DIR names another or
+    VAE_JAX_NO_COMPILATION_CACHE is set: the coder runs a few dozen small programs per tile shape,
+    and compiling them again costs each fresh process tens of seconds. A cached executable is the
+    program a fresh compile makes (JAX keys it by the program, its options and the backend)."""
+    import os
+
+    if os.environ.get("VAE_JAX_NO_COMPILATION_CACHE") or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:  # a host (a test runner) chose its own
+        return
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    jax.config.update("jax_compilation_cache_dir", str(root / "vae-jax" / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _use_compilation_cache()
     if sys.unraisablehook is sys.__unraisablehook__:  # not when a host (a test runner) set its own
         sys.unraisablehook = _ignore_closed_event_loops
     from vae_jax.apps.compression import CompressionError
