@@ -14,7 +14,8 @@ settings), and encode / decode speed in megapixels per second of vae-jax (the en
 includes nothing but encoding; the verifying decode is timed apart), the model's batched forward
 pass over the image's tiles (64 a call: the ceiling for the coder's speed), PNG, WebP and JPEG-XL
 (the wall time of each ``cjxl`` / ``djxl`` command). Every vae-jax file is decoded and checked
-bit for bit. ``vae-jax compress --report`` gives the same numbers for one image
+bit for bit. ``--warm-up`` codes each image once before timing it, so that its speeds leave out
+compiling (the first image of a tile shape otherwise includes it). ``vae-jax compress --report`` gives the same numbers for one image
 (``compression.compression_report``). ``--untrained
 PRESET`` codes with that preset's model at its initial params plus N(0, 0.01^2) offsets (the
 networks then do something; the rates are an untrained model's, ~9 bits/dim, but the file's
@@ -87,6 +88,10 @@ def main(argv=None) -> int:
     parser.add_argument("--tile-size", type=int, default=None, help="tile side for fully convolutional models")
     parser.add_argument("--elbo-samples", type=int, default=1, help="posterior draws for the -ELBO column")
     parser.add_argument("--bin-log2", type=int, default=None, help="latent bins of 2**-B (default: the coder's)")
+    parser.add_argument(
+        "--warm-up", action="store_true",
+        help="code and decode each image once, untimed, first: the speeds then leave out compiling",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     from vae_jax import codecs, images, trained
@@ -106,6 +111,9 @@ def main(argv=None) -> int:
     rows = []
     for path in paths:
         pixels, mode = images.read_exact(path)
+        if args.warm_up:
+            blob = compression.compress_image(model, params, pixels, mode=mode, tile_size=args.tile_size, bin_log2=bin_log2)
+            compression.decompress_image(model, params, blob)
         _, report = compression.compression_report(
             model, params, pixels, mode=mode, tile_size=args.tile_size, elbo_samples=args.elbo_samples,
             bin_log2=bin_log2,
