@@ -177,4 +177,4 @@ class LikelihoodBase:
     def coding_rows(self, out, tile_height=None):
         """None: no component shared by a pixel's channels for a coder to take bits back over (the
         coupled mixtures say otherwise); such a likelihood is coded with ``coding_tables``."""
-        return None
+        return None  # noqa: RET501 (the contract: None, not nothing)
