@@ -162,6 +162,12 @@ def _sizes(model):
 
 
 @functools.lru_cache(maxsize=32)
+def _abstract_params(model):
+    """The shapes and dtypes of ``model``'s params (tracing its init costs a second or more: once a model)."""
+    return jax.eval_shape(model.init, jax.random.key(0))
+
+
+@functools.lru_cache(maxsize=32)
 def fully_convolutional(model) -> bool:
     """Whether the same params code tiles of other sizes: the networks run on a (2H, 2W) image
     and the prior is the standard normal (a learned mixture's components have the training
@@ -169,7 +175,7 @@ def fully_convolutional(model) -> bool:
     if not isinstance(model.prior, StandardNormal):
         return False
     height, width, channels = model.data_shape
-    params = jax.eval_shape(model.init, jax.random.key(0))
+    params = _abstract_params(model)
     x = jax.ShapeDtypeStruct((1, 2 * height, 2 * width, channels), jnp.int32)
     try:
         mean, _ = jax.eval_shape(model.posterior, params, x)
@@ -183,7 +189,7 @@ def fully_convolutional(model) -> bool:
 def _group_shapes(model, padded_hw):
     """The latent groups' shapes for a padded tile: the model's alone, not its params' values, so
     cached across coders (tracing the posterior takes a tenth of a second per tile shape)."""
-    params = jax.eval_shape(model.init, jax.random.key(0))
+    params = _abstract_params(model)
     x = jax.ShapeDtypeStruct((1, *padded_hw, model.data_shape[-1]), jnp.int32)
     mean, _ = jax.eval_shape(model.posterior, params, x)
     return tuple(g.shape for g in latent_groups(mean))

@@ -79,6 +79,7 @@ the model raises ``CompressionError`` (but for the checksum's 2**-64), never ret
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import math
 import struct
@@ -337,8 +338,8 @@ def _units(model, image_hw, tile_hw, num_planes):
     runs of one shape can be coded as waves."""
     blocks, unit = _blocks(model, image_hw, tile_hw), bitsback.tile_unit(model)
     shapes = [_node_tile(block, image_hw, unit)[2:] for block in blocks]
-    counts = {shape: shapes.count(shape) for shape in shapes}
-    rank = {shape: r for r, shape in enumerate(sorted(counts, key=lambda shape: (-counts[shape], shapes.index(shape))))}
+    counts = collections.Counter(shapes)  # in order of first appearance, the ties' order
+    rank = {shape: r for r, (shape, _) in enumerate(sorted(counts.items(), key=lambda item: -item[1]))}
     order = sorted((rank[shapes[b]], p, b) for p in range(num_planes) for b in range(len(blocks)))
     return [_Unit(p, p * len(blocks) + b, blocks[b]) for _, p, b in order]
 
@@ -396,6 +397,11 @@ class _ImageCoding:
     def proposal(self, max_wave):
         """(tile shape, tiles) of the next wave, or None: code the next unit alone."""
         shape = self.tile(self.next)[2:]
+        if shape not in self.pops and self.pops:
+            # A tile's pops grow with its latents, about its padded area: a new shape (a border's)
+            # starts from the coded ones' most per pixel, so that its first tiles need no program of their own.
+            per_pixel = max(pops / (padded[0] * padded[1]) for (_, padded), pops in self.pops.items())
+            self.pops[shape] = per_pixel * shape[1][0] * shape[1][1]
         if self.alone or shape not in self.pops:
             return None
         limit = min(max_wave, self.cap or max_wave)
