@@ -204,3 +204,27 @@ def test_predictor_benchmark_scores_the_fitted_start_exactly(tmp_path):
     assert predictors.main([str(path), "--json", str(tmp_path / "rows.json")]) == 0
     row = json.loads((tmp_path / "rows.json").read_text())[0]
     assert row["coupled"] == pytest.approx(coupled) and row["png"] > 0 and row["webp"] > 0
+
+
+@pytest.mark.slow
+def test_round_trip_times_fresh_processes_and_checks_both_codecs(tmp_path, monkeypatch):
+    """benchmarks.round_trip runs compress and decompress as fresh processes with the shipped
+    model, checks the decoded pixels, and its table holds a row per image (JPEG-XL's cells "-"
+    where cjxl is missing); without the binaries it never calls them."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks import round_trip
+
+    image = tmp_path / "small.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)).save(image)
+    if not (shutil.which("cjxl") and shutil.which("djxl")):
+        monkeypatch.setattr(shutil, "which", lambda name: None)
+    row = round_trip.round_trip(image, tmp_path, cold=True)
+    assert row["size"] == "24x16" and row["vae"] == row["compress"] + row["decompress"] > 0
+    assert row["vae_bits_per_dim"] == 8 * (tmp_path / "small.vae").stat().st_size / (16 * 24 * 3)
+    table = round_trip.markdown([row]).splitlines()
+    assert len(table) == 3 and table[2].startswith("| small.png | 24x16 |")
+    assert ("jxl" in row) == bool(shutil.which("cjxl"))

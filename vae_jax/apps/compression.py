@@ -372,13 +372,11 @@ _WAVE_MARGIN = 1.25
 def _wave_size(available_bits, pops_per_tile, run, max_wave):
     """How many tiles of a run of ``run`` blocks of one shape to code as the next wave: as many as
     ``available_bits`` on the stack fund at ``pops_per_tile`` (the most a tile of the shape took
-    so far; None: none coded yet) with a margin, whole network calls once above one, else 1."""
-    if pops_per_tile is None:
-        return 1
+    so far) with a margin, whole network calls once above one; 0 if not even one."""
     tiles = min(run, max_wave, int((available_bits - bitsback.POP_RESERVE_BITS) / (_WAVE_MARGIN * pops_per_tile)))
     if tiles >= bitsback.CALL_TILES:
         tiles -= tiles % bitsback.CALL_TILES
-    return max(tiles, 1)
+    return max(tiles, 0)
 
 
 class _ImageCoding:
@@ -408,7 +406,8 @@ class _ImageCoding:
         run = 1
         while self.next + run < len(self.units) and run < limit and self.tile(self.next + run)[2:] == shape:
             run += 1
-        return shape, _wave_size(self.ans.num_valid_bits(), self.pops[shape], run, limit)
+        tiles = _wave_size(self.ans.num_valid_bits(), self.pops[shape], run, limit)
+        return (shape, tiles) if tiles else None  # not one tile: alone, split as the stack allows
 
     def wave_tiles(self, n):
         return np.stack([_cut(self.planes[u.plane], self.tile(self.next + k)) for k, u in enumerate(self.units[self.next : self.next + n])])
