@@ -821,14 +821,16 @@ def test_files_decode_under_other_xla_thread_counts(ladder_local, tmp_path):
     np.save(tmp_path / "image.npy", image)
     (tmp_path / "model.pickle").write_bytes(pickle.dumps((model, jax.tree.map(np.asarray, params))))
     script = f"""
+import os  # held to one core before JAX starts: XLA sizes its thread pool by the cores it may use
+os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})
+assert len(os.sched_getaffinity(0)) == 1
 import pickle, numpy as np
 model, params = pickle.loads(open({str(tmp_path / 'model.pickle')!r}, 'rb').read())
 from vae_jax.apps import compression
 decoded = compression.decompress_image(model, params, open({str(tmp_path / 'x.vae')!r}, 'rb').read())
 assert np.array_equal(decoded, np.load({str(tmp_path / 'image.npy')!r}))
 """
-    one_core = lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    done = subprocess.run([sys.executable, "-c", script], preexec_fn=one_core, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
