@@ -483,19 +483,18 @@ def _tile_progress(enabled, total, what, unit="tile"):
     return bar, bar.update
 
 
-# What ``compress DIR`` takes from a folder (the formats ``images.read_exact`` reads).
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".gif")
-
-
 def _compress_inputs(names):
-    """The image files ``compress`` was given, a folder standing for its images (sorted)."""
+    """The image files ``compress`` was given, a folder standing for its images (recursively,
+    sorted: what a ``folder:PATH`` dataset reads)."""
+    from vae_jax.data.folder import IMAGE_SUFFIXES, list_image_files
+
     paths = []
     for name in names:
         path = Path(name)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+            found = list_image_files(path)
             if not found:
-                raise UsageError(f"{path}: a folder with no image files ({', '.join(_IMAGE_SUFFIXES)})")
+                raise UsageError(f"{path}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)})")
             paths.extend(found)
         elif not path.is_file():
             raise FileNotFoundError(f"image file {path} does not exist")

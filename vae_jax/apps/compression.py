@@ -758,7 +758,7 @@ def decompress_image(model, params, blob, *, chunk_pixels=None, progress=None):
 # ---------------------------------------------------------------- compress and verify
 
 
-def _checked_images(images, modes, bin_log2):
+def _checked_images(images, modes, bin_log2, max_abs=DEFAULT_MAX_ABS):
     if modes is None:
         modes = [None] * len(images)
     if len(modes) != len(images):
@@ -767,7 +767,7 @@ def _checked_images(images, modes, bin_log2):
     for pixels, mode in zip(images, modes):
         image = _as_pixels(pixels)
         mode = default_mode(image.shape[-1]) if mode is None else mode
-        _check_settings(image, mode, bin_log2, DEFAULT_MAX_ABS)
+        _check_settings(image, mode, bin_log2, max_abs)
         checked.append((image, mode))
     return checked
 
@@ -843,9 +843,7 @@ def compress_images(model, params, images, *, modes=None, tile_size=None, bin_lo
     check_codable(model)
     if not images:
         raise ValueError("images: expected at least one image")
-    checked = _checked_images(images, modes, bin_log2)
-    if not (1 <= max_abs <= 64):
-        raise ValueError(f"max_abs={max_abs}: expected 1..64")
+    checked = _checked_images(images, modes, bin_log2, max_abs)
     files = _encode_many(model, params, [image for image, _ in checked], [mode for _, mode in checked], tile_size,
                          bin_log2, max_abs, chunk_pixels, progress, max_wave)  # fmt: skip
     return [blob for blob, _ in files]
