@@ -152,7 +152,11 @@ def test_round_trip_random_images_tiles_of_training_size(discrete_mlp, shape):
     _round_trip(model, params, _random_image(shape, seed=sum(shape)))
 
 
-@pytest.mark.parametrize("which", ["conv_mixture", "conv_coupled", "ladder", "ladder_local", pytest.param("ladder_cross", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "which",
+    ["conv_mixture", "conv_coupled", pytest.param("ladder", marks=pytest.mark.slow), "ladder_local",
+     pytest.param("ladder_cross", marks=pytest.mark.slow)],
+)
 def test_round_trip_photo_and_exact_bytes(which, request):
     model, params = request.getfixturevalue(which)
     image = skimage.data.chelsea()[:24, :40]
@@ -195,7 +199,9 @@ def test_2000x2000_photo_round_trips(ladder):
     _round_trip(model, params, image, tile_size=256)
 
 
-@pytest.mark.parametrize("which", ["ladder", "ladder_local", "ladder_cross"])
+@pytest.mark.parametrize(
+    "which", [pytest.param("ladder", marks=pytest.mark.slow), "ladder_local", pytest.param("ladder_cross", marks=pytest.mark.slow)]
+)
 def test_jitted_file_decodes_unjitted_and_in_other_chunks(which, request):
     """Portability within a platform: the decoder's probabilities do not depend on XLA's fusion
     (eager execution) nor on how the likelihood tables are chunked."""
@@ -640,6 +646,7 @@ def _small_shapes(side, line):
     return grid + [(n, 1) for n in range(side + 1, line + 1)] + [(1, n) for n in range(side + 1, line + 1)]
 
 
+@pytest.mark.slow  # overlaps the fast tests; kept out of the default selection for CI time
 def test_every_small_shape_round_trips(ladder_local):
     """Regression: an image one pixel wide (2 to 40 rows) raised IndexError with the local
     autoregressive likelihood (its tiles' empty wavefronts). Every shape up to 8 x 8, and lines

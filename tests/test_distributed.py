@@ -84,6 +84,7 @@ def test_two_processes_train_bit_identically_to_one_process_with_two_devices_and
     assert sorted(p.name for p in (multi / "checkpoints").iterdir()) == ["10", "20", "checksums.json"]
 
 
+@pytest.mark.slow  # overlaps the fast tests; kept out of the default selection for CI time
 def test_a_process_that_never_joins_ends_the_job_within_the_timeout(tmp_path):
     started = time.monotonic()
     done = subprocess.run(

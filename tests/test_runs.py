@@ -163,6 +163,7 @@ def _terminate_when_asked_for(monkeypatch, step):
     return real_open
 
 
+@pytest.mark.slow  # overlaps the fast tests; kept out of the default selection for CI time
 def test_sigterm_saves_a_checkpoint_like_ctrl_c(tmp_path, monkeypatch):
     _terminate_when_asked_for(monkeypatch, 15)
     summary = _train(tiny_run_config(), tmp_path / "run")
@@ -189,6 +190,7 @@ def test_resume_cuts_the_metrics_log_back_to_the_restored_step(tmp_path):
     assert _logged_steps(tmp_path / "early") == [5]
 
 
+@pytest.mark.slow  # overlaps the fast tests; kept out of the default selection for CI time
 def test_a_run_that_stops_learning_stops_with_a_clear_error(tmp_path):
     """A learning rate of 1e30 takes one finite step to parameters whose loss is infinite; every
     later update is skipped, and the run stops instead of finishing "done"."""
@@ -241,6 +243,7 @@ def test_a_signal_during_a_dispatch_stops_after_it_with_its_state(tmp_path, monk
     assert signal.getsignal(signal.SIGINT) is sigint_handler  # both handlers are put back
 
 
+@pytest.mark.slow  # overlaps the fast tests; kept out of the default selection for CI time
 def test_a_second_ctrl_c_inside_a_dispatch_leaves_the_last_checkpoint(tmp_path, monkeypatch):
     # The first asks to stop after the dispatch; the second stops at once, losing its result.
     _signal_inside_the_dispatch_to(monkeypatch, 15, signal.SIGINT, signal.SIGINT)
@@ -373,6 +376,7 @@ def test_resuming_a_read_only_run_fails_before_any_work_naming_the_directory(wor
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow  # overlaps the fast tests; kept out of the default selection for CI time
 def test_training_over_the_file_size_limit_is_one_clear_error_before_any_work(tmp_path):
     """Issue 27: under `ulimit -f 200` the checkpoint write's OUT_OF_RANGE error came with a dozen
     tracebacks from orbax's threads. The room a checkpoint needs is checked before training."""

@@ -57,6 +57,7 @@ def test_gradient_norm_outliers_are_skipped():
     assert _leaves_equal(new_state.params, state.params)
 
 
+@pytest.mark.slow  # overlaps the fast tests; kept out of the default selection for CI time
 def test_gradient_norms_far_above_their_running_mean_are_skipped():
     config = tiny_conv_config(skip_grad_norm_factor=10.0)
     model, state, batch = _setup(config)
@@ -87,6 +88,7 @@ def test_ema_off_evaluates_the_parameters_themselves():
     assert not _leaves_equal(new_state.params, state.params)
 
 
+@pytest.mark.slow  # overlaps the fast tests; kept out of the default selection for CI time
 def test_kl_warmup_weights_the_kl_and_free_bits_floor_it():
     """The ELBO loss is -mean(reconstruction - beta * sum_g max(free_bits, KL_g)), beta = step / warm-up."""
     config = tiny_conv_config(kl_warmup_steps=10, free_bits=0.5)
@@ -112,6 +114,7 @@ def test_burda_schedule_stages():
         np.testing.assert_allclose(values[end - 3**i : end], 1e-3 * 10 ** (-i / 7), rtol=1e-6)
 
 
+@pytest.mark.slow  # overlaps the fast tests; kept out of the default selection for CI time
 def test_a_few_hundred_steps_on_photos_lower_the_test_loss(tmp_path):
     config = tiny_conv_config(
         steps=300, steps_per_dispatch=1, eval_every=0, checkpoint_every=0, log_every=100, learning_rate=3e-3,
