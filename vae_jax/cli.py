@@ -527,10 +527,82 @@ def _megapixel_progress(enabled, images_and_tiles, what):
     return bar, progress
 
 
+def _lossy_codec(args):
+    """The lossy codec of ``--quality Q`` (the shipped ``photos-rd-qQ``) or of a ``--run`` that is a
+    rate-distortion run; None when the command is lossless."""
+    from vae_jax import trained
+    from vae_jax.apps import lossy
+
+    if args.quality is not None:
+        if args.run_flag:
+            raise UsageError("--quality picks a shipped lossy codec; --run names your own: give one of them")
+        name = f"photos-rd-q{args.quality}"
+        if name not in lossy.shipped_qualities():
+            raise UsageError(
+                f"--quality {args.quality}: no shipped lossy codec {name!r} (shipped: "
+                f"{', '.join(q.removeprefix('photos-rd-q') for q in lossy.shipped_qualities()) or 'none'}); "
+                f"train it with `vae-jax train --preset {name}` and pass --run RUN_DIR"
+            )
+        return lossy.load_codec(name)
+    if args.run_flag and (Path(args.run_flag) / "config.json").is_file():
+        run = trained.load(args.run_flag)
+        if run.config.model == "hyperprior":
+            return lossy.make_codec(run.model, run.params, run.name[-lossy.NAME_BYTES :])
+    return None
+
+
+def _compress_lossy(args, codec, paths, outputs) -> int:
+    """Lossy files of every image (each checked first: alpha and 16-bit are refused before any is
+    written), verified by decoding unless --no-verify; bits per pixel and PSNR printed."""
+    from vae_jax import images
+    from vae_jax.apps import lossy
+
+    if args.report or args.tile_size or args.seed is not None:
+        raise UsageError("--report, --tile-size and --seed are the lossless coder's; the lossy codec takes none")
+    pictures = [images.read_exact(path) for path in paths] if paths else [(_default_photo(), "RGB")]
+    for path, (pixels, mode) in zip(paths or ["the default photograph"], pictures):
+        if mode not in ("L", "RGB"):
+            raise UsageError(f"{path}: the lossy codec codes 8-bit greyscale and RGB images, not {mode}; nothing was written")
+    iterator = zip(outputs, pictures)
+    if not args.no_progress and len(pictures) > 1:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, total=len(pictures), unit="image", desc="compress", file=sys.stderr)
+    reports = []
+    for output, (pixels, mode) in iterator:
+        original = pixels[..., 0] if mode == "L" else pixels
+        started = time.perf_counter()
+        blob, reconstruction = lossy.compress(codec, original)
+        encode_seconds = time.perf_counter() - started
+        if not args.no_verify:
+            started = time.perf_counter()
+            if not np.array_equal(lossy.decompress(blob, codec), reconstruction):
+                raise RuntimeError(f"{output}: the file does not decode to the encoder's reconstruction; not written")
+            decode_seconds = time.perf_counter() - started
+        output.write_bytes(blob)  # its path was checked with every other output before any work
+        megapixels = pixels.shape[0] * pixels.shape[1] / 1e6
+        report = {
+            "file": str(output), "codec": codec.name, "mode": mode, "file_bytes": len(blob),
+            "bits_per_pixel": 8 * len(blob) / (pixels.shape[0] * pixels.shape[1]),
+            "psnr": lossy.psnr(original, reconstruction), "encode_mpps": megapixels / encode_seconds,
+            "decode_mpps": None if args.no_verify else megapixels / decode_seconds,
+        }  # fmt: skip
+        reports.append(report)
+        verified = "verified by decoding" if not args.no_verify else "not verified (--no-verify)"
+        print(f"{output}: {len(blob)} bytes, {report['bits_per_pixel']:.4f} bits/pixel, PSNR {report['psnr']:.2f} dB "
+              f"(lossy, {codec.name}, {mode}); {verified}")  # fmt: skip
+    if len(reports) > 1:
+        _write_report(outputs[0].parent / "compress.json", {"images": [str(p) for p in paths], "files": reports})
+    else:
+        _write_report(outputs[0].with_name(outputs[0].name + ".json"), reports[0])
+    return 0
+
+
 def cmd_compress(args) -> int:
     from vae_jax import images
     from vae_jax.apps import compression
 
+    codec = _lossy_codec(args)
     if args.seed is not None and not args.report:
         raise UsageError("--seed: sets the -ELBO draws of --report; give --report too")
     paths = _compress_inputs(args.images)
@@ -550,6 +622,10 @@ def cmd_compress(args) -> int:
         outputs = [output]
         with _output_check("-o FILE"):
             images.check_outputs([output, output.with_name(output.name + ".json")], force=args.force)
+    if codec is not None:
+        if several:
+            Path(args.output).mkdir(parents=True, exist_ok=True)
+        return _compress_lossy(args, codec, paths, outputs)
     if args.report and args.no_verify:
         raise UsageError("--report times the decoder too; drop --no-verify")
     pictures = [images.read_exact(path) for path in paths] if paths else [(_default_photo(), "RGB")]
@@ -608,6 +684,15 @@ def cmd_decompress(args) -> int:
     with _output_check("-o FILE.png"):
         images.check_exact_output(output, force=args.force)
     blob = path.read_bytes()
+    from vae_jax.apps import lossy
+
+    if lossy.is_lossy_file(blob):
+        codec = lossy.load_codec(args.run_flag) if args.run_flag else None
+        fields = lossy.read_header(blob)
+        pixels = lossy.decompress(blob, codec)
+        images.write_exact(output, pixels if pixels.ndim == 3 else pixels[..., None], fields["mode"], force=args.force)
+        print(f"{output}: {fields['width']}x{fields['height']} {fields['mode']} decoded from {path} (lossy, {fields['name']})")
+        return 0
     fields = compression.read_header(blob)
     run = _model_of(args)
     shape = (fields["height"], fields["width"], fields["channels"])
@@ -764,7 +849,11 @@ def build_parser() -> argparse.ArgumentParser:
     inpaint.add_argument("--steps", type=_count(1), default=10, help="Adam steps on the unknown pixels between re-encodings")
     inpaint.add_argument("--iterations", type=_count(1), default=10, help="re-encodings (rounds of --steps steps)")
 
-    compress = commands.add_parser("compress", help="lossless bits-back ANS compression of images")
+    compress = commands.add_parser(
+        "compress",
+        help="compress images: lossless (bits-back ANS under the shipped VAE, the default) or lossy with "
+        "--quality Q (a shipped rate-distortion codec; --run RUN_DIR of a hyperprior run for your own)",
+    )  # fmt: skip
     compress.add_argument(
         "images", nargs="*", metavar="IMAGE",
         help="image files or folders of them (default: the held-out photograph); several are coded together",
@@ -773,6 +862,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", help="compressed file (default IMAGE.vae); for several images the folder of their .vae files"
     )
     compress.add_argument("--no-verify", action="store_true", help="skip the decode that checks each file")
+    compress.add_argument(
+        "--quality", type=_count(1), default=None,
+        help="lossy: the shipped codec photos-rd-qQ (higher Q: more bits, less distortion); default lossless",
+    )  # fmt: skip
     compress.add_argument("--run", dest="run_flag", help="a run directory (default: the shipped model)")
     compress.add_argument(
         "--report", action="store_true",
@@ -789,7 +882,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--no-progress", action="store_true", help="no progress bar")
     compress.set_defaults(handler=cmd_compress, run_dir=None)
 
-    decompress = commands.add_parser("decompress", help="decode a .vae file back to the exact image (PNG)")
+    decompress = commands.add_parser(
+        "decompress", help="decode a .vae file, lossless (the exact image) or lossy (its reconstruction), to PNG"
+    )
     decompress.add_argument("file")
     decompress.add_argument("-o", "--output", help="PNG path (default FILE with .png; never replaced without --force)")
     decompress.add_argument(

@@ -30,7 +30,7 @@ class Config:
     manual_dir: str | None = None
     download: bool = False
     # Model
-    model: str = "conv"  # "mlp" | "conv" | "hvae" | "stochastic_mlp"
+    model: str = "conv"  # "mlp" | "conv" | "hvae" | "stochastic_mlp" | "hyperprior" (lossy codec)
     likelihood: str = "dlm"  # a name in vae_jax.likelihoods.REGISTRY (coupled, local, local-cross: RGB; else dlm)
     mixture_components: int = 5
     obs_var: float | None = None  # Gaussian likelihood: None learns a per-pixel variance
@@ -50,6 +50,9 @@ class Config:
     output_bias: str = "zero"  # "data_mean": p(x|z)'s logits at the training mean; "fit": at a least-squares fit
     init_from: str = ""  # a run directory or "pretrained:NAME": start from its parameters (output_bias unused)
     compute_dtype: str = "float32"  # "bfloat16" on accelerators
+    # The lossy codec (model="hyperprior"): widths[0] transform channels, latent_channels latents
+    rd_lambda: float = 0.0067  # the rate-distortion trade-off: bits/pixel + rd_lambda * MSE on 0..255
+    mean_scale: bool = False  # Minnen et al.'s mean-scale hyperprior instead of the scale hyperprior
     # Optimisation
     batch_size: int = 32
     reshuffle: bool = True  # False: every epoch repeats the first epoch's order of batches
@@ -173,6 +176,28 @@ PHOTOS_HVAE = dict(
     checkpoint_every=1000,
 )
 
+# The lossy codec: Balle et al.'s scale hyperprior (N = 64 transform channels, M = 96 latents,
+# narrower than the paper's 128 / 192 so that it trains on a 2-core CPU) on 64x64 crops of the
+# embedded photographs, the augmentations of the lossless models. Adam at 5e-4 with the global
+# gradient norm clipped at 1 (CompressAI's clip). rd_lambda per quality are CompressAI's
+# bmshj2018-hyperprior values for its qualities 1-6 (0.0018 ... 0.0483 on MSE of 0..255): on
+# Kodak they span about 0.12 to 1.0 bits per pixel.
+PHOTOS_RATE_DISTORTION = dict(
+    NATURAL_PHOTOS,
+    model="hyperprior",
+    widths=(64,),
+    latent_channels=96,
+    crop_size=64,
+    batch_size=16,
+    steps=2500,
+    learning_rate=5e-4,
+    grad_clip=1.0,
+    eval_every=500,
+    checkpoint_every=250,
+    eval_batch_size=64,
+)
+RATE_DISTORTION_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483)
+
 PRESETS: dict[str, dict] = {
     # The main job: a convolutional VAE on the embedded photographs, sized to finish in about ten
     # minutes on a slow 2-core CPU (what each choice bought: docs/results/natural-images.md).
@@ -257,6 +282,15 @@ PRESETS: dict[str, dict] = {
         eval_every=10000,
         checkpoint_every=5000,
     ),
+    # The lossy codecs: q3 from scratch, every other quality fine-tuned from the finished q3 run
+    # (its transforms already code photographs; a new lambda moves the rate along the curve).
+    **{
+        f"photos-rd-q{q}": dict(PHOTOS_RATE_DISTORTION, rd_lambda=lmbda) if q == 3 else dict(
+            PHOTOS_RATE_DISTORTION, rd_lambda=lmbda, init_from="runs/photos-rd-q3", steps=800, learning_rate=2e-4,
+            warmup_steps=50, eval_every=400,
+        )
+        for q, lmbda in enumerate(RATE_DISTORTION_LAMBDAS, 1)
+    },
     # Burda et al.'s Table 1 models; the objective and k come from the row (see benchmarks.reproduce).
     "iwae-mnist-1layer": BURDA_ONE_LAYER,
     "iwae-mnist-2layer": BURDA_TWO_LAYERS,
@@ -278,7 +312,7 @@ class ConfigError(ValueError):
 
 
 CHOICES = {
-    "model": ("mlp", "conv", "hvae", "stochastic_mlp"),
+    "model": ("mlp", "conv", "hvae", "stochastic_mlp", "hyperprior"),
     "likelihood": tuple(likelihoods.REGISTRY),
     "prior": ("standard", "mog", "vamp"),
     "binarize": ("dynamic", "static"),
@@ -327,9 +361,13 @@ def validate(config: Config) -> Config:
     for field in _NON_NEGATIVE_FLOATS:
         if not (_is_number(getattr(config, field)) and getattr(config, field) >= 0):
             raise ConfigError(field, f"expected a finite number >= 0, got {getattr(config, field)!r}")
-    for field in ("permute_channels", "download", "reshuffle"):
+    for field in ("permute_channels", "download", "reshuffle", "mean_scale"):
         if not isinstance(getattr(config, field), bool):
             raise ConfigError(field, f"expected true or false, got {getattr(config, field)!r}")
+    if not (_is_number(config.rd_lambda) and config.rd_lambda > 0):
+        raise ConfigError("rd_lambda", f"expected a finite number > 0, got {config.rd_lambda!r}")
+    if config.model == "hyperprior" and config.crop_size % 64:
+        raise ConfigError("crop_size", f"the hyperprior codec's crops are multiples of 64 pixels, got {config.crop_size}")
     if not (_is_number(config.learning_rate) and config.learning_rate > 0):
         raise ConfigError("learning_rate", f"expected a finite number > 0, got {config.learning_rate!r}")
     if not (_is_number(config.max_saturation) and config.max_saturation >= 1):
@@ -455,6 +493,12 @@ DEFAULT_ACTIVATIONS = {"mlp": "relu", "stochastic_mlp": "tanh", "conv": "silu", 
 def build_model(config: Config, data_shape: tuple[int, int, int]):
     """The model a configuration describes, for images of ``data_shape``."""
     validate(config)
+    if config.model == "hyperprior":
+        from vae_jax.rate_distortion import HyperpriorCodec
+
+        dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
+        return HyperpriorCodec(tuple(data_shape), width=config.widths[0], latent_channels=config.latent_channels,
+                               mean_scale=config.mean_scale, dtype=dtype)  # fmt: skip
     # One channel (or a greyscale photo under an RGB preset) has nothing to couple: the coupled
     # likelihoods become the independent mixture there (the local ones lose their neighbours too).
     likelihood, prior = build_likelihood(config).for_data_shape(data_shape), build_prior(config)

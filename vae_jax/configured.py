@@ -33,6 +33,10 @@ def open_source(config: Config, spec: str | None = None):
 
 def loss_of(model, config: Config) -> training.LossFn:
     """The configured objective as a loss function of (params, uint8 batch, key, step)."""
+    if config.model == "hyperprior":
+        from vae_jax.rate_distortion import rate_distortion_loss
+
+        return rate_distortion_loss(model, lmbda=config.rd_lambda)
     if config.objective == "iwae":
         return training.iwae_loss(model, likelihood_input=config.likelihood_input, k=config.k)
     if config.kl_estimate == "sampled":

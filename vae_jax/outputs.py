@@ -64,7 +64,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_curves(metrics_path: Path, png_path: Path) -> Path:
-    """Training loss and train/test bits/dim against step."""
+    """Training loss and train/test bits/dim (a lossy codec's: bits per pixel) against step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,6 +73,7 @@ def plot_curves(metrics_path: Path, png_path: Path) -> Path:
     records = read_metrics(metrics_path)
     train = [r for r in records if r.get("split") == "train"]
     test = [r for r in records if r.get("split") == "test"]
+    rate = "bits_per_dim" if all("bits_per_dim" in r for r in train + test) else "bits_per_pixel"
     figure, (loss_axis, bpd_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
     if train:
         steps = [r["step"] for r in train]
@@ -80,14 +81,15 @@ def plot_curves(metrics_path: Path, png_path: Path) -> Path:
         # The IWAE objective logs its bound, not a KL; the curve shows whichever terms were logged.
         if all("kl" in r for r in train):
             loss_axis.plot(steps, [r["kl"] for r in train], label="train KL (nats)")
-        bpd_axis.plot(steps, [r["bits_per_dim"] for r in train], label="train -ELBO")
+        bpd_axis.plot(steps, [r[rate] for r in train], label="train -ELBO" if rate == "bits_per_dim" else "train rate")
     if test:
         bpd_axis.plot(
-            [r["step"] for r in test], [r["bits_per_dim"] for r in test], "o-", label="test -ELBO (EMA)"
+            [r["step"] for r in test], [r[rate] for r in test], "o-",
+            label="test -ELBO (EMA)" if rate == "bits_per_dim" else "test rate, rounded (EMA)",
         )
     loss_axis.set_xlabel("step")
     bpd_axis.set_xlabel("step")
-    bpd_axis.set_ylabel("bits/dim")
+    bpd_axis.set_ylabel("bits/dim" if rate == "bits_per_dim" else "bits/pixel")
     for axis in (loss_axis, bpd_axis):
         axis.grid(alpha=0.3)
         axis.legend()

@@ -30,6 +30,7 @@ import numpy as np
 
 from vae_jax import checkpoints, configured, dataset_evaluation, outputs, parallel, warm_start
 from vae_jax import config as config_lib
+from vae_jax import images as images_lib
 from vae_jax.config import Config
 
 
@@ -327,10 +328,11 @@ def _close_window(run: _Training, logbook: _Logbook, state, step: int, n: int, b
     if parallel.is_primary():
         _append_metrics(run.run_dir, record)
     if bar is not None:
-        bar.set_postfix(
-            loss=f"{record['loss']:.1f}", bpd=f"{record['bits_per_dim']:.3f}",
-            img_s=f"{record.get('images_per_s', 0):.0f}",
+        scores = (
+            {"bpp": f"{record['bits_per_pixel']:.3f}", "dB": f"{record['psnr']:.2f}"}
+            if "bits_per_pixel" in record else {"bpd": f"{record['bits_per_dim']:.3f}"}
         )  # fmt: skip
+        bar.set_postfix(loss=f"{record['loss']:.3f}", **scores, img_s=f"{record.get('images_per_s', 0):.0f}")
     logbook.rate = {"steps": 0, "time": 0.0}
     if full_window:
         logbook.window = _empty_window(step)
@@ -354,8 +356,12 @@ def _final_evaluation(run: _Training, state, summary: dict, log) -> dict:
     if rates:
         summary["steps_per_s"] = float(np.median(rates))
     _write_json(run.run_dir / "summary.json", summary)
+    scored = (
+        f"test {final['bits_per_pixel']:.4f} bits/pixel at {final['psnr']:.2f} dB (rounded latents"
+        if run.config.model == "hyperprior" else f"test bits/dim {final['bits_per_dim']:.4f} (ELBO"
+    )  # fmt: skip
     log(
-        f"done: test bits/dim {final['bits_per_dim']:.4f} (ELBO, EMA params, {final['num_images']} images), "
+        f"done: {scored}, EMA params, {final['num_images']} images), "
         f"{summary['wall_seconds']:.0f} s wall, {summary.get('steps_per_s', float('nan')):.1f} steps/s"
     )
     return summary
@@ -364,6 +370,8 @@ def _final_evaluation(run: _Training, state, summary: dict, log) -> dict:
 def _evaluate_and_draw(run: _Training, state, step: int) -> dict:
     """The EMA parameters' test ELBO, logged, and pictures tagged with the step and ``latest``."""
     config = run.config
+    if config.model == "hyperprior":
+        return _evaluate_codec(run, state, step)
     result = dataset_evaluation.evaluate_elbo(
         run.model, state.ema_params, run.test_images, run.eval_key, likelihood_input=config.likelihood_input,
         batch_size=config.eval_batch_size,
@@ -373,6 +381,26 @@ def _evaluate_and_draw(run: _Training, state, step: int) -> dict:
         run.run_dir, run.model, state.ema_params, run.test_images, jax.random.fold_in(run.eval_key, step),
         likelihood_input=config.likelihood_input, grid_size=config.grid_size, tags=(f"{step:06d}", "latest"),
     )  # fmt: skip
+    outputs.plot_curves(run.run_dir / "metrics.jsonl", run.run_dir / "curves.png")
+    return result
+
+
+def _evaluate_codec(run: _Training, state, step: int) -> dict:
+    """A lossy codec's test rate and distortion (latents rounded), logged, and its test crops above
+    their reconstructions, tagged with the step and ``latest``."""
+    from vae_jax import rate_distortion
+
+    config = run.config
+    result = dataset_evaluation.evaluate_rate_distortion(
+        run.model, state.ema_params, run.test_images, batch_size=config.eval_batch_size, lmbda=config.rd_lambda
+    )
+    _append_metrics(run.run_dir, {"split": "test", "step": step, **result})
+    originals = run.test_images[: min(16, len(run.test_images))]
+    x = np.asarray(originals, np.float32) / 255.0
+    reconstructions = rate_distortion.quantized_terms(run.model, state.ema_params, x).reconstruction
+    pairs = outputs.pairs_grid(originals, images_lib.to_uint8(np.clip(np.asarray(reconstructions), 0, 1)))
+    for tag in (f"{step:06d}", "latest"):
+        images_lib.save_png(run.run_dir / f"reconstructions_{tag}.png", pairs, 2)
     outputs.plot_curves(run.run_dir / "metrics.jsonl", run.run_dir / "curves.png")
     return result
 
