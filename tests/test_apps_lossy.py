@@ -3,6 +3,7 @@ the file against the model's rate, and refusals before anything is written."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import jax
@@ -125,8 +126,21 @@ def codec_run(tmp_path_factory):
     overrides = dict(widths=(16,), latent_channels=12, batch_size=4, steps=5, log_every=5, eval_every=5,
                      checkpoint_every=5, eval_batch_size=8, steps_per_dispatch=5)  # fmt: skip
     run_dir = tmp_path_factory.mktemp("lossy") / "rd"
-    runs.train(config_lib.preset("photos-rd-q3", overrides), run_dir, progress=False, log=lambda *a: None)
+    runs.train(config_lib.preset("photos-rd-base", overrides), run_dir, progress=False, log=lambda *a: None)
     return run_dir
+
+
+def test_a_hyperprior_run_trains_evaluates_and_loads(codec_run):
+    from vae_jax import trained
+
+    test = json.loads((codec_run / "summary.json").read_text())["test"]
+    assert test["bits_per_pixel"] > 0 and np.isfinite(test["psnr"])
+    np.testing.assert_allclose(test["loss"], test["bits_per_pixel"] + 0.0067 * test["mse"], rtol=1e-9)
+    assert (codec_run / "reconstructions_latest.png").is_file() and (codec_run / "curves.png").is_file()
+    records = [json.loads(line) for line in (codec_run / "metrics.jsonl").read_text().splitlines()]
+    assert {"bits_per_pixel", "psnr", "mse"} <= set(records[0])
+    loaded = trained.load(str(codec_run))
+    assert isinstance(loaded.model, rate_distortion.HyperpriorCodec) and loaded.step == 5
 
 
 def test_cli_codes_lossy_files_and_decompress_reads_them(codec_run, tmp_path, capsys):
