@@ -171,3 +171,20 @@ def test_cli_codes_lossy_files_and_decompress_reads_them(codec_run, tmp_path, ca
     assert "not RGBA" in capsys.readouterr().err and not (tmp_path / "alpha.vae").exists()
     assert cli.main(["compress", str(tmp_path / "colour.png"), "--quality", "99", "-o", str(tmp_path / "q.vae")]) != 0
     assert "no shipped lossy codec 'photos-rd-q99'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif("photos-rd-q3" not in lossy.shipped_qualities(), reason="no lossy codec shipped in this checkout")
+def test_the_shipped_codec_codes_and_decodes_with_no_run(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    from vae_jax import cli
+
+    pixels = data.chelsea()[:120, :200]
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    assert cli.main(["compress", str(tmp_path / "photo.png"), "--quality", "3", "--no-progress"]) == 0
+    assert cli.main(["decompress", str(tmp_path / "photo.vae"), "-o", str(tmp_path / "back.png")]) == 0
+    _, expected = lossy.compress(lossy.load_codec("photos-rd-q3"), pixels)
+    with Image.open(tmp_path / "back.png") as back:
+        assert np.array_equal(np.asarray(back), expected)
+    assert lossy.psnr(pixels, expected) > 24  # a trained codec, not noise
