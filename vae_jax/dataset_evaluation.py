@@ -7,7 +7,6 @@ the images, the key and the batch size only.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -65,20 +64,13 @@ def evaluate_log_likelihood(model, params, images: np.ndarray, key, *, likelihoo
     return {"k": k, "nll_nats": -mean, "bits_per_dim": float(bpd), "num_images": len(images)}
 
 
-@functools.lru_cache(maxsize=8)
-def _quantized_terms_fn(model):
-    from vae_jax import rate_distortion
-
-    return jax.jit(lambda params, x: rate_distortion.quantized_terms(model, params, x))
-
-
 def evaluate_rate_distortion(model, params, images: np.ndarray, *, batch_size: int, lmbda: float) -> dict:
     """A lossy codec on ``images`` (uint8, sides multiples of its stride) with its latents rounded as
     the coder rounds them: mean bits per pixel (the entropy coder's estimate), MSE on 0..255,
     PSNR of that mean MSE, and the loss R + lambda D."""
     from vae_jax import rate_distortion
 
-    terms_of = _quantized_terms_fn(model)
+    terms_of = rate_distortion.jitted_quantized_terms(model)
     bits = squared = 0.0
     for start in range(0, len(images), batch_size):
         x = np.asarray(images[start : start + batch_size], np.float32) / 255.0

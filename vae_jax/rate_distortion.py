@@ -25,7 +25,7 @@ entropy coder with these masses writes (``vae_jax.apps.lossy``).
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -164,6 +164,12 @@ def quantized_terms(model: HyperpriorCodec, params, x) -> RateDistortionTerms:
     return _terms(model, params, x, lambda mean: jnp.round(y - mean) + mean, z_hat)
 
 
+@functools.lru_cache(maxsize=8)
+def jitted_quantized_terms(model: HyperpriorCodec):
+    """``quantized_terms`` of ``model`` as one jitted function of (params, x), made once per model."""
+    return jax.jit(lambda params, x: quantized_terms(model, params, x))
+
+
 def bits_per_pixel(terms: RateDistortionTerms, num_pixels: int):
     """(R_y + R_z) / (H W) per image."""
     return (terms.y_bits + terms.z_bits) / num_pixels
@@ -224,11 +230,3 @@ def generate(model: HyperpriorCodec, params, key, *, num_images: int, image_hw: 
     mean, scale = model.hyper_synthesis(params, z_hat)
     y_hat = mean + jnp.round(jnp.maximum(scale, entropy_models.SCALE_MIN) * jax.random.normal(y_key, mean.shape))
     return jnp.clip(model.synthesis(params, y_hat), 0.0, 1.0)
-
-
-def num_latents(model: HyperpriorCodec, image_hw) -> int:
-    """How many latent and hyper-latent values code an image of (padded) size ``image_hw``."""
-    height, width = image_hw
-    return (height // STRIDE) * (width // STRIDE) * model.latent_channels + math.prod(
-        (height // PAD_MULTIPLE, width // PAD_MULTIPLE, model.width)
-    )

@@ -370,16 +370,11 @@ def decompress(blob, codec: LossyCodec | None = None) -> np.ndarray:
     return image
 
 
-@functools.lru_cache(maxsize=8)
-def _estimate_program(model):
-    return jax.jit(lambda params, x: rate_distortion.quantized_terms(model, params, x))
-
-
 def estimated_bits(codec: LossyCodec, pixels) -> float:
     """The model's rate for ``pixels`` with rounded latents, -log2 p(y^ | z^) - log2 p(z^), in bits
     (``rate_distortion.quantized_terms``): what the file's payload should be close to."""
     pixels, _ = _checked_pixels(pixels)
-    terms = _estimate_program(codec.model)(codec.params, _model_input(pixels))
+    terms = rate_distortion.jitted_quantized_terms(codec.model)(codec.params, _model_input(pixels))
     return float(terms.y_bits[0] + terms.z_bits[0])
 
 
