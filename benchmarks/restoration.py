@@ -83,7 +83,9 @@ def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=
         clean = jnp.asarray(images.to_unit(centre_crop(held_out_photo(name), size)))
         shape = f"{clean.shape[1]}x{clean.shape[0]}"
         if shape not in compiled:  # one block of each first, so no row's seconds include compiling
-            restoration.denoise(model, params, clean, 0.1, steps=steps, max_iterations=1)
+            # Two blocks: the denoiser takes the two grids in turn, one program each.
+            restoration.denoise(model, params, clean, 0.1, steps=steps, max_iterations=2, start="noisy",
+                                target_discrepancy=None)  # fmt: skip
             restoration.inpaint(model, params, clean, restoration.centre_square_mask(clean.shape[:2]), steps=steps,
                                 iterations=1)  # fmt: skip
             compiled.add(shape)

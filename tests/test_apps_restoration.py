@@ -146,17 +146,29 @@ def test_map_of_a_linear_gaussian_model_is_its_closed_form_posterior(dim_z):
     assert float(jnp.max(jnp.abs(result.image - y))) > 0.02
 
 
-def test_overlapping_grids_leave_no_seams():
+@pytest.mark.parametrize("cycle_grids", [True, False])
+def test_overlapping_grids_leave_no_seams(cycle_grids):
     """A prior the same at every pixel (W = 0) and a constant y: the MAP is the same constant,
-    (y / sigma^2 + b / s^2) / (1 / sigma^2 + 1 / s^2), at every pixel, tile borders included."""
+    (y / sigma^2 + b / s^2) / (1 / sigma^2 + 1 / s^2), at every pixel, tile borders included,
+    whether each block takes one grid in turn or all of them."""
     model, params = _linear_gaussian(1, scale=0.0, shape=(4, 4, 1))
     params["b"] = jnp.full_like(params["b"], 0.3)
     sigma, y = 0.1, jnp.full((10, 13, 1), 0.6)
     result = restoration.denoise(
-        model, params, y, sigma, num_grids=2, steps=25, max_iterations=40, learning_rate=0.5, target_discrepancy=None
-    )
+        model, params, y, sigma, num_grids=2, cycle_grids=cycle_grids, steps=25, max_iterations=40,
+        learning_rate=0.5, target_discrepancy=None,
+    )  # fmt: skip
     expected = (0.6 / sigma**2 + 0.3 / model.obs_var) / (1 / sigma**2 + 1 / model.obs_var)
     np.testing.assert_allclose(np.asarray(result.image), expected, atol=2e-3)
+
+
+def test_cycled_blocks_take_each_grid_alone_in_turn():
+    grids = tiling.overlapping_grids((16, 24), (8, 8), 4)
+    assert restoration.block_grids(grids, cycle=False) == [grids]
+    cycled = restoration.block_grids(grids, cycle=True)
+    assert [g.shifts for g in cycled] == [(shift,) for shift in grids.shifts]
+    # Together the cycled grids cover each pixel as often as the grids do in one block.
+    np.testing.assert_array_equal(sum(np.asarray(tiling.coverage(g)) for g in cycled), tiling.coverage(grids))
 
 
 def test_the_discrepancy_principle_stops_at_the_first_residual_past_the_target():

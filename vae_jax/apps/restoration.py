@@ -7,7 +7,8 @@ whole likelihood, in 8-bit pixel units (0..255, relaxed to reals):
 
 G overlapping tile grids (``tiling.OverlappingGrids``: the image's own tiles and the tiles of the
 image mirrored by half a tile), so that every pixel's prior term is the average over tilings
-whose borders fall in different places: no seams. ``log p(x_t | z_t)`` is the likelihood's own
+whose borders fall in different places: no seams. (``denoise`` by default takes the grids in
+turn, one a block of steps, so that a block costs one grid's networks.) ``log p(x_t | z_t)`` is the likelihood's own
 log-probability of the continuous x (for a local autoregressive likelihood every pixel's term
 reads its actual neighbours in x), counted at the tile pixels inside the image.
 
@@ -213,8 +214,8 @@ def denoising_start(noisy, sigma, start):
     return jnp.clip(noisy, 0.0, 1.0)
 
 
-def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iterations=25, learning_rate=2.0,
-            target_discrepancy=1.0, start="auto", progress=None) -> Denoised:  # fmt: skip
+def denoise(model, params, noisy, sigma=None, *, num_grids=2, cycle_grids=True, steps=10, max_iterations=25,
+            learning_rate=2.0, target_discrepancy=1.0, start="auto", progress=None) -> Denoised:  # fmt: skip
     """The MAP estimate of x given ``noisy`` y = x + sigma * eps, (H, W, C) on [0, 1], any size
     (an image smaller than a tile is mirrored up to one).
 
@@ -223,6 +224,11 @@ def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iter
     sigma^2 crosses ``target_discrepancy`` (from below when the start is closer to y than that, from
     above when it is further; None: never, and the run is the plain MAP) or ``max_iterations``
     blocks. ``sigma`` None: estimated from y by the wavelet MAD estimator (Donoho & Johnstone 1994).
+
+    ``cycle_grids``: each block's prior term is one of the ``num_grids`` grids in turn (block k
+    uses grid k mod G), so the grids are averaged over blocks rather than within each; a block
+    then costs one grid's networks, half the time for G = 2, at the same PSNR within +-0.15 dB on
+    the recorded crops. False: every block uses the average over all G grids, E(x) as written.
 
     ``start="auto"``: from the TV denoiser's image, unless the discrepancy principle accepts that
     image within the first block (the prior then had no say: TV already left the noise's residual,
@@ -236,9 +242,9 @@ def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iter
     checks.check_finite_positive("sigma", sigma)
     if target_discrepancy is not None:
         checks.check_finite_positive("target_discrepancy", target_discrepancy)
-    run = partial(_map_from, model, params, noisy, sigma, estimated, num_grids=num_grids, steps=steps,
-                  max_iterations=max_iterations, learning_rate=learning_rate, target_discrepancy=target_discrepancy,
-                  progress=progress)  # fmt: skip
+    run = partial(_map_from, model, params, noisy, sigma, estimated, num_grids=num_grids, cycle_grids=cycle_grids,
+                  steps=steps, max_iterations=max_iterations, learning_rate=learning_rate,
+                  target_discrepancy=target_discrepancy, progress=progress)  # fmt: skip
     if start != "auto":
         return run(start)
     smoothed = run("total_variation")
@@ -246,10 +252,17 @@ def denoise(model, params, noisy, sigma=None, *, num_grids=2, steps=10, max_iter
     return run("noisy") if accepted_at_once else smoothed
 
 
-def _map_from(model, params, noisy, sigma, estimated, start, *, num_grids, steps, max_iterations, learning_rate,
-              target_discrepancy, progress) -> Denoised:  # fmt: skip
+def block_grids(grids: tiling.OverlappingGrids, cycle: bool) -> list[tiling.OverlappingGrids]:
+    """The grids of successive blocks, repeated in turn: each grid on its own when ``cycle``, else all together."""
+    if not cycle:
+        return [grids]
+    return [tiling.OverlappingGrids(grids.image_hw, grids.tile_hw, (shift,)) for shift in grids.shifts]
+
+
+def _map_from(model, params, noisy, sigma, estimated, start, *, num_grids, cycle_grids, steps, max_iterations,
+              learning_rate, target_discrepancy, progress) -> Denoised:  # fmt: skip
     """``denoise`` from one ``denoising_start``, its arguments checked."""
-    grids = tiling.overlapping_grids(noisy.shape[:2], model.data_shape[:2], num_grids)
+    schedule = block_grids(tiling.overlapping_grids(noisy.shape[:2], model.data_shape[:2], num_grids), cycle_grids)
     y = PIXEL_MAX * noisy
     pixels = PIXEL_MAX * denoising_start(noisy, sigma, start)
     state = optax.adam(learning_rate).init(pixels)
@@ -258,11 +271,12 @@ def _map_from(model, params, noisy, sigma, estimated, start, *, num_grids, steps
     from_above = target_discrepancy is not None and float(
         jnp.mean(jnp.square(y - pixels)) / sigma_pixels**2) > target_discrepancy  # fmt: skip
     residuals, previous, answer = [], pixels, None
-    for _ in range(max_iterations):
+    for block in range(max_iterations):
         previous = pixels
         pixels, state, residual = _denoising_block(
-            model, params, pixels, state, y, sigma_pixels, grids=grids, steps=steps, learning_rate=learning_rate
-        )
+            model, params, pixels, state, y, sigma_pixels, grids=schedule[block % len(schedule)], steps=steps,
+            learning_rate=learning_rate,
+        )  # fmt: skip
         residuals.append(float(residual))
         if progress is not None:
             progress(1)
