@@ -231,8 +231,9 @@ def denoise(model, params, noisy, sigma=None, *, num_grids=2, cycle_grids=True, 
     the recorded crops. False: every block uses the average over all G grids, E(x) as written.
 
     ``start="auto"``: from the TV denoiser's image, unless the discrepancy principle accepts that
-    image within the first block (the prior then had no say: TV already left the noise's residual,
-    as on textured photographs at low noise); then the run is repeated from clip(y).
+    image within the first pass over the grids (one block, or ``num_grids`` cycled ones): the prior
+    then had no say, TV already left the noise's residual, as on textured photographs at low
+    noise; then the run is repeated from clip(y).
     """
     noisy = _check_image(model, "noisy", noisy)
     _check_schedule(steps, "max_iterations", max_iterations, learning_rate)
@@ -248,7 +249,11 @@ def denoise(model, params, noisy, sigma=None, *, num_grids=2, cycle_grids=True, 
     if start != "auto":
         return run(start)
     smoothed = run("total_variation")
-    accepted_at_once = target_discrepancy is not None and len(smoothed.residuals) == 1 and max_iterations > 1
+    # Cycled, one block applies one grid's prior: the first pass over the grids is the prior's first say.
+    first_pass = num_grids if cycle_grids else 1
+    accepted_at_once = (
+        target_discrepancy is not None and len(smoothed.residuals) <= first_pass and max_iterations > first_pass
+    )
     return run("noisy") if accepted_at_once else smoothed
 
 
