@@ -8,9 +8,9 @@ whole likelihood, in 8-bit pixel units (0..255, relaxed to reals):
 G overlapping tile grids (``tiling.OverlappingGrids``: the image's own tiles and the tiles of the
 image mirrored by half a tile), so that every pixel's prior term is the average over tilings
 whose borders fall in different places: no seams. (``denoise`` by default takes the grids in
-turn, one a block of steps, so that a block costs one grid's networks.) ``log p(x_t | z_t)`` is the likelihood's own
-log-probability of the continuous x (for a local autoregressive likelihood every pixel's term
-reads its actual neighbours in x), counted at the tile pixels inside the image.
+turn, one a block of steps, so that a block costs one grid's networks.) ``log p(x_t | z_t)`` is
+the likelihood's own log-probability of the continuous x (for a local autoregressive likelihood
+every pixel's term reads its actual neighbours in x), counted at the tile pixels inside the image.
 
 Why this minimises -log p(y | x) - log p(x) with p(x) the VAE's marginal: by Fisher's identity
 grad_x log p(x) = E_{p(z | x)}[grad_x log p(x | z)]; the scheme takes z_t at the encoder's
