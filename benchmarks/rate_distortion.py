@@ -178,8 +178,7 @@ def main(argv=None) -> int:
     from vae_jax import lossy_codecs
 
     env = timing.environment()
-    print(f"jax.devices(): {jax.devices()}; CPU {env['cpu_model']} x {env['cpu_count']}; commit {env['git_commit']}",
-          file=sys.stderr)  # fmt: skip
+    print(timing.environment_line(env), file=sys.stderr)
     available = lossy_codecs.available_codecs()
     codecs = args.codecs.split(",") if args.codecs else list(available)
     for codec in lossy_codecs.CODECS:

@@ -162,13 +162,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.record and args.out is not None:
         parser.error("--record writes the recorded results: drop --out")
-    import jax
-
     from benchmarks import timing
 
     env = timing.environment()
-    print(f"jax.devices(): {jax.devices()}; CPU {env['cpu_model']} x {env['cpu_count']}; commit {env['git_commit']}; "
-          f"load {env['load_average']}", file=sys.stderr)  # fmt: skip
+    print(timing.environment_line(env), file=sys.stderr)
     started = time.perf_counter()
     rows = run(
         args.images.split(","), args.size, [float(s) for s in args.sigmas.split(",")], steps=args.steps,

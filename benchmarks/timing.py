@@ -262,6 +262,12 @@ def environment() -> dict:
     }
 
 
+def environment_line(env: dict) -> str:
+    """One line a benchmark prints first: the devices, the CPU, the commit and the load."""
+    return (f"jax.devices(): {env['devices']}; CPU {env['cpu_model']} x {env['cpu_count']}; "
+            f"commit {env['git_commit']}; load {env['load_average']}")  # fmt: skip
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
