@@ -274,7 +274,7 @@ def test_a_tile_takes_bits_back_only_if_its_pops_leave_the_reserve(ladder):
     model, params = ladder
     tile = skimage.data.chelsea()[100:116, 200:216]
     coder = bitsback.TileCoder(model, params, compression.DEFAULT_BIN_LOG2, compression.DEFAULT_MAX_ABS)
-    calls = bitsback.network_calls(1, batched=False)
+    calls = bitsback.network_calls(1)
     features = coder._features(tile[None], calls)
 
     def left_after_pops(ans):  # the pops of the tile's path, without the reserve's check

@@ -214,6 +214,13 @@ class HierarchicalVAE:
         )
         return (h, prior_features), prior, posterior
 
+    def top_down_posterior(self, params, step, features, g):
+        """q(z_g | x, z_<g) as (mean, log_var) at ``step`` (``top_down_to_group``'s, with or without
+        features) given the bottom-up ``features`` of x: the posterior ``top_down_to_group`` gives
+        with features, for whoever needs the prior before it has x (a bits-back decoder)."""
+        h, _ = step
+        return self.top_down.apply({"params": params["decoder"]}, h, features, g, method=TopDown.group_posterior)
+
     def top_down_merge(self, params, step, z, g):
         """The top-down state after group g's merge of its draw ``z`` (``step`` from
         ``top_down_to_group``): what group g + 1, or ``top_down_output`` after the last, continues from."""

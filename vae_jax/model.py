@@ -126,6 +126,10 @@ class HierarchicalModel(LatentVariableModel, Protocol):
         (mean, log_var) (None for g = 0: the top group's prior is ``prior_components``), and
         q(z_g | x, z_<g) as (mean, log_var) given ``features`` (None when ``features`` is None)."""
 
+    def top_down_posterior(self, params, step, features, g: int) -> Any:
+        """q(z_g | x, z_<g) as (mean, log_var) at ``step`` (``top_down_to_group``'s, called with or
+        without ``features``): what ``top_down_to_group`` gives as the posterior with ``features``."""
+
     def top_down_merge(self, params, step, z, g: int) -> Any:
         """The state after merging group g's value ``z`` into ``step`` (``top_down_to_group``'s)."""
 

@@ -80,15 +80,17 @@ Reproducible probabilities: the decoder must rebuild the encoder's probabilities
   sits between the encoder's numbers and the decoder's, and the chunking cannot change them.
   (Computing them with XLA, even in float64, differed between a jitted and an eager run: the
   likelihoods place the bin centres in float32, which XLA rounds differently fused.)
-- The networks run in calls of exactly ``CALL_TILES`` tiles (a tile alone: batch 1), encoder and
-  decoder alike: XLA's CPU kernels round float32 differently at other batch sizes.
-- Group g's statistics come from one compiled step (``_ladder_to_group``: the model's
-  ``top_down_to_group``) of (features, the model's top-down state after group g - 1), the state
-  from another (``_ladder_merge``: ``top_down_merge``) of the groups' bins: the encoder's
-  pops, its pushes under the priors and the decoder's pops and pushes run the same steps on the
-  same bins, so encoder and decoder evaluate identical programs on identical inputs, and a tile
-  costs one top-down pass (``TileCoder._walk``); the decoder's posteriors for its pushes come
-  from the states its own walk started each group from (``TileCoder._posteriors``).
+- The networks run in calls whose sizes follow from a wave's tile count alone (``network_calls``:
+  ``CALL_TILES``, the rest in one call of the next power of two), encoder and decoder alike: XLA's
+  CPU kernels round float32 differently at other batch sizes.
+- Group g's prior comes from one compiled step (``_ladder_prior``: group g - 1's merge of its
+  bins, ``top_down_merge``, then ``top_down_to_group`` without x), its posterior from another
+  (``_ladder_posterior``: ``top_down_posterior``) of that step and x's bottom-up features: the
+  encoder's pops, its pushes under the priors and the decoder's pops and pushes run the same
+  steps on the same bins, so encoder and decoder evaluate identical programs on identical
+  inputs, and a tile costs one top-down pass (``TileCoder._walk``). The decoder walks on priors
+  alone (it has no x yet), then, once it has decoded x, runs only the posterior steps at the
+  steps its walk reached (``TileCoder._posteriors``), not the walk again.
 
 What remains: a snapped value can still flip where the network's output sits within an ulp of
 a grid point, and a different backend or library version may round the networks differently;
@@ -220,23 +222,34 @@ def _in_bins(mean, log_var, bin_log2):
     )
 
 
-# A wave runs the networks in calls of exactly this many tiles (the last one filled up with copies),
-# encoder and decoder alike: XLA's CPU kernels give other float32 roundings at other batch sizes
-# (batches of 1 and 2, and 8 on small tiles, differ from 16 and up), and the decoder must rebuild
-# the encoder's numbers bit for bit. A tile's numbers do not depend on where in a call it sits or
-# on the call's other tiles, so waves of several images' tiles decode image by image. A tile
-# coded alone (the chain start's quadtree) runs at batch 1.
+# A wave runs the networks in calls of CALL_TILES tiles and its last few tiles in one call of the
+# next power of two (filled up with copies), encoder and decoder alike: XLA's CPU kernels give other
+# float32 roundings at other batch sizes (batches of 1 and 2, and 8 on small tiles, differ from 16
+# and up), and the decoder must rebuild the encoder's numbers bit for bit, so a call's size follows
+# from the wave's tile count alone, which the file records. A tile's numbers do not depend on where
+# in a call it sits or on the call's other tiles; calls never mix two images' tiles, so that waves of
+# several images decode image by image. Powers of two, not CALL_TILES for every call: the chain
+# start's waves of 1, 2, 3 .. 11 tiles would otherwise cost a full call each.
 CALL_TILES = 16
 
 
-def network_calls(tiles, batched=True):
-    """How ``tiles`` tiles run the networks: (first tile, tiles, call size) per call; one tile at
-    batch 1 unless ``batched``."""
-    if not batched:
-        if tiles != 1:
-            raise ValueError(f"tiles: an unbatched call codes one tile, got {tiles}")
-        return [(0, 1, 1)]
-    return [(start, min(CALL_TILES, tiles - start), CALL_TILES) for start in range(0, tiles, CALL_TILES)]
+def network_calls(tiles):
+    """How a wave of ``tiles`` tiles of one image runs the networks: (first tile, tiles, call size)
+    per call, calls of ``CALL_TILES`` and the rest in one call of the next power of two."""
+    if not (isinstance(tiles, (int, np.integer)) and tiles >= 1):
+        raise ValueError(f"tiles: expected a positive int, got {tiles!r}")
+    whole = tiles - tiles % CALL_TILES
+    calls = [(start, CALL_TILES, CALL_TILES) for start in range(0, whole, CALL_TILES)]
+    if whole < tiles:
+        rest = tiles - whole
+        calls.append((whole, rest, 1 << (rest - 1).bit_length()))
+    return calls
+
+
+def _job_calls(counts):
+    """``network_calls`` of each job of ``counts`` tiles, the jobs' tiles stacked in order."""
+    starts = np.cumsum([0, *counts[:-1]])
+    return [(int(start) + first, n, size) for start, count in zip(starts, counts) for first, n, size in network_calls(count)]
 
 
 def _filled(batch, size):
@@ -256,28 +269,33 @@ def _posterior_inputs(model, params, tiles):
     return model.posterior(params, tiles)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _ladder_to_group(model, bin_log2, g, tile_hw, batch, params, features, state):
-    """Group g from the top-down ``state`` after group g - 1's merge (None: the start, for
-    ``batch`` tiles of ``tile_hw``, in the same program as the top group's statistics): Q(z_g | x,
-    z_<g) and, for g > 0, P(z_g | z_<g), on the bin-index scale and snapped, and the model's step
-    state to merge into."""
-    if state is None:
-        state = model.top_down_start(params, batch, tile_hw)
-    step, prior, posterior = model.top_down_to_group(params, state, features, g)
-    return step, _in_bins(*posterior, bin_log2), None if prior is None else _in_bins(*prior, bin_log2)
-
-
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _ladder_merge(model, bin_log2, g, params, step, bins):
-    """The top-down state after group g's merge of z_g = w * bins."""
+def _merged(model, bin_log2, g, params, step, bins):
+    """The top-down state after group g's merge of z_g = w * bins into ``step``."""
     return model.top_down_merge(params, step, bins.astype(jnp.float32) * 2.0**-bin_log2, g)
 
 
-@partial(jax.jit, static_argnums=0)
-def _ladder_output(model, params, state):
-    """P(x | z)'s parameters, snapped, from the state after the last group: ``(B, H, W, ...)``."""
-    return _snap(model.top_down_output(params, state), OUTPUT_GRID_LOG2)
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _ladder_prior(model, bin_log2, g, tile_hw, batch, params, step, bins):
+    """Group g's step and P(z_g | z_<g) (None for g = 0: the model's prior) on the bin-index scale
+    and snapped, from group g - 1's ``step`` merged with its ``bins`` (for g = 0 from the start, for
+    ``batch`` tiles of ``tile_hw``): one program a group, with no x in it, that encoder and
+    decoder run on the same inputs."""
+    state = model.top_down_start(params, batch, tile_hw) if g == 0 else _merged(model, bin_log2, g - 1, params, step, bins)
+    step, prior, _ = model.top_down_to_group(params, state, None, g)
+    return step, None if prior is None else _in_bins(*prior, bin_log2)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _ladder_posterior(model, bin_log2, g, params, step, features):
+    """Q(z_g | x, z_<g) on the bin-index scale and snapped, at group g's ``step``, from x's bottom-up
+    ``features``: the encoder's before its pops, the decoder's from the x it decoded."""
+    return _in_bins(*model.top_down_posterior(params, step, features, g), bin_log2)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _ladder_output(model, bin_log2, g, params, step, bins):
+    """P(x | z)'s parameters, snapped, after the last group g's merge of its bins: ``(B, H, W, ...)``."""
+    return _snap(model.top_down_output(params, _merged(model, bin_log2, g, params, step, bins)), OUTPUT_GRID_LOG2)
 
 
 _posterior_in_bins = jax.jit(_in_bins, static_argnums=2)
@@ -363,13 +381,23 @@ class _PixelCoder:
                 symbols = np.ascontiguousarray(x_all[indices, channel])
                 ans.encode_reverse(symbols, self.categorical, self.table(indices, x_all, channel))
             return
-        for indices in reversed(self.groups):
-            logits, channels = self._components(indices, x_all)
-            x_rows = x_all[indices]
-            k = self._pop_component(ans, self._component_posterior(logits, channels, x_rows))
+        # The encoder knows every pixel: the components of all the sets at once, in a few large
+        # array calls (row by row the same numbers as the decoder's set by set); only the chosen
+        # component's tables wait for its pop.
+        everything = np.concatenate(self.groups)
+        logits, channels = self._components(everything, x_all)
+        x_rows = x_all[everything]
+        posterior = self._component_posterior(logits, channels, x_rows)
+        prior = np.exp(logits - logits.max(axis=1, keepdims=True))
+        ends = np.cumsum([len(indices) for indices in self.groups])
+        for end, indices in zip(ends[::-1], self.groups[::-1]):
+            at = slice(end - len(indices), end)
+            k = self._pop_component(ans, posterior[at])
             for c in reversed(range(self.channels)):
-                ans.encode_reverse(np.ascontiguousarray(x_rows[:, c]), self.categorical, self._chosen(channels[c], k))
-            self._push_component(ans, k, np.exp(logits - logits.max(axis=1, keepdims=True)))
+                means, log_scales = channels[c]
+                chosen = self._chosen((means[at], log_scales[at]), k)
+                ans.encode_reverse(np.ascontiguousarray(x_rows[at, c]), self.categorical, chosen)
+            self._push_component(ans, k, prior[at])
 
     def pop(self, ans, x_all):
         """Decode the pixels into x_all (pixels, C) int32 (zeros on entry); each step reads only
@@ -425,7 +453,7 @@ class TileCoder:
     likelihoods are products over the tiles): every group's pops for all the tiles, then the
     pixels wavefront by wavefront of every tile at once, then the groups' prior pushes, each a
     few array calls of ``constriction``, and the networks run on the whole wave in calls of
-    ``CALL_TILES``. A wave of one tile is the scheme for one tile. ``chunk_pixels`` only sets
+    ``CALL_TILES`` (``network_calls``). A wave of one tile is the scheme for one tile. ``chunk_pixels`` only sets
     memory and speed; files do not depend on it.
     """
 
@@ -443,7 +471,7 @@ class TileCoder:
         self.chunk = int(chunk_pixels) if chunk_pixels else max(16, _TABLE_BUDGET // numbers)
         if self.chunk < 1:
             raise ValueError(f"chunk_pixels: expected a positive int, got {chunk_pixels!r}")
-        self._blank, self._prior = {}, {}
+        self._top_prior = {}
 
     # ---- shapes and cached pieces per padded tile shape
 
@@ -452,57 +480,59 @@ class TileCoder:
 
     def _top(self, size):
         """The top prior over a top group of ``size`` dims: (pi unnormalized, means, stds)."""
-        if size not in self._prior:
+        if size not in self._top_prior:
             if isinstance(self.model.prior, StandardNormal):  # any size: N(0, 1) is w^-1 bins wide
                 logits, means, stds = np.zeros(1), np.zeros((1, size)), np.full((1, size), 2.0**self.bin_log2)
             else:
                 logits, means, stds = _checked(_top_prior(self.model, self.bin_log2, self.params))
                 if means.shape[1] != size:
                     raise ValueError(f"model.prior: its components have {means.shape[1]} dims, the tile's z_1 {size}")
-            self._prior[size] = (np.exp(logits - logits.max())[None], means, stds)
-        return self._prior[size]
+            self._top_prior[size] = (np.exp(logits - logits.max())[None], means, stds)
+        return self._top_prior[size]
 
-    def _walk(self, padded_hw, features, calls, choose, states_seen=None):
+    def _walk(self, padded_hw, features, calls, choose, steps_seen=None):
         """The groups of a wave of ``tiles`` tiles of ``padded_hw`` top-down, one at a time:
         ``choose(g, posterior, prior)`` gets group g's statistics in bins (numpy (tiles, dims);
-        the top group's prior None: the model's) and returns z_g's bins (tiles, dims), or None to
-        stop. ``features`` holds one entry per network call of ``calls`` (``network_calls``). Returns the bins
-        (tiles, *shape) per group and the likelihood's parameters (numpy (tiles, h, w, ...),
-        snapped), or None if stopped. One top-down pass in all: the model's state is carried from
-        group to group. The encoder and the decoder run the same compiled step of each group on
-        the same bins in the same calls, so they get the same numbers (the posteriors' features
-        are a blank tile's where the decoder needs only the priors, which do not read them: the
-        same program as the encoder's, not one without features). ``states_seen``, a list, gets
-        the state each group started from, per call (``_posteriors`` reads them)."""
-        shapes, tiles = self._group_shapes(padded_hw), sum(count for _, count, _ in calls)
-        bins, states = [None] * len(shapes), [None] * len(calls)
+        the top group's prior None: the model's; the posterior None without ``features``) and
+        returns z_g's bins (tiles, dims), or None to stop. ``features`` holds one entry per
+        network call of ``calls`` (``network_calls``), or is None (the decoder, which has no x
+        yet). Returns the bins (tiles, *shape) per group and the likelihood's parameters (numpy
+        (tiles, h, w, ...), snapped), or None if stopped. One top-down pass in all: the model's
+        state is carried from group to group. The encoder and the decoder run the same compiled
+        steps (``_ladder_prior``, then ``_ladder_posterior`` where x is known) on the same bins
+        in the same calls, so they get the same numbers. ``steps_seen``, a list, gets each
+        group's steps, per call (``_posteriors`` reads them)."""
+        shapes = self._group_shapes(padded_hw)
+        bins, steps = [None] * len(shapes), [None] * len(calls)
         for g, shape in enumerate(shapes):
-            if states_seen is not None:
-                states_seen.append(list(states))
-            steps, posteriors, priors = [], [], []
+            posteriors, priors = [], []
             for c, (first, count, size) in enumerate(calls):
-                step, posterior, prior = self._to_group(padded_hw, g, size, features[c], states[c])
-                steps.append(step)
-                posteriors.append([np.asarray(a)[:count] for a in posterior])
+                previous = None if g == 0 else _filled(bins[g - 1][first : first + count], size)
+                steps[c], prior = self._prior(padded_hw, g, size, steps[c], previous)
                 priors.append(None if prior is None else [np.asarray(a)[:count] for a in prior])
-            posterior = _checked(np.concatenate(parts) for parts in zip(*posteriors))
+                if features is not None:
+                    posteriors.append([np.asarray(a)[:count] for a in self._posterior(g, steps[c], features[c])])
+            if steps_seen is not None:
+                steps_seen.append(list(steps))
+            posterior = None if features is None else _checked(np.concatenate(parts) for parts in zip(*posteriors))
             prior = None if priors[0] is None else _checked(np.concatenate(parts) for parts in zip(*priors))
             chosen = choose(g, posterior, prior)
             if chosen is None:
                 return None
-            bins[g] = np.asarray(chosen, np.int32).reshape(tiles, *shape[1:])
-            for c, (first, count, size) in enumerate(calls):
-                states[c] = self._merge(g, steps[c], _filled(bins[g][first : first + count], size))
-        outputs = [np.asarray(self._output(state))[:count] for state, (_, count, _) in zip(states, calls)]
+            bins[g] = np.asarray(chosen, np.int32).reshape(-1, *shape[1:])
+        last = len(shapes) - 1
+        outputs = [
+            np.asarray(self._output(last, step, _filled(bins[last][first : first + count], size)))[:count]
+            for step, (first, count, size) in zip(steps, calls)
+        ]
         return bins, np.concatenate(outputs)
 
-    def _posteriors(self, padded_hw, features, calls, states_seen):
-        """Every group's Q(z_g | x, z_<g) in bins (tiles, dims) from the states a walk over the
-        same bins started each group from: the walk's own step on its own inputs, so the numbers
-        an encoder's walk got, without the merges again."""
+    def _posteriors(self, features, calls, steps_seen):
+        """Every group's Q(z_g | x, z_<g) in bins (tiles, dims) at the steps a walk over the same bins
+        reached (``steps_seen``): the encoder's numbers, without the walk again."""
         posteriors = []
-        for g, states in enumerate(states_seen):
-            parts = [self._to_group(padded_hw, g, size, features[c], states[c])[1] for c, (_, _, size) in enumerate(calls)]
+        for g, steps in enumerate(steps_seen):
+            parts = [self._posterior(g, step, features[c]) for c, step in enumerate(steps)]
             posteriors.append(_checked(np.concatenate([np.asarray(a)[:count] for a, (_, count, _) in zip(column, calls)])
                                        for column in zip(*parts)))  # fmt: skip
         return posteriors
@@ -510,20 +540,20 @@ class TileCoder:
     # The compiled steps of the walk: a HierarchicalModel's top-down steps, or one group's whole
     # posterior (``_posterior_inputs`` computed it) and its decoder.
 
-    def _to_group(self, padded_hw, g, size, features, state):
+    def _prior(self, padded_hw, g, size, step, previous_bins):
         if self.top_down:
-            return _ladder_to_group(self.model, self.bin_log2, g, padded_hw, size, self.params, features, state)
-        return None, _posterior_in_bins(*features, self.bin_log2), None
+            return _ladder_prior(self.model, self.bin_log2, g, padded_hw, size, self.params, step, previous_bins)
+        return None, None
 
-    def _merge(self, g, step, bins):
+    def _posterior(self, g, step, features):
         if self.top_down:
-            return _ladder_merge(self.model, self.bin_log2, g, self.params, step, bins)
-        return bins
+            return _ladder_posterior(self.model, self.bin_log2, g, self.params, step, features)
+        return _posterior_in_bins(*features, self.bin_log2)
 
-    def _output(self, state):
+    def _output(self, g, step, bins):
         if self.top_down:
-            return _ladder_output(self.model, self.params, state)
-        return _decoder_output(self.model, self.bin_log2, self.params, (state,))
+            return _ladder_output(self.model, self.bin_log2, g, self.params, step, bins)
+        return _decoder_output(self.model, self.bin_log2, self.params, (bins,))
 
     def _features(self, tiles, calls):
         """The posteriors' inputs of a wave of tiles (n, h, w, C), one entry per network call."""
@@ -531,14 +561,6 @@ class TileCoder:
             _posterior_inputs(self.model, self.params, jnp.asarray(_filled(tiles[first : first + count], size), jnp.int32))
             for first, count, size in calls
         ]
-
-    def _blank_features(self, padded_hw, calls):
-        """A blank tile's features in every network call of a wave (the decoder's priors' inputs)."""
-        for _, _, size in calls:
-            if (padded_hw, size) not in self._blank:
-                blank = np.zeros((size, *padded_hw, self.model.data_shape[-1]), np.int32)
-                self._blank[padded_hw, size] = self._features(blank, [(0, size, size)])[0]
-        return [self._blank[padded_hw, size] for _, _, size in calls]
 
     # ---- a group under its posterior: a cell of the window around the mean, then the bin in it
 
@@ -649,19 +671,18 @@ class TileCoder:
             ans.encode_reverse(bins[g].ravel(), self.latent_family, *(a.ravel() for a in priors[g]))
         self._push_top(ans, bins[0].reshape(len(tiles), -1))
 
-    def push_waves(self, jobs, valid_hw, *, batched=True):
+    def push_waves(self, jobs, valid_hw):
         """Code waves of tiles of one shape with bits back, each onto its own stack, the networks
         running on all of them together: ``jobs`` a list of (ans, padded tiles (n, h, w, C) uint8
         whose first ``valid_hw`` rows and columns are image; the rest is edge padding, rebuilt by
         the decoder, not coded). Per job, its pops (every group of every tile, on a clone of its
         stack), then its pixels and priors: returns per job the stack to go on with (a new object)
         and the bits its pops took, or None where the stack cannot fund the pops with
-        ``POP_RESERVE_BITS`` to spare (the job is not coded; its stack untouched).
-        ``batched=False``: one job of one tile, the networks at batch 1 (the chain start)."""
+        ``POP_RESERVE_BITS`` to spare (the job is not coded; its stack untouched)."""
         tiles = np.concatenate([np.asarray(t) for _, t in jobs])
         padded_hw = tuple(tiles.shape[1:3])
         bounds = np.cumsum([0] + [len(t) for _, t in jobs])
-        calls = network_calls(len(tiles), batched)
+        calls = _job_calls([len(t) for _, t in jobs])
         trials = [None if ans.is_empty() else ans.clone() for ans, _ in jobs]
         priors = [None] * len(self._group_shapes(padded_hw))
 
@@ -699,14 +720,14 @@ class TileCoder:
         ``require_bits_back`` a tile that cannot have bits back is not coded: returns ``(ans,
         None)``, ``ans`` untouched. ``self.popped_bits`` is what its pops took."""
         tiles = np.asarray(tile)[None]
-        (coded,) = self.push_waves([(ans, tiles)], valid_hw, batched=False)
+        (coded,) = self.push_waves([(ans, tiles)], valid_hw)
         if coded is not None:
             ans, self.popped_bits = coded
             return ans, True
         self.popped_bits = 0
         if require_bits_back:
             return ans, None
-        padded_hw, calls = tuple(tiles.shape[1:3]), network_calls(1, batched=False)
+        padded_hw, calls = tuple(tiles.shape[1:3]), network_calls(1)
         priors = [None] * len(self._group_shapes(padded_hw))
 
         def means(g, posterior, prior):
@@ -717,29 +738,27 @@ class TileCoder:
         self._push_given(ans, tiles, valid_hw, bins, priors, out)
         return ans, False
 
-    def pop(self, ans, padded_hw, valid_hw, bits_back, tiles=1, *, batched=False):
-        """Decode what ``push`` (one tile) or ``push_waves`` (``tiles`` tiles, ``batched``) coded:
+    def pop(self, ans, padded_hw, valid_hw, bits_back, tiles=1):
+        """Decode what ``push`` (one tile) or ``push_waves`` (a job of ``tiles`` tiles) coded:
         the padded ``(tiles, h, w, C)`` uint8 tiles (edge padding rebuilt)."""
         padded_hw = tuple(padded_hw)
         shapes = self._group_shapes(padded_hw)
         channels = self.model.data_shape[-1]
-        calls = network_calls(tiles, batched)
-        # The priors do not read x; a blank tile's features stand in, through the same program.
-        blank = self._blank_features(padded_hw, calls)
+        calls = network_calls(tiles)
         top = self._pop_top(ans, tiles, int(np.prod(shapes[0][1:])))
 
         def choose(g, posterior, prior):
             return top if g == 0 else ans.decode(self.latent_family, *(a.ravel() for a in prior))
 
-        states_seen = []
-        bins, out = self._walk(padded_hw, blank, calls, choose, states_seen)
+        steps_seen = []
+        bins, out = self._walk(padded_hw, None, calls, choose, steps_seen)
         x_all = np.zeros((tiles * valid_hw[0] * valid_hw[1], channels), np.int32)
         _PixelCoder(self.model.likelihood, out, valid_hw, self.chunk, channels, self.categorical).pop(ans, x_all)
         valid = x_all.reshape(tiles, *valid_hw, channels)
         pad = ((0, 0), (0, padded_hw[0] - valid_hw[0]), (0, padded_hw[1] - valid_hw[1]), (0, 0))
         decoded = np.pad(valid, pad, mode="edge").astype(np.uint8)
         if bits_back:
-            posteriors = self._posteriors(padded_hw, self._features(decoded, calls), calls, states_seen)
+            posteriors = self._posteriors(self._features(decoded, calls), calls, steps_seen)
             for g in reversed(range(len(shapes))):
                 self._push_posterior(ans, bins[g].ravel(), *(a.ravel() for a in posteriors[g]))
         return decoded

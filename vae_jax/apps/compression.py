@@ -70,8 +70,8 @@ in preorder (``_Node``): a node that can be split (its halves are multiples of t
 and at least two quadrants hold pixels; a node whose pixels lie in one quadrant is that
 quadrant) has a bit, 1 = split; a leaf that cannot be split has a bit, 1 =
 bits back (a leaf that could have been split always has bits back). A model tied to its training
-size (tiles of its ``data_shape``, never split) has exactly one bit per tile. Version 8; earlier
-versions (v7: tile by tile, the networks at batch 1; v6: no checksum of the image; v5: the posterior's bins in one leaky Gaussian over the
+size (tiles of its ``data_shape``, never split) has exactly one bit per tile. Version 9; earlier
+versions (v8: every network call on 16 tiles; v7: tile by tile, the networks at batch 1; v6: no checksum of the image; v5: the posterior's bins in one leaky Gaussian over the
 whole range, see ``bitsback``; v4: one tile size, the first tile without bits back; v1-3: 32x32
 tiles, pseudo-random initial bits) are refused by name. A file this module did not write for
 the model raises ``CompressionError`` (but for the checksum's 2**-64), never returns another image.
@@ -96,10 +96,11 @@ from vae_jax import checkpoints, codecs
 from vae_jax.apps import bitsback
 
 MAGIC = b"VAEBBANS"
+# 9: a wave's last tiles in a network call of a power of two, waves of any size;
 # 8: tiles in waves, networks in calls of bitsback.CALL_TILES; 7: a checksum of the image; 6: posterior pops in a window of cells around the mean (no far tail pops);
 # 5: quadtree tiles from one unit up; 4: every latent group, large tiles, no initial bits; 3: any channel
 # count; 2: padding not coded
-VERSION = 8
+VERSION = 9
 _HEADER = struct.Struct("<8sB32sIIH4sHHbHI")
 _FIELDS = (
     "magic", "version", "model_hash", "height", "width", "channels", "mode", "tile_height", "tile_width",
@@ -372,10 +373,8 @@ _WAVE_MARGIN = 1.25
 def _wave_size(available_bits, pops_per_tile, run, max_wave):
     """How many tiles of a run of ``run`` blocks of one shape to code as the next wave: as many as
     ``available_bits`` on the stack fund at ``pops_per_tile`` (the most a tile of the shape took
-    so far) with a margin, whole network calls once above one; 0 if not even one."""
+    so far) with a margin; 0 if not even one."""
     tiles = min(run, max_wave, int((available_bits - bitsback.POP_RESERVE_BITS) / (_WAVE_MARGIN * pops_per_tile)))
-    if tiles >= bitsback.CALL_TILES:
-        tiles -= tiles % bitsback.CALL_TILES
     return max(tiles, 0)
 
 
@@ -616,7 +615,8 @@ def read_header(blob):
     version = blob[len(MAGIC)]
     if version != VERSION:
         raise CompressionError(
-            f"unsupported file version {version}: this reader reads version {VERSION} only (version 7 coded "
+            f"unsupported file version {version}: this reader reads version {VERSION} only (version 8 ran "
+            f"every network call on 16 tiles; version 7 coded "
             f"tile by tile, its networks at batch 1; version 6 had no "
             f"checksum of the image; version 5 popped "
             f"the latents under one leaky Gaussian over the whole latent range; version 4 coded one tile size, "
@@ -679,7 +679,7 @@ def _decode_tiles(coder, words, leaves, waves, planes, progress):
                 place(tile, p, coder.pop(ans, tile.padded_hw, tile.valid_hw, bits_back)[0])
         else:
             tile = members[0][0].tile
-            decoded = coder.pop(ans, tile.padded_hw, tile.valid_hw, True, tiles=n, batched=True)
+            decoded = coder.pop(ans, tile.padded_hw, tile.valid_hw, True, tiles=n)
             for (leaf,), pixels in zip(members, decoded):
                 place(leaf.tile, leaf.plane, pixels)
         if progress is not None:

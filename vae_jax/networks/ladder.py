@@ -233,6 +233,11 @@ class TopDown(nn.Module):
             h = self._deterministic(h, step)
         return (h, *self._group_statistics(h, features, g))
 
+    def group_posterior(self, h, features, g):
+        """q(z_g | x, z_<g) as (mean, log_var) at the state ``h`` that ``to_group`` reached, given the
+        bottom-up ``features``: the posterior ``to_group`` gives with features, on its own."""
+        return self.groups[g].posterior(h, features[self.group_stages()[g]])
+
     def merge_group(self, h, prior_features, z, g):
         """The state after group g's merge of z (``h``, ``prior_features`` from ``to_group``)."""
         return self.groups[g].merge(h, prior_features, z)
