@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from vae_jax import likelihoods
+from vae_jax.likelihoods import logistic
 
 RNG = np.random.default_rng(0)
 
@@ -492,3 +493,31 @@ def test_context_refuses_what_a_wavefront_decoder_cannot_follow():
         likelihoods.Context(earlier_channel_neighbours=((0, 1),))
     with pytest.raises(ValueError, match="source < target"):
         likelihoods.Context(neighbours=((0, -1),), earlier_channel_neighbours=((1, 0),))
+
+
+def test_the_two_step_value_tables_are_the_discretized_logistic():
+    """A coder codes an 8-bit value under one logistic as its cell of 8 values, then the value in the
+    cell: P(cell) P(v | cell) is the 256-bin table, from the mean at the bins' middle to far outside
+    [-1, 1], at the smallest and largest scales the likelihoods allow."""
+    means = np.repeat(np.array([-3.0, -1.0, -0.5, 0.0, 0.37, 1.0, 4.0]), 4)
+    log_scales = np.tile([logistic.MIN_LOGISTIC_LOG_SCALE, -4.0, -1.0, logistic.MAX_LOGISTIC_LOG_SCALE], 7)
+    two_step = logistic.two_step_bins(means, log_scales)
+    direct = logistic.logistic_bins(means, log_scales)
+    np.testing.assert_allclose(two_step, direct, rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(two_step.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_a_cell_without_mass_is_coded_under_a_uniform_table():
+    """A value tens of scales from the mean: its cell's mass underflows, and the table in it must
+    still be one the entropy coder can normalize (finite, positive), not zeros."""
+    import constriction
+
+    cdf = logistic.cell_cdf(np.array([0.9]), np.array([logistic.MIN_LOGISTIC_LOG_SCALE]))
+    within = logistic.within_table(np.array([0]), cdf, np.array([0.9]), np.array([logistic.MIN_LOGISTIC_LOG_SCALE]))
+    np.testing.assert_array_equal(within, np.ones((1, 8)))
+    categorical = constriction.stream.model.Categorical(perfect=False)
+    ans = constriction.stream.stack.AnsCoder()
+    ans.encode_reverse(np.array([3], np.int32), categorical, within)
+    ans.encode_reverse(np.array([0], np.int32), categorical, logistic.cell_table(cdf))
+    assert ans.decode(categorical, logistic.cell_table(cdf))[0] == 0
+    assert ans.decode(categorical, within)[0] == 3

@@ -177,6 +177,9 @@ class _WavefrontTables:
         self.likelihood, self.width, self.rows = likelihood, out.shape[1], logistic.raster_rows(out)
         self.tile_height = tile_height
         self._front = None  # (wavefront, its moved rows, its channels' component tables)
+        self._neighbours = {}  # (first index, count) -> the pixels' neighbours and which lie in the tile
+        # tanh of every pixel's neighbour coefficients at once: the coder asks for them a wavefront at a time.
+        self._coefficients = likelihood._coding_coefficients(self.rows)
 
     def __call__(self, indices, x_all, channel):
         front = (int(indices[0]), len(indices))
@@ -185,21 +188,31 @@ class _WavefrontTables:
         _, shifted, component_bins = self._front
         return coupled_table(shifted, x_all[indices], channel, self.likelihood.num_components, component_bins)
 
+    def _neighbours_of(self, indices):
+        """(n, neighbours) raster indices of the pixels' causal neighbours (0 where outside the
+        tile) and whether each lies inside it; cached, the coder asks for the same sets again."""
+        key = (int(indices[0]), len(indices), int(indices[-1]))
+        if key not in self._neighbours:
+            offsets = np.array(self.likelihood.context.neighbours)  # (neighbours, 2): dy, dx
+            i, j = np.divmod(indices, self.width)
+            row, column = (i % self.tile_height)[:, None] + offsets[:, 0], j[:, None] + offsets[:, 1]
+            inside = (row >= 0) & (row < self.tile_height) & (column >= 0) & (column < self.width)
+            self._neighbours[key] = (np.where(inside, (i[:, None] + offsets[:, 0]) * self.width + column, 0), inside)
+        return self._neighbours[key]
+
     def neighbour_shifted(self, indices, x_all):
         """The rows of ``indices`` as coupled rows (n, 10K): each channel's component means plus
         tanh(a_nck) times its neighbours' bin centres, and plus tanh(d_npk) times the neighbours'
         centres of the earlier channel of each pair the context reads."""
         k = self.likelihood.num_components
         rows = self.rows[indices]
-        coefficients, cross_coefficients = self.likelihood._coding_coefficients(rows)
+        coefficients, cross_coefficients = (None if a is None else a[indices] for a in self._coefficients)
         pairs = self.likelihood.context.earlier_channel_neighbours
-        i, j = np.divmod(indices, self.width)
-        row_in_tile = i % self.tile_height
+        neighbour, inside = self._neighbours_of(indices)
+        all_centres = np.where(inside[..., None], logistic.centres(x_all[neighbour, :3]), 0.0)  # (n, neighbours, 3)
         means = rows[:, k : 4 * k].reshape(-1, 3, k)
-        for n, (dy, dx) in enumerate(self.likelihood.context.neighbours):
-            inside = (row_in_tile + dy >= 0) & (row_in_tile + dy < self.tile_height) & (j + dx >= 0) & (j + dx < self.width)
-            neighbour = np.where(inside, (i + dy) * self.width + (j + dx), 0)
-            centres = np.where(inside[:, None], logistic.centres(x_all[neighbour, :3]), 0.0)  # (n, 3)
+        for n in range(neighbour.shape[1]):
+            centres = all_centres[:, n]
             means = means + coefficients[:, n] * centres[:, :, None]
             for p, (source, target) in enumerate(pairs):
                 means[:, target] = means[:, target] + cross_coefficients[:, n, p] * centres[:, source, None]

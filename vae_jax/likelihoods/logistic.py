@@ -43,6 +43,18 @@ _COARSE_EDGES = EDGES[::_STRIDE]  # 32 edges: e_0, e_8, .., e_248
 _FINE_STEPS = np.arange(_STRIDE) * (2.0 / 255.0)
 
 
+def _inverse_scales(log_scales):
+    """1 / s = exp(-log s), the log-scale clipped to the likelihoods' bounds (np.minimum and
+    np.maximum, the very numbers of np.clip without its per-call cost: the coder calls this
+    thousands of times on small arrays)."""
+    return np.exp(-np.minimum(np.maximum(log_scales, MIN_LOGISTIC_LOG_SCALE), MAX_LOGISTIC_LOG_SCALE))
+
+
+def _clipped(arguments):
+    """exp's arguments clipped to [-745, 700]: no overflow, and F within 1e-300 of 0 or 1 unmoved."""
+    return np.minimum(np.maximum(arguments, -745.0), 700.0)
+
+
 def logistic_bins(means, log_scales):
     """Every value's probability under logistics discretized into the 256 bins: (...) -> (..., 256),
     P(v) = F(e_{v+1}) - F(e_v), F the logistic CDF, F(e_0) = 0, F(e_256) = 1, e_1..e_255 ``EDGES``.
@@ -51,8 +63,8 @@ def logistic_bins(means, log_scales):
     Within 1e-13 of the direct formula; what matters is that it is the same NumPy float64 for
     encoder and decoder."""
     means, log_scales = np.asarray(means, np.float64), np.asarray(log_scales, np.float64)
-    inv_scales = np.exp(-np.clip(log_scales, MIN_LOGISTIC_LOG_SCALE, MAX_LOGISTIC_LOG_SCALE))[..., None]
-    coarse = np.exp(np.clip((means[..., None] - _COARSE_EDGES) * inv_scales, -745.0, 700.0))
+    inv_scales = _inverse_scales(log_scales)[..., None]
+    coarse = np.exp(_clipped((means[..., None] - _COARSE_EDGES) * inv_scales))
     fine = np.exp(-_FINE_STEPS * inv_scales)
     cdf = (coarse[..., :, None] * fine[..., None, :]).reshape(*means.shape, VALUES)
     cdf += 1.0
@@ -64,13 +76,67 @@ def logistic_bins(means, log_scales):
     return np.maximum(bins, 0.0, out=bins)  # the products' rounding can leave -1e-278 where F is flat
 
 
+# A value v is also coded in two steps (``cell_table``, ``within_table``): its cell v // 8 among the
+# 32 cells of 8 values, then v % 8 within it. The same distribution, P(v) = P(cell) P(v | cell),
+# for 31 + 7 edges' CDF a value instead of a 256-value table's every edge and difference.
+CELL_VALUES = 8
+CELLS = VALUES // CELL_VALUES
+_CELL_EDGES = EDGES[CELL_VALUES - 1 :: CELL_VALUES]  # the 31 edges between cells: e_8, e_16, .., e_248
+_INNER_EDGES = np.arange(CELL_VALUES - 1)  # cell a's 7 inner edges are EDGES[8a + 0 .. 8a + 6]
+
+
+def cell_cdf(means, log_scales):
+    """F at the cells' bounds: (n,) -> (n, 33), F(-inf) = 0, F(e_8), F(e_16), .., F(e_248), F(inf) = 1."""
+    inv_scales = _inverse_scales(np.asarray(log_scales, np.float64))[:, None]
+    cdf = np.empty((len(inv_scales), CELLS + 1))
+    cdf[:, 0], cdf[:, -1] = 0.0, 1.0
+    arguments = (np.asarray(means, np.float64)[:, None] - _CELL_EDGES) * inv_scales
+    np.reciprocal(1.0 + np.exp(_clipped(arguments)), out=cdf[:, 1:-1])
+    return cdf
+
+
+def cell_table(cdf):
+    """P(cell a) = F(upper bound) - F(lower bound) per cell, from ``cell_cdf``: (n, 32)."""
+    return np.maximum(np.diff(cdf, axis=1), 0.0)
+
+
+def within_table(cells, cdf, means, log_scales):
+    """P(v = 8a + j | cell a), unnormalized, j = 0..7, of each row's cell a (n,): F at the cell's 7
+    inner edges between its bounds from ``cell_cdf``, differenced: (n, 8). A cell of less than
+    1e-250 mass (its value then cost 24 bits in the cell step already) is uniform: the coder's
+    normalization must not divide by a subnormal."""
+    inv_scales = _inverse_scales(np.asarray(log_scales, np.float64))[:, None]
+    cells = np.asarray(cells, np.intp)
+    rows = np.arange(len(cells))
+    bounds = np.empty((len(cells), CELL_VALUES + 1))
+    bounds[:, 0], bounds[:, -1] = cdf[rows, cells], cdf[rows, cells + 1]
+    inner = EDGES[CELL_VALUES * cells[:, None] + _INNER_EDGES]
+    arguments = (np.asarray(means, np.float64)[:, None] - inner) * inv_scales
+    np.reciprocal(1.0 + np.exp(_clipped(arguments)), out=bounds[:, 1:-1])
+    table = np.maximum(np.diff(bounds, axis=1), 0.0)
+    table[np.sum(table, axis=1) < 1e-250] = 1.0
+    return table
+
+
+def two_step_bins(means, log_scales):
+    """Every value's probability as ``cell_table`` and ``within_table`` code it, P(cell) P(v | cell):
+    (n,) -> (n, 256), the cells in order (what a test compares with ``logistic_bins``)."""
+    cdf = cell_cdf(means, log_scales)
+    cells = cell_table(cdf)
+    columns = []
+    for a in range(CELLS):
+        within = within_table(np.full(len(cdf), a), cdf, means, log_scales)
+        columns.append(cells[:, a : a + 1] * within / np.sum(within, axis=1, keepdims=True))
+    return np.concatenate(columns, axis=1)
+
+
 def logistic_mass(values, means, log_scales):
     """P(v) of 8-bit ``values`` (n,) under each of the logistics (n, K) discretized into the 256 bins:
     F(e_{v+1}) - F(e_v) as in ``logistic_bins`` (F(e_0) = 0, F(e_256) = 1), (n, K)."""
-    inv_scales = np.exp(-np.clip(log_scales, MIN_LOGISTIC_LOG_SCALE, MAX_LOGISTIC_LOG_SCALE))
+    inv_scales = _inverse_scales(log_scales)
     v = np.asarray(values, np.intp)[:, None]
     lower_edge, upper_edge = EDGES[np.maximum(v - 1, 0)], EDGES[np.minimum(v, VALUES - 2)]
-    cdf = lambda edge: 1.0 / (1.0 + np.exp(np.clip((means - edge) * inv_scales, -745.0, 700.0)))
+    cdf = lambda edge: 1.0 / (1.0 + np.exp(_clipped((means - edge) * inv_scales)))
     upper = np.where(v == VALUES - 1, 1.0, cdf(upper_edge))
     lower = np.where(v == 0, 0.0, cdf(lower_edge))
     return np.maximum(upper - lower, 0.0)
