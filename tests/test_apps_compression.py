@@ -99,8 +99,8 @@ def test_pixel_components_are_the_likelihoods_conditionals(likelihood):
         logits, channels = pixels._components(indices, x_all)
         log_weights = logits.copy()
         for c in range(3):
-            chosen = [pixels._chosen(channels[c], np.full(len(indices), j))[:2] for j in range(k)]
-            tables = np.stack([logistic.two_step_bins(*component) for component in chosen], axis=1)
+            means, log_scales = channels[c]
+            tables = np.stack([logistic.two_step_bins(means[:, j], log_scales[:, j]) for j in range(k)], axis=1)
             weights = np.exp(log_weights - log_weights.max(axis=1, keepdims=True))
             mixture = np.einsum("nk,nkv->nv", weights, tables)
             mixture /= mixture.sum(axis=1, keepdims=True)

@@ -512,12 +512,19 @@ def test_a_cell_without_mass_is_coded_under_a_uniform_table():
     still be one the entropy coder can normalize (finite, positive), not zeros."""
     import constriction
 
-    cdf = logistic.cell_cdf(np.array([0.9]), np.array([logistic.MIN_LOGISTIC_LOG_SCALE]))
-    within = logistic.within_table(np.array([0]), cdf, np.array([0.9]), np.array([logistic.MIN_LOGISTIC_LOG_SCALE]))
+    coding = logistic.cell_coding(np.array([0.9]), np.array([logistic.MIN_LOGISTIC_LOG_SCALE]))
+    within = logistic.within_table(coding, np.array([0]))
     np.testing.assert_array_equal(within, np.ones((1, 8)))
     categorical = constriction.stream.model.Categorical(perfect=False)
     ans = constriction.stream.stack.AnsCoder()
     ans.encode_reverse(np.array([3], np.int32), categorical, within)
-    ans.encode_reverse(np.array([0], np.int32), categorical, logistic.cell_table(cdf))
-    assert ans.decode(categorical, logistic.cell_table(cdf))[0] == 0
+    ans.encode_reverse(np.array([0], np.int32), categorical, logistic.cell_table(coding))
+    assert ans.decode(categorical, logistic.cell_table(coding))[0] == 0
     assert ans.decode(categorical, within)[0] == 3
+
+
+def test_the_coders_tanh_is_numpys_to_the_last_few_ulps_and_saturates():
+    values = np.concatenate([np.linspace(-20.0, 20.0, 4001), [-800.0, -1e300, 400.0, 1e300, 0.0]])
+    ours = logistic.tanh(values)
+    np.testing.assert_allclose(ours, np.tanh(values), rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(ours[-5:], [-1.0, -1.0, 1.0, 1.0, 0.0])

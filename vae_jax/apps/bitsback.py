@@ -372,24 +372,23 @@ class _PixelCoder:
 
     @staticmethod
     def _chosen(component, k):
-        """Component k's (n,) parameters of (n, K) ones, one k a row: (means, log-scales) and the
-        F at its cells' bounds (``logistic.cell_cdf``)."""
+        """Component k's logistics of (n, K) ones (means, log-scales), one k a row, as the two
+        steps code them (``logistic.cell_coding``)."""
         means, log_scales = component
         rows = np.arange(len(k))
-        means, log_scales = means[rows, k], log_scales[rows, k]
-        return means, log_scales, logistic.cell_cdf(means, log_scales)
+        return logistic.cell_coding(means[rows, k], log_scales[rows, k])
 
     def _push_value(self, ans, values, chosen):
         """Push 8-bit values under one logistic each (``_chosen``): v % 8 within its cell, then
         the cell v // 8, so that the decoder pops the cell first."""
         cells = values // logistic.CELL_VALUES
         within = values - cells * logistic.CELL_VALUES
-        ans.encode_reverse(within, self.categorical, logistic.within_table(cells, chosen[2], *chosen[:2]))
-        ans.encode_reverse(cells, self.categorical, logistic.cell_table(chosen[2]))
+        ans.encode_reverse(within, self.categorical, logistic.within_table(chosen, cells))
+        ans.encode_reverse(cells, self.categorical, logistic.cell_table(chosen))
 
     def _pop_value(self, ans, chosen):
-        cells = ans.decode(self.categorical, logistic.cell_table(chosen[2]))
-        within = ans.decode(self.categorical, logistic.within_table(cells, chosen[2], *chosen[:2]))
+        cells = ans.decode(self.categorical, logistic.cell_table(chosen))
+        within = ans.decode(self.categorical, logistic.within_table(chosen, cells))
         return cells * logistic.CELL_VALUES + within
 
     def push(self, ans, x_all):

@@ -118,7 +118,7 @@ class LocalAutoregressiveMixture(CoupledLogisticMixture):
         """NumPy: tanh of the neighbour coefficients (n, neighbour, channel, K) of rows (n, 22K), and
         of the earlier channels' ones (n, neighbour, pair, K): none here."""
         k = self.num_components
-        return np.tanh(rows[:, 10 * k : 22 * k].reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k)), None
+        return logistic.tanh(rows[:, 10 * k : 22 * k]).reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k), None
 
 
 
@@ -163,7 +163,7 @@ class CrossChannelLocalMixture(LocalAutoregressiveMixture):
         """NumPy: the local mixture's, and tanh of the cross coefficients (n, neighbour, pair, K)."""
         k = self.num_components
         own, _ = super()._coding_coefficients(rows)
-        return own, np.tanh(rows[:, 22 * k : 34 * k].reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k))
+        return own, logistic.tanh(rows[:, 22 * k : 34 * k]).reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k)
 
 
 class _WavefrontTables:

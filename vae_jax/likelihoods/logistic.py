@@ -9,6 +9,8 @@ differently: the likelihoods place the bin centres in float32, which it rounds d
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 # PixelCNN++ bounds the logistic log-scale from below: a narrower bin-width-relative scale
@@ -41,6 +43,18 @@ def centres(values):
 _STRIDE = 8
 _COARSE_EDGES = EDGES[::_STRIDE]  # 32 edges: e_0, e_8, .., e_248
 _FINE_STEPS = np.arange(_STRIDE) * (2.0 / 255.0)
+
+
+def tanh(values):
+    """tanh(a) = 1 - 2 / (exp(2a) + 1) in float64, +-1 where exp(2a) overflows or vanishes: NumPy's
+    exp is vectorized where its tanh is not (a third of the time on the coders' arrays), within
+    4e-16 of np.tanh."""
+    result = np.multiply(np.asarray(values, np.float64), 2.0)
+    with np.errstate(over="ignore"):
+        np.exp(result, out=result)
+    result += 1.0
+    np.divide(2.0, result, out=result)
+    return np.subtract(1.0, result, out=result)
 
 
 def _inverse_scales(log_scales):
@@ -85,47 +99,64 @@ _CELL_EDGES = EDGES[CELL_VALUES - 1 :: CELL_VALUES]  # the 31 edges between cell
 _INNER_EDGES = np.arange(CELL_VALUES - 1)  # cell a's 7 inner edges are EDGES[8a + 0 .. 8a + 6]
 
 
-def cell_cdf(means, log_scales):
-    """F at the cells' bounds: (n,) -> (n, 33), F(-inf) = 0, F(e_8), F(e_16), .., F(e_248), F(inf) = 1."""
+class CellCoding(NamedTuple):
+    """n logistics as the two-step coder reads them: their means and inverse scales (n, 1), and F at
+    the cells' bounds (n, 33): F(-inf) = 0, F(e_8), F(e_16), .., F(e_248), F(inf) = 1."""
+
+    means: np.ndarray
+    inv_scales: np.ndarray
+    cdf: np.ndarray
+
+
+def _cdf_at(edges, means, inv_scales, out):
+    """F(e) = 1 / (1 + exp((m - e) / s)) at ``edges`` into ``out``, exp's arguments clipped."""
+    np.reciprocal(1.0 + np.exp(_clipped((means - edges) * inv_scales)), out=out)
+
+
+def cell_coding(means, log_scales) -> CellCoding:
+    """``CellCoding`` of logistics with ``means`` and ``log_scales`` (n,)."""
+    means = np.asarray(means, np.float64)[:, None]
     inv_scales = _inverse_scales(np.asarray(log_scales, np.float64))[:, None]
-    cdf = np.empty((len(inv_scales), CELLS + 1))
+    cdf = np.empty((len(means), CELLS + 1))
     cdf[:, 0], cdf[:, -1] = 0.0, 1.0
-    arguments = (np.asarray(means, np.float64)[:, None] - _CELL_EDGES) * inv_scales
-    np.reciprocal(1.0 + np.exp(_clipped(arguments)), out=cdf[:, 1:-1])
-    return cdf
+    _cdf_at(_CELL_EDGES, means, inv_scales, cdf[:, 1:-1])
+    return CellCoding(means, inv_scales, cdf)
 
 
-def cell_table(cdf):
-    """P(cell a) = F(upper bound) - F(lower bound) per cell, from ``cell_cdf``: (n, 32)."""
-    return np.maximum(np.diff(cdf, axis=1), 0.0)
+def _differences(cdf):
+    """The masses between neighbouring CDF values, at least 0 (the products' rounding): (n, m) -> (n, m - 1)."""
+    table = np.subtract(cdf[:, 1:], cdf[:, :-1])
+    return np.maximum(table, 0.0, out=table)
 
 
-def within_table(cells, cdf, means, log_scales):
+def cell_table(coding: CellCoding):
+    """P(cell a) = F(upper bound) - F(lower bound) per cell: (n, 32)."""
+    return _differences(coding.cdf)
+
+
+def within_table(coding: CellCoding, cells):
     """P(v = 8a + j | cell a), unnormalized, j = 0..7, of each row's cell a (n,): F at the cell's 7
-    inner edges between its bounds from ``cell_cdf``, differenced: (n, 8). A cell of less than
-    1e-250 mass (its value then cost 24 bits in the cell step already) is uniform: the coder's
-    normalization must not divide by a subnormal."""
-    inv_scales = _inverse_scales(np.asarray(log_scales, np.float64))[:, None]
+    inner edges between its bounds, differenced: (n, 8). A cell of less than 1e-250 mass (its
+    value then cost 24 bits in the cell step already) is uniform: the coder's normalization must
+    not divide by a subnormal."""
     cells = np.asarray(cells, np.intp)
     rows = np.arange(len(cells))
     bounds = np.empty((len(cells), CELL_VALUES + 1))
-    bounds[:, 0], bounds[:, -1] = cdf[rows, cells], cdf[rows, cells + 1]
-    inner = EDGES[CELL_VALUES * cells[:, None] + _INNER_EDGES]
-    arguments = (np.asarray(means, np.float64)[:, None] - inner) * inv_scales
-    np.reciprocal(1.0 + np.exp(_clipped(arguments)), out=bounds[:, 1:-1])
-    table = np.maximum(np.diff(bounds, axis=1), 0.0)
-    table[np.sum(table, axis=1) < 1e-250] = 1.0
+    bounds[:, 0], bounds[:, -1] = coding.cdf[rows, cells], coding.cdf[rows, cells + 1]
+    _cdf_at(EDGES[CELL_VALUES * cells[:, None] + _INNER_EDGES], coding.means, coding.inv_scales, bounds[:, 1:-1])
+    table = _differences(bounds)
+    table[bounds[:, -1] - bounds[:, 0] < 1e-250] = 1.0
     return table
 
 
 def two_step_bins(means, log_scales):
     """Every value's probability as ``cell_table`` and ``within_table`` code it, P(cell) P(v | cell):
     (n,) -> (n, 256), the cells in order (what a test compares with ``logistic_bins``)."""
-    cdf = cell_cdf(means, log_scales)
-    cells = cell_table(cdf)
+    coding = cell_coding(means, log_scales)
+    cells = cell_table(coding)
     columns = []
     for a in range(CELLS):
-        within = within_table(np.full(len(cdf), a), cdf, means, log_scales)
+        within = within_table(coding, np.full(len(cells), a))
         columns.append(cells[:, a : a + 1] * within / np.sum(within, axis=1, keepdims=True))
     return np.concatenate(columns, axis=1)
 
