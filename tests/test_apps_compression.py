@@ -89,7 +89,8 @@ def test_pixel_components_are_the_likelihoods_conditionals(likelihood):
     image = rng.integers(0, 256, (tiles, height, width, 3))
     want = np.exp(np.asarray(likelihood.channel_log_probs(jnp.asarray(image), jnp.asarray(out, jnp.float32)), np.float64))
     want = want.reshape(-1, 3, 256)
-    pixels = bitsback._PixelCoder(likelihood, out, (height, width), chunk=64, channels=3, categorical=None)
+    coding = np.asarray(likelihood.coding_output(jnp.asarray(out)), np.float64)  # what the coder reads
+    pixels = bitsback._PixelCoder(likelihood, coding, (height, width), chunk=64, channels=3, categorical=None)
     x_all = image.reshape(-1, 3).astype(np.int32)
     seen = np.zeros((tiles * height * width, 3), int)
     for indices, channel in pixels.schedule:
@@ -121,7 +122,8 @@ def test_pixel_tables_of_independent_channels_are_the_likelihoods_conditionals(l
     out = rng.normal(scale=1.0, size=(tiles, *shape))
     image = rng.integers(0, 256, (tiles, height, width, 3))
     want = np.exp(np.asarray(likelihood.channel_log_probs(jnp.asarray(image), jnp.asarray(out, jnp.float32)), np.float64))
-    pixels = bitsback._PixelCoder(likelihood, out, (height, width), chunk=5, channels=3, categorical=None)
+    coding = np.asarray(likelihood.coding_output(jnp.asarray(out)), np.float64)
+    pixels = bitsback._PixelCoder(likelihood, coding, (height, width), chunk=5, channels=3, categorical=None)
     x_all = image.reshape(-1, 3).astype(np.int32)
     for indices, channel in pixels.schedule:
         table = pixels.table(indices, x_all, channel)

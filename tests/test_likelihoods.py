@@ -429,7 +429,7 @@ def test_coding_tables_in_coding_order_are_the_channel_conditionals(name):
     image; every sub-pixel is coded once."""
     likelihood, out, x = _contract_case(name, shape=(1, 5, 7, 3), seed=4)
     want = np.exp(np.asarray(jax.jit(likelihood.channel_log_probs)(x, out), np.float64)).reshape(35, 3, 256)
-    tables = likelihood.coding_tables(np.asarray(out[0], np.float64))
+    tables = likelihood.coding_tables(np.asarray(likelihood.coding_output(out)[0], np.float64))
     image, decoded = np.asarray(x[0]).reshape(35, 3), np.zeros((35, 3), np.int32)
     seen = np.zeros((35, 3), int)
     for indices, channel in likelihood.coding_order((5, 7), 3, 8):
@@ -522,9 +522,3 @@ def test_a_cell_without_mass_is_coded_under_a_uniform_table():
     assert ans.decode(categorical, logistic.cell_table(coding))[0] == 0
     assert ans.decode(categorical, within)[0] == 3
 
-
-def test_the_coders_tanh_is_numpys_to_the_last_few_ulps_and_saturates():
-    values = np.concatenate([np.linspace(-20.0, 20.0, 4001), [-800.0, -1e300, 400.0, 1e300, 0.0]])
-    ours = logistic.tanh(values)
-    np.testing.assert_allclose(ours, np.tanh(values), rtol=0, atol=1e-15)
-    np.testing.assert_array_equal(ours[-5:], [-1.0, -1.0, 1.0, 1.0, 0.0])

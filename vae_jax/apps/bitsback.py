@@ -74,9 +74,10 @@ Reproducible probabilities: the decoder must rebuild the encoder's probabilities
 
 - Every parameter a distribution is built from is snapped to a fixed grid first: latent means
   and standard deviations to multiples of 2**-LATENT_GRID_LOG2 of a bin, the decoder's output
-  (the likelihood's means, log-scales, mixture logits, coupling coefficients) to multiples of
-  2**-OUTPUT_GRID_LOG2. A network whose output moves by a few float32 ulps (another fusion,
-  eager execution, another batch layout) then almost always gives the very same snapped value.
+  as the tables read it (``coding_output``: the likelihood's means, log-scales, mixture logits,
+  tanh of the coupling and neighbour coefficients) to multiples of 2**-OUTPUT_GRID_LOG2. A
+  network whose output moves by a few float32 ulps (another fusion, eager execution, another
+  batch layout) then almost always gives the very same snapped value.
 - The 256-value tables are computed in numpy float64 from the snapped parameters, each pixel's
   alone (``likelihoods.logistic``: the logistic CDF at the 255 bin edges, differenced, the
   mixture components added in order), and so is the top prior's component posterior: no compiler
@@ -297,8 +298,10 @@ def _ladder_posterior(model, bin_log2, g, params, step, features):
 
 @partial(jax.jit, static_argnums=(0, 1, 2))
 def _ladder_output(model, bin_log2, g, params, step, bins):
-    """P(x | z)'s parameters, snapped, after the last group g's merge of its bins: ``(B, H, W, ...)``."""
-    return _snap(model.top_down_output(params, _merged(model, bin_log2, g, params, step, bins)), OUTPUT_GRID_LOG2)
+    """P(x | z)'s parameters as the tables read them (``coding_output``), snapped, after the last
+    group g's merge of its bins: ``(B, H, W, ...)``."""
+    out = model.top_down_output(params, _merged(model, bin_log2, g, params, step, bins))
+    return _snap(model.likelihood.coding_output(out), OUTPUT_GRID_LOG2)
 
 
 _posterior_in_bins = jax.jit(_in_bins, static_argnums=2)
@@ -306,9 +309,10 @@ _posterior_in_bins = jax.jit(_in_bins, static_argnums=2)
 
 @partial(jax.jit, static_argnums=(0, 1))
 def _decoder_output(model, bin_log2, params, bins):
-    """P(x | z)'s parameters at z = w * bins, snapped: ``(B, H, W, ...)``."""
+    """P(x | z)'s parameters at z = w * bins as the tables read them (``coding_output``), snapped:
+    ``(B, H, W, ...)``."""
     z = as_latent(b.astype(jnp.float32) * 2.0**-bin_log2 for b in bins)
-    return _snap(model.decoder_output(params, z), OUTPUT_GRID_LOG2)
+    return _snap(model.likelihood.coding_output(model.decoder_output(params, z)), OUTPUT_GRID_LOG2)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -445,7 +449,7 @@ class _PixelCoder:
 
 
 # The pixels whose components the encoder computes in one go (speed only: the file does not depend on it).
-_ENCODER_BLOCK_PIXELS = 4096
+_ENCODER_BLOCK_PIXELS = 1024
 
 
 def _blocks_of(groups, pixels):

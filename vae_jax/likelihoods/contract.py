@@ -88,10 +88,16 @@ class DiscreteLikelihood(Likelihood, Protocol):
         stacked one under the other once, each reading only what earlier steps hold
         (``Context.coding_order``)."""
 
+    def coding_output(self, out) -> jax.Array:
+        """The decoder output as ``coding_tables`` and ``coding_rows`` read it: ``out`` with what the
+        tables would otherwise squash in NumPy (the coupled mixtures' tanh of their coefficients)
+        squashed here, in JAX, inside the coder's compiled network program, where it is fused and
+        vectorized; ``out`` itself for most likelihoods."""
+
     def coding_tables(self, out, tile_height=None) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
-        """From the decoder output (h, w, ...) of a tile, or of tiles of ``tile_height`` rows
-        stacked one under the other (float64, snapped by the coder), the function ``tables(indices,
-        x_all, channel)``: (n, 256) float64 probabilities, unnormalized, of sub-pixel ``channel``
+        """From the coding output (``coding_output``, h, w, ...) of a tile, or of tiles of
+        ``tile_height`` rows stacked one under the other (float64, snapped by the coder), the
+        function ``tables(indices, x_all, channel)``: (n, 256) float64 probabilities, unnormalized, of sub-pixel ``channel``
         of the raster pixels ``indices``, x_all (h w, C) holding every value they read. Each tile
         is an image of its own: no context reaches across to the tile above. NumPy float64, each
         pixel's alone: a decoder rebuilds them bit for bit."""
@@ -173,6 +179,9 @@ class LikelihoodBase:
 
     def coding_order(self, valid_hw, channels, chunk, tiles=1):
         return self.context.coding_order(valid_hw, channels, chunk, tiles)
+
+    def coding_output(self, out):
+        return out
 
     def coding_rows(self, out, tile_height=None):
         """None: no component shared by a pixel's channels for a coder to take bits back over (the

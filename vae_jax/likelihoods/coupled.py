@@ -135,6 +135,12 @@ class CoupledLogisticMixture(LikelihoodBase):
             drawn = drawn.at[..., c].set(value)
         return drawn
 
+    def coding_output(self, out):
+        """``out`` with tanh taken of every coefficient (the coupling's, and the local mixtures'
+        neighbour ones after it: every number from the 7K-th on), as the coding tables read them."""
+        k = 7 * self.num_components
+        return jnp.concatenate([out[..., :k], jnp.tanh(out[..., k:])], axis=-1)
+
     def coding_tables(self, out, tile_height=None):
         """``coupled_table`` of each pixel's own parameters (no neighbours: tiles need no telling apart)."""
         rows = logistic.raster_rows(out)
@@ -152,12 +158,13 @@ class CoupledLogisticMixture(LikelihoodBase):
 
 def coupled_channel(rows, x_rows, channel, k):
     """Channel c's K components given the pixel's earlier channels in x_rows (n, C): their means
-    (mu_ck moved by the coupling) and log-scales, each (n, K), from coupled rows (n, 10K)."""
+    (mu_ck moved by the coupling) and log-scales, each (n, K), from coupled rows (n, 10K) of the
+    coding output (``coding_output``: the coefficients alpha, beta, gamma already tanh'd)."""
     rest = rows[:, k:].reshape(-1, 3, 3, k)
     means, log_scales = rest[:, 0], rest[:, 1]
     if channel == 0:
         return means[:, 0], log_scales[:, 0]
-    coefficients, centres = np.tanh(rest[:, 2]), logistic.centres(x_rows[:, :2])[..., None]
+    coefficients, centres = rest[:, 2], logistic.centres(x_rows[:, :2])[..., None]
     if channel == 1:
         return means[:, 1] + coefficients[:, 0] * centres[:, 0], log_scales[:, 1]
     return means[:, 2] + coefficients[:, 1] * centres[:, 0] + coefficients[:, 2] * centres[:, 1], log_scales[:, 2]
@@ -165,11 +172,12 @@ def coupled_channel(rows, x_rows, channel, k):
 
 def coupled_table(rows, x_rows, channel, k, component_bins=None):
     """The channel-coupled mixture's P(x_c = v | x_<c) for rows (n, 10K) of K logits, then means,
-    log-scales, coefficients, each (R, G, B) x K; x_rows (n, C) holds the channels before c.
+    log-scales, coefficients (tanh'd: ``coding_output``), each (R, G, B) x K; x_rows (n, C) holds
+    the channels before c.
     ``component_bins``, a dict, keeps each channel's (n, K, 256) component tables for the next
     channel of the same rows, which reads them as evidence for the component."""
     logits, rest = rows[:, :k], rows[:, k:].reshape(-1, 3, 3, k)
-    means, log_scales, coefficients = rest[:, 0], rest[:, 1], np.tanh(rest[:, 2])
+    means, log_scales, coefficients = rest[:, 0], rest[:, 1], rest[:, 2]
     centres = logistic.centres(x_rows[:, :2])[..., None]  # (n, 2, 1): r, g
     coupled = [
         means[:, 0],

@@ -115,10 +115,11 @@ class LocalAutoregressiveMixture(CoupledLogisticMixture):
         return _WavefrontTables(self, out, tile_height or out.shape[0]).neighbour_shifted
 
     def _coding_coefficients(self, rows):
-        """NumPy: tanh of the neighbour coefficients (n, neighbour, channel, K) of rows (n, 22K), and
-        of the earlier channels' ones (n, neighbour, pair, K): none here."""
+        """NumPy: the neighbour coefficients a = tanh(.) (n, neighbour, channel, K) of rows (n, 22K) of
+        the coding output (``coding_output`` took the tanh), and the earlier channels' ones (n,
+        neighbour, pair, K): none here."""
         k = self.num_components
-        return logistic.tanh(rows[:, 10 * k : 22 * k]).reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k), None
+        return rows[:, 10 * k : 22 * k].reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k), None
 
 
 
@@ -160,10 +161,10 @@ class CrossChannelLocalMixture(LocalAutoregressiveMixture):
 
 
     def _coding_coefficients(self, rows):
-        """NumPy: the local mixture's, and tanh of the cross coefficients (n, neighbour, pair, K)."""
+        """NumPy: the local mixture's, and the cross coefficients d = tanh(.) (n, neighbour, pair, K)."""
         k = self.num_components
         own, _ = super()._coding_coefficients(rows)
-        return own, logistic.tanh(rows[:, 22 * k : 34 * k]).reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k)
+        return own, rows[:, 22 * k : 34 * k].reshape(-1, len(CAUSAL_NEIGHBOURS), 3, k)
 
 
 class _WavefrontTables:
@@ -178,8 +179,9 @@ class _WavefrontTables:
         self.tile_height = tile_height
         self._front = None  # (wavefront, its moved rows, its channels' component tables)
         self._neighbours = {}  # (first index, count) -> the pixels' neighbours and which lie in the tile
-        # tanh of every pixel's neighbour coefficients at once: the coder asks for them a wavefront at a time.
+        # The coefficients and the coupled rows apart, so that a wavefront gathers only what it returns.
         self._coefficients = likelihood._coding_coefficients(self.rows)
+        self._coupled = np.ascontiguousarray(self.rows[:, : 10 * likelihood.num_components])
 
     def __call__(self, indices, x_all, channel):
         front = (int(indices[0]), len(indices))
@@ -205,7 +207,7 @@ class _WavefrontTables:
         tanh(a_nck) times its neighbours' bin centres, and plus tanh(d_npk) times the neighbours'
         centres of the earlier channel of each pair the context reads."""
         k = self.likelihood.num_components
-        rows = self.rows[indices]
+        rows = self._coupled[indices]
         coefficients, cross_coefficients = (None if a is None else a[indices] for a in self._coefficients)
         pairs = self.likelihood.context.earlier_channel_neighbours
         neighbour, inside = self._neighbours_of(indices)
@@ -216,4 +218,5 @@ class _WavefrontTables:
             means = means + coefficients[:, n] * centres[:, :, None]
             for p, (source, target) in enumerate(pairs):
                 means[:, target] = means[:, target] + cross_coefficients[:, n, p] * centres[:, source, None]
-        return np.concatenate([rows[:, :k], means.reshape(-1, 3 * k), rows[:, 4 * k : 10 * k]], axis=1)
+        rows[:, k : 4 * k] = means.reshape(-1, 3 * k)
+        return rows
