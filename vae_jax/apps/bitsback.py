@@ -253,7 +253,9 @@ def network_calls(tiles):
 def _job_calls(counts):
     """``network_calls`` of each job of ``counts`` tiles, the jobs' tiles stacked in order."""
     starts = np.cumsum([0, *counts[:-1]])
-    return [(int(start) + first, n, size) for start, count in zip(starts, counts) for first, n, size in network_calls(count)]
+    return [
+        (int(start) + first, n, size) for start, count in zip(starts, counts) for first, n, size in network_calls(count)
+    ]
 
 
 def _filled(batch, size):
@@ -284,7 +286,10 @@ def _ladder_prior(model, bin_log2, g, tile_hw, batch, params, step, bins):
     and snapped, from group g - 1's ``step`` merged with its ``bins`` (for g = 0 from the start, for
     ``batch`` tiles of ``tile_hw``): one program a group, with no x in it, that encoder and
     decoder run on the same inputs."""
-    state = model.top_down_start(params, batch, tile_hw) if g == 0 else _merged(model, bin_log2, g - 1, params, step, bins)
+    if g == 0:
+        state = model.top_down_start(params, batch, tile_hw)
+    else:
+        state = _merged(model, bin_log2, g - 1, params, step, bins)
     step, prior, _ = model.top_down_to_group(params, state, None, g)
     return step, None if prior is None else _in_bins(*prior, bin_log2)
 

@@ -71,9 +71,11 @@ and at least two quadrants hold pixels; a node whose pixels lie in one quadrant 
 quadrant) has a bit, 1 = split; a leaf that cannot be split has a bit, 1 =
 bits back (a leaf that could have been split always has bits back). A model tied to its training
 size (tiles of its ``data_shape``, never split) has exactly one bit per tile. Version 9; earlier
-versions (v8: every network call on 16 tiles; v7: tile by tile, the networks at batch 1; v6: no checksum of the image; v5: the posterior's bins in one leaky Gaussian over the
-whole range, see ``bitsback``; v4: one tile size, the first tile without bits back; v1-3: 32x32
-tiles, pseudo-random initial bits) are refused by name. A file this module did not write for
+versions (v8: every network call on 16 tiles, each pixel value under a 256-value table, the
+coefficients' tanh in NumPy; v7: tile by tile, the networks at batch 1; v6: no checksum of the
+image; v5: the posterior's bins in one leaky Gaussian over the whole range, see ``bitsback``;
+v4: one tile size, the first tile without bits back; v1-3: 32x32 tiles, pseudo-random initial
+bits) are refused by name. A file this module did not write for
 the model raises ``CompressionError`` (but for the checksum's 2**-64), never returns another image.
 """
 
@@ -96,7 +98,8 @@ from vae_jax import checkpoints, codecs
 from vae_jax.apps import bitsback
 
 MAGIC = b"VAEBBANS"
-# 9: a wave's last tiles in a network call of a power of two, waves of any size;
+# 9: a wave's last tiles in a network call of a power of two, waves of any size, pixel values in two
+# steps (cell of 8, value in it), the coefficients' tanh in the networks' program;
 # 8: tiles in waves, networks in calls of bitsback.CALL_TILES; 7: a checksum of the image; 6: posterior pops in a window of cells around the mean (no far tail pops);
 # 5: quadtree tiles from one unit up; 4: every latent group, large tiles, no initial bits; 3: any channel
 # count; 2: padding not coded
@@ -616,7 +619,7 @@ def read_header(blob):
     if version != VERSION:
         raise CompressionError(
             f"unsupported file version {version}: this reader reads version {VERSION} only (version 8 ran "
-            f"every network call on 16 tiles; version 7 coded "
+            f"every network call on 16 tiles and coded pixel values under 256-value tables; version 7 coded "
             f"tile by tile, its networks at batch 1; version 6 had no "
             f"checksum of the image; version 5 popped "
             f"the latents under one leaky Gaussian over the whole latent range; version 4 coded one tile size, "

@@ -97,10 +97,11 @@ class DiscreteLikelihood(Likelihood, Protocol):
     def coding_tables(self, out, tile_height=None) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
         """From the coding output (``coding_output``, h, w, ...) of a tile, or of tiles of
         ``tile_height`` rows stacked one under the other (float64, snapped by the coder), the
-        function ``tables(indices, x_all, channel)``: (n, 256) float64 probabilities, unnormalized, of sub-pixel ``channel``
-        of the raster pixels ``indices``, x_all (h w, C) holding every value they read. Each tile
-        is an image of its own: no context reaches across to the tile above. NumPy float64, each
-        pixel's alone: a decoder rebuilds them bit for bit."""
+        function ``tables(indices, x_all, channel)``: (n, 256) float64 probabilities,
+        unnormalized, of sub-pixel ``channel`` of the raster pixels ``indices``, x_all (h w, C)
+        holding every value they read. Each tile is an image of its own: no context reaches
+        across to the tile above. NumPy float64, each pixel's alone: a decoder rebuilds them bit
+        for bit."""
 
     def coding_rows(self, out, tile_height=None) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
         """For a mixture whose channels share each pixel's component (the coupled ones), the
