@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import errno
+import itertools
 import json
 import math
 import re
@@ -513,16 +514,19 @@ def _megapixel_progress(enabled, images_and_tiles, what):
     from tqdm import tqdm
 
     shares = [(pixels / 1e6 / blocks, blocks) for pixels, blocks in images_and_tiles]
-    total = sum(share * blocks for share, blocks in shares)
-    bar = tqdm(total=round(total, 6), unit="MP", desc=what, dynamic_ncols=True, file=sys.stderr,
+    total = round(sum(share * blocks for share, blocks in shares), 6)
+    bar = tqdm(total=total, unit="MP", desc=what, dynamic_ncols=True, file=sys.stderr,
                bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} MP [{elapsed}<{remaining}, {rate_noinv_fmt}]")  # fmt: skip
-    queue = [share for share, blocks in shares for _ in range(blocks)]
+    # The bar is set to the blocks' running sum, held to the total (the last update reaches it
+    # exactly): a sum of thousands of float shares may end a hair past the rounded total.
+    done = list(itertools.accumulate(share for share, blocks in shares for _ in range(blocks)))
     position = 0
 
     def progress(blocks):
         nonlocal position
-        bar.update(sum(queue[position : position + blocks]))
-        position += blocks
+        position = min(position + blocks, len(done))
+        target = total if position == len(done) else min(done[position - 1], total)
+        bar.update(target - bar.n)
 
     return bar, progress
 
