@@ -580,6 +580,7 @@ def test_a_damaged_image_is_named_by_every_command_that_reads_one(mlp_run, photo
 def test_the_megapixel_bar_ends_at_its_total_and_never_past_it(capsys):
     """Thousands of blocks' float shares add up to a hair past the rounded total (tqdm then warns
     and clamps): the bar follows their running sum held to the total, and ends on it exactly."""
+    import itertools
     import warnings
 
     images = [(4000 * 3000, 11907), (451 * 300, 168), (7 * 13, 3)]
@@ -590,6 +591,6 @@ def test_the_megapixel_bar_ends_at_its_total_and_never_past_it(capsys):
         for blocks in [1] * 5000 + [7] * 1000 + [2] * 1000 + [10**6]:
             progress(blocks)
             seen.append(bar.n)
-    assert all(b >= a for a, b in zip(seen, seen[1:])) and max(seen) <= bar.total
+    assert all(b >= a for a, b in itertools.pairwise(seen)) and max(seen) <= bar.total
     assert bar.n == bar.total == round(sum(pixels for pixels, _ in images) / 1e6, 6)
     bar.close()
