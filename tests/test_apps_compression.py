@@ -871,3 +871,31 @@ def test_cli_compresses_several_images_into_a_folder(ladder_local, monkeypatch, 
     assert "-o DIR" in capsys.readouterr().err
     assert cli.main(["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.vae"), "--no-verify", "--no-progress"]) == 0
     assert "not verified" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("padded_hw", [(8, 8), (16, 8), (24, 40), (64, 32), (96, 32)])
+def test_group_shapes_scaled_from_the_training_size_are_the_traced_ones(ladder, padded_hw):
+    """The coder scales the training size's latent shapes to a tile instead of tracing the
+    posterior for every tile shape: the same shapes as the trace's, for the test ladder and for
+    one shaped like the shipped model (three stages, 2x2 patches, tiles in units of 8)."""
+    shipped_like = vae_jax.hierarchical_vae(
+        (32, 32, 3), widths=(8, 8, 8), blocks_per_stage=1, latent_channels=2, groups_per_stage=(1, 2, 2), patch_size=2,
+        likelihood=vae_jax.CoupledLogisticMixture(2),
+    )  # fmt: skip
+    for model in (ladder[0], shipped_like):
+        unit = bitsback.tile_unit(model)
+        hw = (max(unit[0], padded_hw[0] // unit[0] * unit[0]), max(unit[1], padded_hw[1] // unit[1] * unit[1]))
+        assert bitsback._group_shapes(model, hw) == bitsback._traced_group_shapes(model, hw)
+
+
+def test_a_waves_network_calls_follow_from_its_size_alone():
+    """Calls of 16, the rest in the smallest of 1, 4 or 16 that holds it: what encoder and decoder
+    both derive from the wave's tile count (the file records it, not the calls)."""
+    assert bitsback.network_calls(1) == [(0, 1, 1)]
+    assert bitsback.network_calls(3) == [(0, 3, 4)]
+    assert bitsback.network_calls(5) == [(0, 5, 16)]
+    assert bitsback.network_calls(16) == [(0, 16, 16)]
+    assert bitsback.network_calls(33) == [(0, 16, 16), (16, 16, 16), (32, 1, 1)]
+    assert bitsback._job_calls([3, 17]) == [(0, 3, 4), (3, 16, 16), (19, 1, 1)]
+    with pytest.raises(ValueError, match="positive int"):
+        bitsback.network_calls(0)

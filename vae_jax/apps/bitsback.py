@@ -85,7 +85,7 @@ Reproducible probabilities: the decoder must rebuild the encoder's probabilities
   (Computing them with XLA, even in float64, differed between a jitted and an eager run: the
   likelihoods place the bin centres in float32, which XLA rounds differently fused.)
 - The networks run in calls whose sizes follow from a wave's tile count alone (``network_calls``:
-  ``CALL_TILES``, the rest in one call of the next power of two), encoder and decoder alike: XLA's
+  ``CALL_TILES``, the rest in one call of 1, 4 or 16 tiles), encoder and decoder alike: XLA's
   CPU kernels round float32 differently at other batch sizes.
 - Group g's prior comes from one compiled step (``_ladder_prior``: group g - 1's merge of its
   bins, ``top_down_merge``, then ``top_down_to_group`` without x), its posterior from another
@@ -192,13 +192,27 @@ def fully_convolutional(model) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _group_shapes(model, padded_hw):
-    """The latent groups' shapes for a padded tile: the model's alone, not its params' values, so
-    cached across coders (tracing the posterior takes a tenth of a second per tile shape)."""
+def _traced_group_shapes(model, padded_hw):
+    """The latent groups' shapes (1, h_g, w_g, c_g) for a padded tile, by tracing the posterior (a
+    third of a second a shape for the shipped ladder)."""
     params = _abstract_params(model)
     x = jax.ShapeDtypeStruct((1, *padded_hw, model.data_shape[-1]), jnp.int32)
     mean, _ = jax.eval_shape(model.posterior, params, x)
     return tuple(g.shape for g in latent_groups(mean))
+
+
+@functools.lru_cache(maxsize=256)
+def _group_shapes(model, padded_hw):
+    """The latent groups' shapes for a padded tile: the model's alone, not its params' values, so
+    cached across coders. A fully convolutional model's groups scale with the tile: group g of
+    (h_g, w_g) at the training size (H, W) is (h_g h / H, w_g w / W) on a tile of (h, w), exactly,
+    the sides being multiples of ``tile_unit``; so one trace a model, not one a tile shape (a
+    fresh ``decompress`` of a photograph with nine tile shapes spent 2.7 s tracing them)."""
+    if not fully_convolutional(model) or tuple(padded_hw) == tuple(model.data_shape[:2]):
+        return _traced_group_shapes(model, tuple(padded_hw))
+    (height, width), (h, w) = model.data_shape[:2], padded_hw
+    trained = _traced_group_shapes(model, (height, width))
+    return tuple((batch, h_g * h // height, w_g * w // width, *rest) for batch, h_g, w_g, *rest in trained)
 
 
 def tile_unit(model):
@@ -226,27 +240,31 @@ def _in_bins(mean, log_var, bin_log2):
     )
 
 
-# A wave runs the networks in calls of CALL_TILES tiles and its last few tiles in one call of the
-# next power of two (filled up with copies), encoder and decoder alike: XLA's CPU kernels give other
-# float32 roundings at other batch sizes (batches of 1 and 2, and 8 on small tiles, differ from 16
-# and up), and the decoder must rebuild the encoder's numbers bit for bit, so a call's size follows
-# from the wave's tile count alone, which the file records. A tile's numbers do not depend on where
-# in a call it sits or on the call's other tiles; calls never mix two images' tiles, so that waves of
-# several images decode image by image. Powers of two, not CALL_TILES for every call: the chain
-# start's waves of 1, 2, 3 .. 11 tiles would otherwise cost a full call each.
+# A wave runs the networks in calls of CALL_TILES tiles and its last few tiles in one call of
+# REST_CALL_TILES (the smallest that holds them, filled up with copies), encoder and decoder alike:
+# XLA's CPU kernels give other float32 roundings at other batch sizes (batches of 1 and 2, and 8 on
+# small tiles, differ from 16 and up), and the decoder must rebuild the encoder's numbers bit for
+# bit, so a call's size follows from the wave's tile count alone, which the file records. A tile's
+# numbers do not depend on where in a call it sits or on the call's other tiles; calls never mix
+# two images' tiles, so that waves of several images decode image by image. Calls of 1 and 4 too,
+# not CALL_TILES for every call: the chain start's waves of 1, 2, 3 .. 11 tiles would otherwise
+# cost a full call each. Not every power of two: each size is a set of programs a fresh process
+# traces (on chelsea, sizes 1, 2, 4, 8, 16 took a `decompress` 10.4 s, sizes 1, 4, 16 9.5 s, at
+# the same speed once traced).
 CALL_TILES = 16
+REST_CALL_TILES = (1, 4, CALL_TILES)
 
 
 def network_calls(tiles):
     """How a wave of ``tiles`` tiles of one image runs the networks: (first tile, tiles, call size)
-    per call, calls of ``CALL_TILES`` and the rest in one call of the next power of two."""
+    per call, calls of ``CALL_TILES`` and the rest in one call of ``REST_CALL_TILES``."""
     if not (isinstance(tiles, (int, np.integer)) and tiles >= 1):
         raise ValueError(f"tiles: expected a positive int, got {tiles!r}")
     whole = tiles - tiles % CALL_TILES
     calls = [(start, CALL_TILES, CALL_TILES) for start in range(0, whole, CALL_TILES)]
     if whole < tiles:
         rest = tiles - whole
-        calls.append((whole, rest, 1 << (rest - 1).bit_length()))
+        calls.append((whole, rest, next(size for size in REST_CALL_TILES if size >= rest)))
     return calls
 
 

@@ -98,7 +98,7 @@ from vae_jax import checkpoints, codecs
 from vae_jax.apps import bitsback
 
 MAGIC = b"VAEBBANS"
-# 9: a wave's last tiles in a network call of a power of two, waves of any size, pixel values in two
+# 9: a wave's last tiles in a network call of 1, 4 or 16 tiles, waves of any size, pixel values in two
 # steps (cell of 8, value in it), the coefficients' tanh in the networks' program;
 # 8: tiles in waves, networks in calls of bitsback.CALL_TILES; 7: a checksum of the image; 6: posterior pops in a window of cells around the mean (no far tail pops);
 # 5: quadtree tiles from one unit up; 4: every latent group, large tiles, no initial bits; 3: any channel
