@@ -320,3 +320,19 @@ def test_the_top_down_steps_are_the_whole_pass_one_group_at_a_time(params, x):
             np.testing.assert_array_equal(prior_alone[0], prior[0])
             np.testing.assert_array_equal(prior_alone[1], prior[1])
     np.testing.assert_array_equal(out_without, out)
+
+
+def test_the_posterior_step_alone_is_the_posterior_of_the_step_with_data(params, x):
+    """A decoder walks on the priors (``top_down_to_group`` without data) and asks for each group's
+    posterior later, once it has x (``top_down_posterior``): exactly what the step with data gives."""
+    means, _ = MODEL.posterior(params, x)
+    features = MODEL.bottom_up_features(params, x)
+    state = MODEL.top_down_start(params, x.shape[0], x.shape[1:3])
+    for g in range(MODEL.num_groups):
+        _, _, posterior = MODEL.top_down_to_group(params, state, features, g)
+        step, _, none = MODEL.top_down_to_group(params, state, None, g)
+        alone = MODEL.top_down_posterior(params, step, features, g)
+        assert none is None
+        np.testing.assert_array_equal(alone[0], posterior[0])
+        np.testing.assert_array_equal(alone[1], posterior[1])
+        state = MODEL.top_down_merge(params, step, means[g], g)

@@ -178,7 +178,7 @@ class _WavefrontTables:
         self.likelihood, self.width, self.rows = likelihood, out.shape[1], logistic.raster_rows(out)
         self.tile_height = tile_height
         self._front = None  # (wavefront, its moved rows, its channels' component tables)
-        self._neighbours = {}  # (first index, count) -> the pixels' neighbours and which lie in the tile
+        self._neighbours = {}  # (first, count, last index) -> the pixels' neighbours and which lie in the tile
         # The coefficients and the coupled rows apart, so that a wavefront gathers only what it returns.
         self._coefficients = likelihood._coding_coefficients(self.rows)
         self._coupled = np.ascontiguousarray(self.rows[:, : 10 * likelihood.num_components])

@@ -112,7 +112,7 @@ def cell_coding(means, log_scales) -> CellCoding:
 
 
 def _differences(cdf):
-    """The masses between neighbouring CDF values, at least 0 (the products' rounding): (n, m) -> (n, m - 1)."""
+    """The masses between neighbouring CDF values, at least 0 (F's rounding): (n, m) -> (n, m - 1)."""
     table = np.subtract(cdf[:, 1:], cdf[:, :-1])
     return np.maximum(table, 0.0, out=table)
 
