@@ -355,7 +355,8 @@ class _PixelCoder:
 
     A mixture whose channels share each pixel's component (``coding_rows`` not None: the coupled
     ones) is coded with bits back over the component, as the top prior's mixture is: the decoder
-    pops k under pi, each channel under component k alone (``coupled.coupled_channel``), then
+    pops k under pi, each channel under component k alone (``coupled.coupled_channel``; a value
+    as its cell of 8, then the value in the cell: ``_pop_value``), then
     pushes k back under P(k | x) propto pi_k prod_c P_k(x_c | x_<c); the encoder mirrors it. A
     pixel costs -log2 P(x) on average as with the mixture's own table, for one component's table
     a channel instead of K, the tables' cost; the component pops read the bits the latents' pops
