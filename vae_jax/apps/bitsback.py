@@ -515,8 +515,8 @@ class TileCoder:
     likelihoods are products over the tiles): every group's pops for all the tiles, then the
     pixels wavefront by wavefront of every tile at once, then the groups' prior pushes, each a
     few array calls of ``constriction``, and the networks run on the whole wave in calls of
-    ``CALL_TILES`` (``network_calls``). A wave of one tile is the scheme for one tile. ``chunk_pixels`` only sets
-    memory and speed; files do not depend on it.
+    ``CALL_TILES`` (``network_calls``). A wave of one tile is the scheme for one tile.
+    ``chunk_pixels`` only sets memory and speed; files do not depend on it.
     """
 
     def __init__(self, model, params, bin_log2, max_abs, chunk_pixels=None):

@@ -178,7 +178,6 @@ class _WavefrontTables:
         self.likelihood, self.width, self.rows = likelihood, out.shape[1], logistic.raster_rows(out)
         self.tile_height = tile_height
         self._front = None  # (wavefront, its moved rows, its channels' component tables)
-        self._neighbours = {}  # (first, count, last index) -> the pixels' neighbours and which lie in the tile
         # The coefficients and the coupled rows apart, so that a wavefront gathers only what it returns.
         self._coefficients = likelihood._coding_coefficients(self.rows)
         self._coupled = np.ascontiguousarray(self.rows[:, : 10 * likelihood.num_components])
@@ -192,15 +191,12 @@ class _WavefrontTables:
 
     def _neighbours_of(self, indices):
         """(n, neighbours) raster indices of the pixels' causal neighbours (0 where outside the
-        tile) and whether each lies inside it; cached, the coder asks for the same sets again."""
-        key = (int(indices[0]), len(indices), int(indices[-1]))
-        if key not in self._neighbours:
-            offsets = np.array(self.likelihood.context.neighbours)  # (neighbours, 2): dy, dx
-            i, j = np.divmod(indices, self.width)
-            row, column = (i % self.tile_height)[:, None] + offsets[:, 0], j[:, None] + offsets[:, 1]
-            inside = (row >= 0) & (row < self.tile_height) & (column >= 0) & (column < self.width)
-            self._neighbours[key] = (np.where(inside, (i[:, None] + offsets[:, 0]) * self.width + column, 0), inside)
-        return self._neighbours[key]
+        tile) and whether each lies inside it."""
+        offsets = np.array(self.likelihood.context.neighbours)  # (neighbours, 2): dy, dx
+        i, j = np.divmod(indices, self.width)
+        row, column = (i % self.tile_height)[:, None] + offsets[:, 0], j[:, None] + offsets[:, 1]
+        inside = (row >= 0) & (row < self.tile_height) & (column >= 0) & (column < self.width)
+        return np.where(inside, (i[:, None] + offsets[:, 0]) * self.width + column, 0), inside
 
     def neighbour_shifted(self, indices, x_all):
         """The rows of ``indices`` as coupled rows (n, 10K): each channel's component means plus
