@@ -7,8 +7,9 @@
 Denoising: Gaussian noise of sigma (on 0..255, given to every denoiser) added to each centre
 crop with a fixed seed; PSNR, SSIM and wall time of the noisy input, Gaussian blur, total
 variation, non-local means, BM3D (when the ``bm3d`` package is installed; else skipped with a
-note) and the VAE's MAP (``restoration.denoise``) from each of ``--starts`` (default auto, noisy and
-total_variation; columns ``vae_map_START``). Inpainting: a centre hole (half the side) and
+note) and the VAE's MAP (``restoration.denoise``) from each of ``--starts`` (default auto), stopped
+by each of ``--stoppings`` (default both: SURE, columns ``vae_map_START``, and the discrepancy
+principle, ``vae_map_START_discrepancy``). Inpainting: a centre hole (half the side) and
 half the pixels missing at random; mean fill, biharmonic and the VAE (``restoration.inpaint``).
 
 Images: ``chelsea`` (scikit-image; the shipped model's held-out photo) and photographs of Debian's
@@ -24,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 DEFAULT_OUT = Path("runs") / "benchmarks" / "restoration"
@@ -58,14 +60,23 @@ def centre_crop(image, size):
     return image[top : top + size, left : left + size]
 
 
-VAE_STARTS = ("auto", "noisy", "total_variation")
+VAE_STARTS = ("auto",)
+VAE_STOPPINGS = ("sure", "discrepancy")
 
 
-def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=0, starts=VAE_STARTS, inpaint=True,
-        log=print) -> dict:  # fmt: skip
+def vae_denoiser(model, params, sigma, key, noisy, **options):
+    """``restoration.denoise``'s image, the one-argument denoiser ``timed_scores`` runs."""
+    from vae_jax.apps import restoration
+
+    return restoration.denoise(model, params, noisy, sigma, key=key, **options).image
+
+
+def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=0, starts=VAE_STARTS,
+        stoppings=VAE_STOPPINGS, inpaint=True, log=print) -> dict:  # fmt: skip
     """Every method on every crop: ``{"denoise": [rows], "inpaint": [rows]}``, a row one method on one
     image (at one sigma), with its PSNR, SSIM and seconds. The VAE denoises from each of ``starts``
-    (``restoration.denoise``'s ``start``), one method ``vae_map_{start}`` each."""
+    (``restoration.denoise``'s ``start``) with each of ``stoppings``, one method each:
+    ``vae_map_{start}`` with SURE, ``vae_map_{start}_discrepancy`` with the discrepancy principle."""
     import jax
     import jax.numpy as jnp
 
@@ -75,6 +86,8 @@ def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=
 
     for start in starts:
         checks.check_choice("--starts", start, restoration.STARTS)
+    for stopping in stoppings:
+        checks.check_choice("--stoppings", stopping, restoration.STOPPING)
     shipped = trained.load()
     model, params = shipped.model, shipped.params
     rows = {"denoise": [], "inpaint": []}
@@ -83,22 +96,26 @@ def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=
         clean = jnp.asarray(images.to_unit(centre_crop(held_out_photo(name), size)))
         shape = f"{clean.shape[1]}x{clean.shape[0]}"
         if shape not in compiled:  # one block of each first, so no row's seconds include compiling
-            # Two blocks: the denoiser takes the two grids in turn, one program each.
-            restoration.denoise(model, params, clean, 0.1, steps=steps, max_iterations=2, start="noisy",
-                                target_discrepancy=None)  # fmt: skip
+            # Two blocks: the denoiser takes the two grids in turn, one program each, for one run
+            # (the discrepancy rule) and for a run and its twin (SURE).
+            for stopping in stoppings:
+                restoration.denoise(model, params, clean, 0.1, key=jax.random.key(seed), stopping=stopping, steps=steps,
+                                    max_iterations=2, start="noisy", target_discrepancy=None)  # fmt: skip
             restoration.inpaint(model, params, clean, restoration.centre_square_mask(clean.shape[:2]), steps=steps,
                                 iterations=1)  # fmt: skip
             compiled.add(shape)
         for sigma in sigmas:
             noisy = restoration.add_gaussian_noise(clean, sigma / 255.0, jax.random.fold_in(jax.random.key(seed), index))
-            methods = restoration.denoisers(
-                model, params, sigma / 255.0, steps=steps, max_iterations=max_iterations
-            )  # fmt: skip
+            probe_key = jax.random.fold_in(jax.random.key(seed + 2), index)
+            methods = restoration.denoisers(model, params, sigma / 255.0, probe_key)
             del methods["vae_map"]
             for start in starts:
-                methods[f"vae_map_{start}"] = lambda y, s=sigma / 255.0, start=start: restoration.denoise(
-                    model, params, y, s, steps=steps, max_iterations=max_iterations, start=start
-                ).image
+                for stopping in stoppings:
+                    column = f"vae_map_{start}" + ("" if stopping == "sure" else f"_{stopping}")
+                    methods[column] = partial(
+                        vae_denoiser, model, params, sigma / 255.0, probe_key, start=start, stopping=stopping,
+                        steps=steps, max_iterations=max_iterations,
+                    )  # fmt: skip
             scores, _ = restoration.timed_scores(methods, clean, noisy)
             for method, score in scores.items():
                 rows["denoise"].append({"image": name, "size": shape, "sigma": sigma, "method": method, **score})
@@ -156,6 +173,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-iterations", type=int, default=25, help="the VAE denoiser's re-encodings at most")
     parser.add_argument("--inpaint-iterations", type=int, default=5, help="the VAE inpainter's re-encodings")
     parser.add_argument("--starts", default=",".join(VAE_STARTS), help="the VAE denoiser's starts (default %(default)s)")
+    parser.add_argument("--stoppings", default=",".join(VAE_STOPPINGS),
+                        help="the VAE denoiser's stopping rules (default %(default)s)")
     parser.add_argument("--no-inpaint", action="store_true", help="denoising only")
     parser.add_argument("--out", type=Path, default=None, help=f"folder (default {DEFAULT_OUT})")
     parser.add_argument("--record", action="store_true", help=f"write the JSON to {RECORDED}/restoration.json (the page there quotes the table)")
@@ -170,7 +189,7 @@ def main(argv=None) -> int:
     rows = run(
         args.images.split(","), args.size, [float(s) for s in args.sigmas.split(",")], steps=args.steps,
         max_iterations=args.max_iterations, inpaint_iterations=args.inpaint_iterations,
-        starts=tuple(args.starts.split(",")), inpaint=not args.no_inpaint,
+        starts=tuple(args.starts.split(",")), stoppings=tuple(args.stoppings.split(",")), inpaint=not args.no_inpaint,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
     results = {

@@ -16,6 +16,8 @@ from vae_jax import images
 from vae_jax.apps import classical_restoration as classical
 from vae_jax.apps import restoration, tiling
 
+KEY = jax.random.key(0)
+
 
 def _photo(height, width, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -137,7 +139,8 @@ def test_map_of_a_linear_gaussian_model_is_its_closed_form_posterior(dim_z):
     sigma = 0.1
     y = jnp.asarray(np.random.default_rng(1).uniform(0.3, 0.7, model.data_shape), jnp.float32)
     result = restoration.denoise(
-        model, params, y, sigma, num_grids=1, steps=25, max_iterations=60, learning_rate=0.5, target_discrepancy=None
+        model, params, y, sigma, num_grids=1, steps=25, max_iterations=60, learning_rate=0.5, stopping="discrepancy",
+        target_discrepancy=None,
     )
     expected = _closed_form_posterior(model, params, y, sigma)
     np.testing.assert_allclose(np.asarray(result.image), expected, atol=2e-3)
@@ -156,7 +159,7 @@ def test_overlapping_grids_leave_no_seams(cycle_grids):
     sigma, y = 0.1, jnp.full((10, 13, 1), 0.6)
     result = restoration.denoise(
         model, params, y, sigma, num_grids=2, cycle_grids=cycle_grids, steps=25, max_iterations=40,
-        learning_rate=0.5, target_discrepancy=None,
+        learning_rate=0.5, stopping="discrepancy", target_discrepancy=None,
     )  # fmt: skip
     expected = (0.6 / sigma**2 + 0.3 / model.obs_var) / (1 / sigma**2 + 1 / model.obs_var)
     np.testing.assert_allclose(np.asarray(result.image), expected, atol=2e-3)
@@ -176,7 +179,8 @@ def test_the_discrepancy_principle_stops_at_the_first_residual_past_the_target()
     # Far from the prior's mean b ~ 0.5: the MAP's residual is well past 1, so the run stops before it.
     y = jnp.asarray(np.where(np.random.default_rng(2).random((6, 6, 1)) < 0.5, 0.1, 0.9), jnp.float32)
     result = restoration.denoise(
-        model, params, y, 0.05, num_grids=2, steps=5, max_iterations=200, learning_rate=0.5, start="noisy"
+        model, params, y, 0.05, num_grids=2, steps=5, max_iterations=200, learning_rate=0.5, start="noisy",
+        stopping="discrepancy",
     )  # fmt: skip
     residuals = result.residuals
     assert residuals[-1] >= 1.0 and all(r < 1.0 for r in residuals[:-1])
@@ -196,7 +200,7 @@ def test_a_start_further_from_y_than_the_noise_stops_when_the_residual_falls_to_
     assert float(jnp.mean(jnp.square(y - start))) / 0.05**2 > target
     result = restoration.denoise(
         model, params, y, 0.05, num_grids=2, steps=5, max_iterations=200, learning_rate=0.5, start="gaussian_blur",
-        target_discrepancy=target,
+        stopping="discrepancy", target_discrepancy=target,
     )  # fmt: skip
     residuals = result.residuals
     assert residuals[-1] <= target and all(r > target for r in residuals[:-1])
@@ -210,7 +214,7 @@ def test_auto_keeps_the_tv_start_unless_the_discrepancy_accepts_it_at_once(targe
     (the prior had no say, so auto runs again from y); a target of 1 is never met from it."""
     model, params = _linear_gaussian(2)
     y = jnp.asarray(np.where(np.random.default_rng(2).random((6, 6, 1)) < 0.5, 0.1, 0.9), jnp.float32)
-    options = dict(steps=5, max_iterations=6, learning_rate=0.5, target_discrepancy=target)
+    options = dict(steps=5, max_iterations=6, learning_rate=0.5, stopping="discrepancy", target_discrepancy=target)
     auto = restoration.denoise(model, params, y, 0.05, start="auto", **options)
     from_tv = restoration.denoise(model, params, y, 0.05, start="total_variation", **options)
     assert (len(from_tv.residuals) == 1) == (expected_start == "noisy")
@@ -218,6 +222,70 @@ def test_auto_keeps_the_tv_start_unless_the_discrepancy_accepts_it_at_once(targe
     assert auto.start == expected.start == expected_start
     np.testing.assert_array_equal(np.asarray(auto.image), np.asarray(expected.image))
     assert auto.residuals == expected.residuals
+
+
+def test_stein_risk_of_a_linear_shrinkage_is_unbiased_and_its_divergence_exact():
+    """f(y) = a y + (1 - a) m: the difference quotient b . (f(y + eps b) - f(y)) / eps = a ||b||^2,
+    exactly (f is linear; its mean over b is div f = a N), and
+    the risk's mean over noise draws is the closed form E ||f(y) - x||^2 / N = (1 - a)^2
+    ||x - m||^2 / N + a^2 sigma^2, to within the mean's own sampling error."""
+    a, m, sigma, epsilon = 0.6, 0.4, 0.1, 0.01
+    x = jnp.asarray(np.random.default_rng(3).uniform(0.0, 1.0, (16, 16, 3)), jnp.float32)
+    shrink = lambda y: a * y + (1 - a) * m
+    draws = 400
+    risks, errors = [], []
+    for draw in range(draws):
+        noise_key, probe_key = jax.random.split(jax.random.fold_in(KEY, draw))
+        y = restoration.add_gaussian_noise(x, sigma, noise_key)
+        probe = jax.random.normal(probe_key, x.shape)
+        risk = restoration.stein_unbiased_risk(y, shrink(y), shrink(y + epsilon * probe), probe, epsilon, sigma)
+        plain = (jnp.sum(jnp.square(y - shrink(y))) - x.size * sigma**2 + 2 * sigma**2 * a * jnp.vdot(probe, probe)) / x.size
+        np.testing.assert_allclose(float(risk), float(plain), rtol=2e-3)
+        risks.append(float(risk))
+        errors.append(float(jnp.mean(jnp.square(shrink(y) - x))))
+    expected = (1 - a) ** 2 * float(jnp.mean(jnp.square(x - m))) + a**2 * sigma**2
+    standard_error = np.std(risks) / np.sqrt(draws)
+    assert abs(np.mean(risks) - expected) < 4 * standard_error
+    assert abs(np.mean(errors) - expected) < 4 * np.std(errors) / np.sqrt(draws)
+    # The risk is not the residual alone: without the divergence it would be off by 2 a sigma^2.
+    assert 2 * a * sigma**2 > 20 * standard_error
+
+
+def test_sure_stopping_answers_the_block_of_least_risk_and_the_twin_leaves_the_run_alone():
+    """The answer is the block of least estimated risk (the start is block 0), the run ends
+    SURE_PATIENCE blocks after it, and the run itself is the plain MAP's (the twin on the
+    perturbed y has its own z and its own energy)."""
+    model, params = _linear_gaussian(2)
+    # A photo-like x the prior fits loosely: the MAP path's risk falls, then rises as it over-smooths.
+    x = jnp.clip(jnp.asarray(0.5 + 0.2 * np.random.default_rng(5).normal(size=(6, 6, 1)), jnp.float32), 0, 1)
+    y = x + 0.1 * jax.random.normal(jax.random.key(7), x.shape)
+    options = dict(num_grids=2, steps=5, max_iterations=40, learning_rate=0.5, start="noisy")
+    result = restoration.denoise(model, params, y, 0.1, key=KEY, **options)
+    assert len(result.risks) == len(result.residuals) + 1
+    assert result.iterations == int(np.argmin(result.risks))
+    assert len(result.residuals) == min(result.iterations + restoration.SURE_PATIENCE, 40)
+    assert 0 < result.iterations < len(result.residuals)  # a minimum inside the run, so the check bites
+    plain = restoration.denoise(
+        model, params, y, 0.1, **{**options, "max_iterations": result.iterations}, stopping="discrepancy",
+        target_discrepancy=None,
+    )  # fmt: skip
+    np.testing.assert_allclose(np.asarray(result.image), np.asarray(plain.image), atol=1e-6)
+    np.testing.assert_allclose(result.residuals[: result.iterations], plain.residuals, rtol=1e-5)
+
+
+def test_sure_auto_takes_the_start_of_lower_risk():
+    model, params = _linear_gaussian(2)
+    y = jnp.asarray(np.where(np.random.default_rng(2).random((6, 6, 1)) < 0.5, 0.1, 0.9), jnp.float32)
+    options = dict(key=KEY, steps=5, max_iterations=6, learning_rate=0.5)
+    runs = {start: restoration.denoise(model, params, y, 0.05, start=start, **options)
+            for start in ("auto", "total_variation", "noisy")}  # fmt: skip
+    tv, noisy = runs["total_variation"], runs["noisy"]
+    if tv.iterations > 2:  # the prior had its say from TV: auto keeps it
+        expected = tv
+    else:
+        expected = min(tv, noisy, key=lambda result: min(result.risks))
+    assert runs["auto"].start == expected.start
+    np.testing.assert_array_equal(np.asarray(runs["auto"].image), np.asarray(expected.image))
 
 
 def test_an_unknown_start_is_refused():
@@ -271,18 +339,18 @@ def test_denoise_any_size_returns_an_image(fixture, request):
     for size in ((10, 19), (3, 2)):  # the second is smaller than a tile: mirrored up to one, not refused
         clean = jnp.asarray(np.random.default_rng(0).uniform(size=(*size, channels)), jnp.float32)
         noisy = restoration.add_gaussian_noise(clean, 0.2, jax.random.key(0))
-        result = restoration.denoise(model, params, noisy, 0.2, steps=3, max_iterations=3)
+        result = restoration.denoise(model, params, noisy, 0.2, key=KEY, steps=3, max_iterations=3)
         assert result.image.shape == clean.shape and bool(jnp.all((result.image >= 0) & (result.image <= 1)))
-        # One residual a block run: all 3 blocks, or fewer because the discrepancy principle stopped it there.
-        assert len(result.residuals) == 3 or (1 <= len(result.residuals) < 3 and result.residuals[-1] >= 1.0)
-        assert result.iterations in (len(result.residuals), len(result.residuals) - 1)
+        # One residual a block run (SURE may end it early) and a risk for the start and each block.
+        assert 1 <= len(result.residuals) <= 3 and len(result.risks) == len(result.residuals) + 1
+        assert result.iterations == int(np.argmin(result.risks))
 
 
 def test_denoise_of_a_hierarchy_runs():
     model = FAMILIES["hierarchical"]()
     params = perturbed(vae_jax.init(model, jax.random.key(0)), 2)
     noisy = jnp.asarray(np.random.default_rng(0).uniform(size=(9, 12, 3)), jnp.float32)
-    result = restoration.denoise(model, params, noisy, 0.1, steps=2, max_iterations=2)
+    result = restoration.denoise(model, params, noisy, 0.1, key=KEY, steps=2, max_iterations=2)
     assert result.image.shape == noisy.shape and bool(jnp.all(jnp.isfinite(result.image)))
 
 
@@ -290,7 +358,7 @@ def test_denoise_estimates_a_missing_sigma(discrete_mlp):
     model, params = discrete_mlp
     clean = jnp.asarray(_smooth_image(24, 24), jnp.float32)
     noisy = restoration.add_gaussian_noise(clean, 0.1, jax.random.key(0))
-    result = restoration.denoise(model, params, noisy, None, steps=2, max_iterations=1)
+    result = restoration.denoise(model, params, noisy, None, key=KEY, steps=2, max_iterations=1)
     assert result.sigma_estimated and result.sigma == pytest.approx(classical.estimate_noise_sigma(noisy))
 
 
@@ -308,15 +376,19 @@ def test_denoise_estimates_a_missing_sigma(discrete_mlp):
 def test_denoise_refuses_bad_settings(discrete_mlp, sigma, options, message):
     model, params = discrete_mlp
     with pytest.raises(ValueError, match=message):
-        restoration.denoise(model, params, jnp.zeros((8, 8, 3)), sigma, **options)
+        restoration.denoise(model, params, jnp.zeros((8, 8, 3)), sigma, key=KEY, **options)
 
 
 def test_wrong_images_are_refused(discrete_mlp):
     model, params = discrete_mlp
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
-        restoration.denoise(model, params, jnp.zeros((8, 8, 1)), 0.1)
+        restoration.denoise(model, params, jnp.zeros((8, 8, 1)), 0.1, key=KEY)
     with pytest.raises(ValueError, match="finite"):
-        restoration.denoise(model, params, jnp.full((8, 8, 3), jnp.nan), 0.1)
+        restoration.denoise(model, params, jnp.full((8, 8, 3), jnp.nan), 0.1, key=KEY)
+    with pytest.raises(ValueError, match="key: SURE"):
+        restoration.denoise(model, params, jnp.zeros((8, 8, 3)), 0.1)
+    with pytest.raises(ValueError, match="stopping"):
+        restoration.denoise(model, params, jnp.zeros((8, 8, 3)), 0.1, key=KEY, stopping="early")
     with pytest.raises(ValueError, match="boolean"):
         restoration.inpaint(model, params, jnp.zeros((8, 8, 3)), jnp.ones((8, 8)))
 

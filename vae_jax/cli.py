@@ -432,6 +432,8 @@ def _restore(args, tasks, name, **options) -> int:
 
 def _denoise_given_noisy(args) -> int:
     """--noisy: the image is the noisy one; no clean reference, so the VAE's MAP is the answer."""
+    import jax
+
     from vae_jax import images
     from vae_jax.apps import restoration
 
@@ -441,13 +443,13 @@ def _denoise_given_noisy(args) -> int:
     out_dir = _out_dir(args, run, "denoise")
     _check_out_dir(args, out_dir, ["denoised.png", "denoise.json"])
     noisy = images.to_unit(_input_image(args, run))
-    # auto may spend one block on the TV start before its run from the noisy image.
-    blocks = args.max_iterations + (1 if args.start == "auto" else 0)
+    # auto may first spend a pass over the two grids and SURE's patience on the TV start.
+    blocks = args.max_iterations + (2 + restoration.SURE_PATIENCE if args.start == "auto" else 0)
     bar, progress = _tile_progress(not args.no_progress, blocks, "vae-jax", unit="iteration")
     try:
         result = restoration.denoise(
-            run.model, run.params, noisy, args.sigma, steps=args.steps, max_iterations=args.max_iterations,
-            start=args.start, progress=progress,
+            run.model, run.params, noisy, args.sigma, key=jax.random.key(args.seed), stopping=args.stopping,
+            steps=args.steps, max_iterations=args.max_iterations, start=args.start, progress=progress,
         )  # fmt: skip
     finally:
         if bar is not None:
@@ -455,9 +457,14 @@ def _denoise_given_noisy(args) -> int:
     how = "estimated by the wavelet MAD estimator (Donoho & Johnstone 1994)" if result.sigma_estimated else "given"
     path = images.save_png(out_dir / "denoised.png", images.to_uint8(result.image))
     report = {"sigma": result.sigma, "sigma_estimated": result.sigma_estimated, "iterations": result.iterations,
-              "residuals": list(result.residuals), "files": [str(path)]}  # fmt: skip
+              "start": result.start, "stopping": args.stopping, "residuals": list(result.residuals),
+              "risks": list(result.risks), "files": [str(path)]}  # fmt: skip
     _write_report(out_dir / "denoise.json", report)
-    print(f"noise sigma {result.sigma:.4f} ({how}); vae_map after {result.iterations} iterations")
+    print(f"noise sigma {result.sigma:.4f} ({how}); vae_map from {result.start} after {result.iterations} iterations")
+    if result.risks:
+        risk = min(result.risks)
+        estimate = f"{-10 * math.log10(risk):.2f} dB" if risk > 0 else "above any finite dB"
+        print(f"SURE's estimate of its PSNR (no clean reference needed): {estimate}")
     print(f"answer vae_map (no clean reference to score against), written to {path}")
     return 0
 
@@ -467,7 +474,7 @@ def cmd_denoise(args) -> int:
         return _denoise_given_noisy(args)
     sigma = 0.1 if args.sigma is None else args.sigma
     return _restore(args, ("denoise",), "denoise", noise_sigma=sigma, steps=args.steps,
-                    max_iterations=args.max_iterations, start=args.start)  # fmt: skip
+                    max_iterations=args.max_iterations, start=args.start, stopping=args.stopping)  # fmt: skip
 
 
 def cmd_inpaint(args) -> int:
@@ -838,12 +845,18 @@ def build_parser() -> argparse.ArgumentParser:
     denoise.add_argument("--steps", type=_count(1), default=10, help="Adam steps on x between re-encodings")
     denoise.add_argument(
         "--max-iterations", type=_count(1), default=25,
-        help="re-encodings at most (the run stops earlier by the discrepancy principle)",
+        help="re-encodings at most (the run stops earlier by its --stopping rule)",
+    )  # fmt: skip
+    denoise.add_argument(
+        "--stopping", choices=("sure", "discrepancy"), default="sure",
+        help="when the MAP run stops (default sure: the block of least estimated mean squared error, by "
+        "Stein's unbiased risk estimate on a twin run, twice the cost a block; discrepancy: the first block "
+        "whose residual reaches the noise's)",
     )  # fmt: skip
     denoise.add_argument(
         "--start", choices=("auto", "total_variation", "noisy", "gaussian_blur"), default="auto",
-        help="the image the MAP starts from (default auto: the total-variation denoiser's, or the noisy "
-        "image where TV already meets the discrepancy target)",
+        help="the image the MAP starts from (default auto: the total-variation denoiser's, or, where that "
+        "run ends within its first two blocks, the noisy image's run too: with sure, the lower risk of the two)",
     )  # fmt: skip
     inpaint = _restore_parser(
         commands, "inpaint", cmd_inpaint,
