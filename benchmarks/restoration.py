@@ -9,8 +9,10 @@ crop with a fixed seed; PSNR, SSIM and wall time of the noisy input, Gaussian bl
 variation, non-local means, BM3D (when the ``bm3d`` package is installed; else skipped with a
 note) and the VAE's MAP (``restoration.denoise``) from each of ``--starts`` (default auto), stopped
 by each of ``--stoppings`` (default both: SURE, columns ``vae_map_START``, and the discrepancy
-principle, ``vae_map_START_discrepancy``). Inpainting: a centre hole (half the side) and
-half the pixels missing at random; mean fill, biharmonic and the VAE (``restoration.inpaint``).
+principle, ``vae_map_START_discrepancy``), and that SURE run blended with non-local means (and
+BM3D) by the weights of least estimated risk (``restoration.blend``; columns ``vae_blend_*``).
+Inpainting: a centre hole (half the side) and half the pixels missing at random; mean fill,
+biharmonic and the VAE (``restoration.inpaint``).
 
 Images: ``chelsea`` (scikit-image; the shipped model's held-out photo) and photographs of Debian's
 ``mate-backgrounds`` (``/usr/share/backgrounds/mate/nature/NAME.jpg``), none of which the embedded
@@ -64,19 +66,43 @@ VAE_STARTS = ("auto",)
 VAE_STOPPINGS = ("sure", "discrepancy")
 
 
-def vae_denoiser(model, params, sigma, key, noisy, **options):
-    """``restoration.denoise``'s image, the one-argument denoiser ``timed_scores`` runs."""
+def vae_denoiser(model, params, sigma, key, noisy, *, keep=None, **options):
+    """``restoration.denoise``'s image, the one-argument denoiser ``timed_scores`` runs; the whole
+    result is left in ``keep["denoised"]`` for the blends."""
     from vae_jax.apps import restoration
 
-    return restoration.denoise(model, params, noisy, sigma, key=key, **options).image
+    result = restoration.denoise(model, params, noisy, sigma, key=key, **options)
+    if keep is not None:
+        keep["denoised"] = result
+    return result.image
+
+
+def blended(kept, key, with_denoisers, noisy):
+    """``restoration.blend_denoised``'s image of the run ``vae_denoiser`` left in ``kept``."""
+    from vae_jax.apps import restoration
+
+    return restoration.blend_denoised(kept["denoised"], noisy, key, with_denoisers).image
+
+
+def blend_specs():
+    """The blends scored, ``{column: with_denoisers}``: the MAP with non-local means (and y), and
+    with non-local means and BM3D where the package is installed."""
+    from vae_jax.apps import classical_restoration as classical
+
+    specs = {"vae_blend_nlm": ("non_local_means",)}
+    if classical.bm3d_available():
+        specs["vae_blend_nlm_bm3d"] = ("non_local_means", "bm3d")
+    return specs
 
 
 def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=0, starts=VAE_STARTS,
-        stoppings=VAE_STOPPINGS, inpaint=True, log=print) -> dict:  # fmt: skip
+        stoppings=VAE_STOPPINGS, blends=True, inpaint=True, log=print) -> dict:  # fmt: skip
     """Every method on every crop: ``{"denoise": [rows], "inpaint": [rows]}``, a row one method on one
     image (at one sigma), with its PSNR, SSIM and seconds. The VAE denoises from each of ``starts``
     (``restoration.denoise``'s ``start``) with each of ``stoppings``, one method each:
-    ``vae_map_{start}`` with SURE, ``vae_map_{start}_discrepancy`` with the discrepancy principle."""
+    ``vae_map_{start}`` with SURE, ``vae_map_{start}_discrepancy`` with the discrepancy principle;
+    with ``blends``, the SURE run from ``starts[0]`` blended as ``blend_specs`` says (its seconds
+    those of the run plus the blend's)."""
     import jax
     import jax.numpy as jnp
 
@@ -109,14 +135,22 @@ def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=
             probe_key = jax.random.fold_in(jax.random.key(seed + 2), index)
             methods = restoration.denoisers(model, params, sigma / 255.0, probe_key)
             del methods["vae_map"]
+            kept = {}
             for start in starts:
                 for stopping in stoppings:
                     column = f"vae_map_{start}" + ("" if stopping == "sure" else f"_{stopping}")
+                    first = start == starts[0] and stopping == "sure"
                     methods[column] = partial(
                         vae_denoiser, model, params, sigma / 255.0, probe_key, start=start, stopping=stopping,
-                        steps=steps, max_iterations=max_iterations,
+                        steps=steps, max_iterations=max_iterations, keep=kept if first else None,
                     )  # fmt: skip
+            blended_from = f"vae_map_{starts[0]}"
+            for column, with_denoisers in (blend_specs() if blends and "sure" in stoppings else {}).items():
+                methods[column] = partial(blended, kept, probe_key, with_denoisers)
             scores, _ = restoration.timed_scores(methods, clean, noisy)
+            for column in scores:
+                if column.startswith("vae_blend_"):  # a blend's time includes the MAP run it blends
+                    scores[column]["seconds"] += scores[blended_from]["seconds"]
             for method, score in scores.items():
                 rows["denoise"].append({"image": name, "size": shape, "sigma": sigma, "method": method, **score})
             log(f"{name} sigma {sigma}: " + ", ".join(f"{m} {s['psnr']:.2f}" for m, s in scores.items()))
@@ -175,6 +209,7 @@ def main(argv=None) -> int:
     parser.add_argument("--starts", default=",".join(VAE_STARTS), help="the VAE denoiser's starts (default %(default)s)")
     parser.add_argument("--stoppings", default=",".join(VAE_STOPPINGS),
                         help="the VAE denoiser's stopping rules (default %(default)s)")
+    parser.add_argument("--no-blends", action="store_true", help="no SURE blends of the MAP with classical denoisers")
     parser.add_argument("--no-inpaint", action="store_true", help="denoising only")
     parser.add_argument("--out", type=Path, default=None, help=f"folder (default {DEFAULT_OUT})")
     parser.add_argument("--record", action="store_true", help=f"write the JSON to {RECORDED}/restoration.json (the page there quotes the table)")
@@ -189,7 +224,8 @@ def main(argv=None) -> int:
     rows = run(
         args.images.split(","), args.size, [float(s) for s in args.sigmas.split(",")], steps=args.steps,
         max_iterations=args.max_iterations, inpaint_iterations=args.inpaint_iterations,
-        starts=tuple(args.starts.split(",")), stoppings=tuple(args.stoppings.split(",")), inpaint=not args.no_inpaint,
+        starts=tuple(args.starts.split(",")), stoppings=tuple(args.stoppings.split(",")), blends=not args.no_blends,
+        inpaint=not args.no_inpaint,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
     results = {

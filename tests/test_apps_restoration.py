@@ -14,7 +14,7 @@ from conftest import FAMILIES, perturbed
 import vae_jax
 from vae_jax import images
 from vae_jax.apps import classical_restoration as classical
-from vae_jax.apps import restoration, tiling
+from vae_jax.apps import restoration, stein, tiling
 
 KEY = jax.random.key(0)
 
@@ -238,7 +238,7 @@ def test_stein_risk_of_a_linear_shrinkage_is_unbiased_and_its_divergence_exact()
         noise_key, probe_key = jax.random.split(jax.random.fold_in(KEY, draw))
         y = restoration.add_gaussian_noise(x, sigma, noise_key)
         probe = jax.random.normal(probe_key, x.shape)
-        risk = restoration.stein_unbiased_risk(y, shrink(y), shrink(y + epsilon * probe), probe, epsilon, sigma)
+        risk = stein.risk(y, shrink(y), shrink(y + epsilon * probe), probe, epsilon, sigma)
         plain = (jnp.sum(jnp.square(y - shrink(y))) - x.size * sigma**2 + 2 * sigma**2 * a * jnp.vdot(probe, probe)) / x.size
         np.testing.assert_allclose(float(risk), float(plain), rtol=2e-3)
         risks.append(float(risk))
@@ -286,6 +286,40 @@ def test_sure_auto_takes_the_start_of_lower_risk():
         expected = min(tv, noisy, key=lambda result: min(result.risks))
     assert runs["auto"].start == expected.start
     np.testing.assert_array_equal(np.asarray(runs["auto"].image), np.asarray(expected.image))
+
+
+def test_least_risk_blend_of_the_clean_image_and_y_finds_the_clean_image():
+    """Candidates x itself (a constant f, divergence 0) and y: the risk E ||w_1 x + w_2 y - x||^2 =
+    (w_1 + w_2 - 1)^2 ||x||^2 + w_2^2 N sigma^2 is least at w = (1, 0); SURE's weights land there to
+    within its sampling error, and no other weights have a lower estimated risk."""
+    x = jnp.asarray(np.random.default_rng(4).uniform(0.0, 1.0, (64, 64, 3)), jnp.float32)
+    sigma, epsilon = 0.1, 0.01
+    noise_key, probe_key = jax.random.split(KEY)
+    y = restoration.add_gaussian_noise(x, sigma, noise_key)
+    direction = stein.probe(probe_key, x.shape)
+    blend = stein.least_risk_blend(y, [x, y], [x, y + epsilon * direction], direction, epsilon, sigma)
+    np.testing.assert_allclose(blend.weights, [1.0, 0.0], atol=0.02)
+    np.testing.assert_allclose(blend.risks[1], sigma**2, rtol=0.05)  # y's own risk is sigma^2
+    assert blend.risk <= min(blend.risks)
+    for other in ([1.02, 0.0], [0.98, 0.02], [0.9, 0.1]):
+        estimate = other[0] * x + other[1] * y
+        perturbed = other[0] * x + other[1] * (y + epsilon * direction)
+        assert float(stein.risk(y, estimate, perturbed, direction, epsilon, sigma)) >= blend.risk - 1e-7
+
+
+def test_blend_weighs_the_map_the_classical_denoisers_and_y(local_conv):
+    """The blend's risk is at most each candidate's own (each alone is one choice of weights), the
+    MAP's own risk is the one its SURE stopping chose, and unknown denoisers are refused."""
+    model, params = local_conv
+    clean = jnp.asarray(np.random.default_rng(0).uniform(0.2, 0.8, (12, 14, model.data_shape[-1])), jnp.float32)
+    noisy = restoration.add_gaussian_noise(clean, 0.1, jax.random.key(3))
+    result = restoration.blend(model, params, noisy, 0.1, key=KEY, steps=2, max_iterations=3)
+    assert set(result.weights) == set(result.risks) == {"vae_map", "non_local_means", "noisy"}
+    assert result.risk <= min(result.risks.values()) + 1e-9
+    np.testing.assert_allclose(result.risks["vae_map"], min(result.denoised.risks), rtol=1e-4)
+    assert result.image.shape == clean.shape and bool(jnp.all((result.image >= 0) & (result.image <= 1)))
+    with pytest.raises(ValueError, match="with_denoisers"):
+        restoration.blend(model, params, noisy, 0.1, key=KEY, with_denoisers=("median",))
 
 
 def test_an_unknown_start_is_refused():

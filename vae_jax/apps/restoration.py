@@ -55,7 +55,7 @@ import optax
 from vae_jax import checks, outputs
 from vae_jax import images as images_lib
 from vae_jax.apps import classical_restoration as classical
-from vae_jax.apps import tiling
+from vae_jax.apps import stein, tiling
 from vae_jax.apps.classical_restoration import broadcast_mask, mean_fill  # noqa: F401  (part of this API)
 
 PIXEL_MAX = 255.0
@@ -182,7 +182,8 @@ class Denoised(NamedTuple):
     mean((y - x)^2) / sigma^2 after each block run; ``risks``: with ``stopping="sure"``, Stein's
     estimate of the mean squared error on [0, 1] of the start (first) and of each block's x
     (empty with the discrepancy principle); ``iterations``: the blocks whose result it is (0: the
-    start itself); ``start``: the ``denoising_start`` the answer came from."""
+    start itself); ``start``: the ``denoising_start`` the answer came from; ``twin_image``: with
+    SURE, the twin run's x at the same block (the denoiser at y + eps b, for ``blend``), else None."""
 
     image: jax.Array
     sigma: float
@@ -191,6 +192,7 @@ class Denoised(NamedTuple):
     iterations: int
     start: str
     risks: tuple[float, ...] = ()
+    twin_image: jax.Array | None = None
 
 
 def _check_image(model, name, image):
@@ -220,18 +222,6 @@ SURE_EPSILON = 0.1
 SURE_PATIENCE = 2
 
 
-def stein_unbiased_risk(noisy, estimate, perturbed_estimate, probe, epsilon, sigma):
-    """Monte-Carlo SURE (Stein 1981; Ramani, Blu & Unser 2008) of a denoiser f at y, per pixel:
-
-        (||y - f(y)||^2 - N sigma^2 + 2 sigma^2 div f(y)) / N,   div f(y) ~ b . (f(y + eps b) - f(y)) / eps,
-
-    ``perturbed_estimate`` = f(y + eps b), b ~ N(0, I) the ``probe``. For y = x + sigma * e, e ~
-    N(0, I), and f weakly differentiable, its expectation over the noise (and b) is E ||f(y) - x||^2 / N."""
-    size = jnp.size(noisy)
-    divergence = jnp.vdot(probe, perturbed_estimate - estimate) / epsilon
-    return (jnp.sum(jnp.square(noisy - estimate)) - size * sigma**2 + 2 * sigma**2 * divergence) / size
-
-
 def denoising_start(noisy, sigma, start):
     """The x a MAP run starts from, in [0, 1]: clip(y), Chambolle's TV denoiser, or a Gaussian blur."""
     checks.check_choice("start", start, DENOISING_STARTS)
@@ -253,7 +243,7 @@ def denoise(model, params, noisy, sigma=None, *, key=None, stopping="sure", num_
 
     ``stopping="sure"`` (needs ``key``, which draws the probe b): a twin run on y + eps * b (eps =
     ``SURE_EPSILON * sigma``, its own re-encodings) gives Stein's unbiased estimate of each
-    block's mean squared error (``stein_unbiased_risk``); the answer is the block (or the start)
+    block's mean squared error (``stein.risk``); the answer is the block (or the start)
     of least estimated risk, and the run stops ``SURE_PATIENCE`` blocks after it. Each block costs
     two runs' networks. ``"discrepancy"``: Morozov's rule (module docstring) with
     ``target_discrepancy`` (None: never stop early; the run is the plain MAP), no twin.
@@ -279,7 +269,7 @@ def denoise(model, params, noisy, sigma=None, *, key=None, stopping="sure", num_
     checks.check_finite_positive("sigma", sigma)
     if stopping == "discrepancy" and target_discrepancy is not None:
         checks.check_finite_positive("target_discrepancy", target_discrepancy)
-    probe = jax.random.normal(key, noisy.shape) if stopping == "sure" else None
+    probe = stein.probe(key, noisy.shape) if stopping == "sure" else None
     run = partial(_map_from, model, params, noisy, sigma, estimated, probe=probe, num_grids=num_grids,
                   cycle_grids=cycle_grids, steps=steps, max_iterations=max_iterations, learning_rate=learning_rate,
                   target_discrepancy=target_discrepancy, progress=progress)  # fmt: skip
@@ -297,6 +287,69 @@ def denoise(model, params, noisy, sigma=None, *, key=None, stopping="sure", num_
     if stopping == "discrepancy":
         return from_noisy
     return min(smoothed, from_noisy, key=lambda result: min(result.risks))
+
+
+BLENDABLE = {
+    "non_local_means": classical.non_local_means,
+    "total_variation": classical.total_variation,
+    "bm3d": classical.bm3d,
+}
+
+
+class Blended(NamedTuple):
+    """``image``: the blend, (H, W, C) in [0, 1]; ``weights`` and ``risks``: each candidate's weight and
+    own estimated risk (MSE on [0, 1]), by name (``vae_map``, the classical denoisers, ``noisy``);
+    ``risk``: the blend's; ``denoised``: the MAP run it blends."""
+
+    image: jax.Array
+    weights: dict
+    risk: float
+    risks: dict
+    denoised: Denoised
+
+
+def blend(model, params, noisy, sigma=None, *, key, with_denoisers=("non_local_means",), **options) -> Blended:
+    """The VAE's MAP blended with classical denoisers and y itself by the weights of least
+    estimated risk (``stein.least_risk_blend``):
+
+        x = w_0 MAP(y) + sum_k w_k f_k(y) + w_y y,   w = argmin SURE(x),
+
+    ``MAP`` = ``denoise`` (SURE stopping, with ``key`` and ``options``), f_k the ``with_denoisers``
+    (names in ``BLENDABLE``; ``bm3d`` needs the optional package). SURE-LET (Luisier, Blu &
+    Unser 2007) builds denoisers this way; here the blend adds what the classical ones see
+    (non-local repetition) and the tile prior does not. ``blend_denoised`` is the second half.
+    """
+    for name in with_denoisers:
+        checks.check_choice("with_denoisers", name, tuple(BLENDABLE))
+    denoised = denoise(model, params, noisy, sigma, key=key, stopping="sure", **options)
+    return blend_denoised(denoised, noisy, key, with_denoisers)
+
+
+def blend_denoised(denoised: Denoised, noisy, key, with_denoisers=("non_local_means",)) -> Blended:
+    """``blend`` of a ``denoise`` result (SURE stopping, the same ``key``) of ``noisy``. Each
+    divergence is the difference quotient along denoise's probe b: the MAP's from its twin run,
+    each classical f_k's from one more run on y + eps b."""
+    if denoised.twin_image is None:
+        raise ValueError("denoised: a blend needs the twin run of SURE stopping (stopping='sure')")
+    for name in with_denoisers:
+        checks.check_choice("with_denoisers", name, tuple(BLENDABLE))
+    noisy = jnp.asarray(noisy, jnp.float32)
+    direction = stein.probe(key, noisy.shape)  # the probe ``denoise`` drew
+    epsilon = SURE_EPSILON * denoised.sigma
+    perturbed_noisy = noisy + epsilon * direction
+    candidates = {"vae_map": (denoised.image, denoised.twin_image)}
+    for name in with_denoisers:
+        run = BLENDABLE[name]
+        candidates[name] = (run(noisy, denoised.sigma), run(perturbed_noisy, denoised.sigma))
+    candidates["noisy"] = (noisy, perturbed_noisy)
+    result = stein.least_risk_blend(
+        noisy, [c[0] for c in candidates.values()], [c[1] for c in candidates.values()], direction, epsilon,
+        denoised.sigma,
+    )  # fmt: skip
+    image = jnp.clip(jnp.asarray(result.estimate, jnp.float32), 0.0, 1.0)
+    weights = {name: float(w) for name, w in zip(candidates, result.weights)}
+    risks = {name: float(r) for name, r in zip(candidates, result.risks)}
+    return Blended(image, weights, result.risk, risks, denoised)
 
 
 def block_grids(grids: tiling.OverlappingGrids, cycle: bool) -> list[tiling.OverlappingGrids]:
@@ -336,15 +389,15 @@ def _map_from(model, params, noisy, sigma, estimated, start, *, probe, num_grids
 
     def risk(x):  # on [0, 1]
         images = jnp.clip(x, 0.0, PIXEL_MAX) / PIXEL_MAX
-        return float(stein_unbiased_risk(noisy, images[0], images[1], probe, epsilon, sigma))
+        return float(stein.risk(noisy, images[0], images[1], probe, epsilon, sigma))
 
     # A smoothed start is further from y than the noise is; its residual falls to the target.
     from_above = target_discrepancy is not None and float(
         jnp.mean(jnp.square(y[0] - pixels[0])) / sigma_pixels**2) > target_discrepancy  # fmt: skip
     residuals, risks = [], [risk(pixels)] if sure else []
-    best, previous = (pixels[0], 0), pixels[0]
+    best, previous = (pixels, 0), pixels
     for block in range(max_iterations):
-        previous = pixels[0]
+        previous = pixels
         pixels, state, block_residuals = _denoising_block(
             model, params, pixels, state, y, sigma_pixels, grids=schedule[block % len(schedule)], steps=steps,
             learning_rate=learning_rate,
@@ -355,18 +408,19 @@ def _map_from(model, params, noisy, sigma, estimated, start, *, probe, num_grids
         if sure:
             risks.append(risk(pixels))
             if risks[-1] < risks[best[1]]:
-                best = (pixels[0], block + 1)
+                best = (pixels, block + 1)
             if block + 1 - best[1] >= SURE_PATIENCE:
                 break
         else:
-            best = (pixels[0], block + 1)
+            best = (pixels, block + 1)
             stop = _discrepancy_stop(residuals, target_discrepancy, from_above)
             if stop.now:
                 best = (previous, block) if stop.take_previous else best
                 break
     pixels, iterations = best
-    image = jnp.clip(pixels, 0.0, PIXEL_MAX) / PIXEL_MAX
-    return Denoised(image, float(sigma), estimated, tuple(residuals), iterations, start, tuple(risks))
+    images = jnp.clip(pixels, 0.0, PIXEL_MAX) / PIXEL_MAX
+    twin = images[1] if sure else None
+    return Denoised(images[0], float(sigma), estimated, tuple(residuals), iterations, start, tuple(risks), twin)
 
 
 FILLS = ("biharmonic", "mean")
