@@ -124,11 +124,11 @@ def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=
         if shape not in compiled:  # one block of each first, so no row's seconds include compiling
             # Two blocks: the denoiser takes the two grids in turn, one program each, for one run
             # (the discrepancy rule) and for a run and its twin (SURE).
-            for stopping in stoppings:
+            for stopping in stoppings if sigmas else ():
                 restoration.denoise(model, params, clean, 0.1, key=jax.random.key(seed), stopping=stopping, steps=steps,
                                     max_iterations=2, start="noisy", target_discrepancy=None)  # fmt: skip
             restoration.inpaint(model, params, clean, restoration.centre_square_mask(clean.shape[:2]), steps=steps,
-                                iterations=1)  # fmt: skip
+                                iterations=1, stopping="fixed")  # fmt: skip
             compiled.add(shape)
         for sigma in sigmas:
             noisy = restoration.add_gaussian_noise(clean, sigma / 255.0, jax.random.fold_in(jax.random.key(seed), index))
@@ -161,7 +161,8 @@ def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=
             "random": restoration.random_pixel_mask(clean.shape[:2], jax.random.fold_in(jax.random.key(seed + 1), index)),
         }
         for mask_name, mask in masks.items():
-            methods = restoration.inpainters(model, params, steps=steps, iterations=inpaint_iterations)
+            validation_key = jax.random.fold_in(jax.random.key(seed + 3), index)
+            methods = restoration.inpainters(model, params, validation_key, steps=steps, iterations=inpaint_iterations)
             methods.pop("masked")
             scores, _ = restoration.timed_scores(methods, clean, clean, mask)
             for method, score in scores.items():
@@ -177,7 +178,7 @@ def markdown(results) -> str:
     lines = []
     for task, key in (("denoise", "sigma"), ("inpaint", "mask")):
         rows = results["rows"][task]
-        if not rows:  # --no-inpaint
+        if not rows:  # --no-inpaint or --no-denoise
             continue
         methods = list(dict.fromkeys(row["method"] for row in rows))
         cases = list(dict.fromkeys((row["image"], row["size"], row[key]) for row in rows))
@@ -205,12 +206,13 @@ def main(argv=None) -> int:
     parser.add_argument("--sigmas", default=",".join(map(str, DEFAULT_SIGMAS)), help="noise sigmas on 0..255")
     parser.add_argument("--steps", type=int, default=10, help="the VAE's Adam steps between re-encodings")
     parser.add_argument("--max-iterations", type=int, default=25, help="the VAE denoiser's re-encodings at most")
-    parser.add_argument("--inpaint-iterations", type=int, default=5, help="the VAE inpainter's re-encodings")
+    parser.add_argument("--inpaint-iterations", type=int, default=5, help="the VAE inpainter's re-encodings at most")
     parser.add_argument("--starts", default=",".join(VAE_STARTS), help="the VAE denoiser's starts (default %(default)s)")
     parser.add_argument("--stoppings", default=",".join(VAE_STOPPINGS),
                         help="the VAE denoiser's stopping rules (default %(default)s)")
     parser.add_argument("--no-blends", action="store_true", help="no SURE blends of the MAP with classical denoisers")
     parser.add_argument("--no-inpaint", action="store_true", help="denoising only")
+    parser.add_argument("--no-denoise", action="store_true", help="inpainting only")
     parser.add_argument("--out", type=Path, default=None, help=f"folder (default {DEFAULT_OUT})")
     parser.add_argument("--record", action="store_true", help=f"write the JSON to {RECORDED}/restoration.json (the page there quotes the table)")
     args = parser.parse_args(argv)
@@ -222,7 +224,8 @@ def main(argv=None) -> int:
     print(timing.environment_line(env), file=sys.stderr)
     started = time.perf_counter()
     rows = run(
-        args.images.split(","), args.size, [float(s) for s in args.sigmas.split(",")], steps=args.steps,
+        args.images.split(","), args.size, [] if args.no_denoise else [float(s) for s in args.sigmas.split(",")],
+        steps=args.steps,
         max_iterations=args.max_iterations, inpaint_iterations=args.inpaint_iterations,
         starts=tuple(args.starts.split(",")), stoppings=tuple(args.stoppings.split(",")), blends=not args.no_blends,
         inpaint=not args.no_inpaint,

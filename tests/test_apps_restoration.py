@@ -322,6 +322,15 @@ def test_blend_weighs_the_map_the_classical_denoisers_and_y(local_conv):
         restoration.blend(model, params, noisy, 0.1, key=KEY, with_denoisers=("median",))
 
 
+def test_bm3d_of_an_image_smaller_than_its_blocks_is_mirrored_up_and_cropped_back():
+    pytest.importorskip("bm3d")
+    for channels in (1, 3):
+        noisy = np.random.default_rng(0).uniform(0.3, 0.7, (5, 7, channels)).astype(np.float32)
+        result = classical.bm3d(noisy, 0.1)
+        assert result.shape == noisy.shape and np.all(np.isfinite(result))
+        assert np.std(result) < np.std(noisy)  # it denoised
+
+
 def test_an_unknown_start_is_refused():
     with pytest.raises(ValueError, match="start"):
         restoration.denoising_start(jnp.zeros((8, 8, 3)), 0.1, "median")
@@ -424,7 +433,9 @@ def test_wrong_images_are_refused(discrete_mlp):
     with pytest.raises(ValueError, match="stopping"):
         restoration.denoise(model, params, jnp.zeros((8, 8, 3)), 0.1, key=KEY, stopping="early")
     with pytest.raises(ValueError, match="boolean"):
-        restoration.inpaint(model, params, jnp.zeros((8, 8, 3)), jnp.ones((8, 8)))
+        restoration.inpaint(model, params, jnp.zeros((8, 8, 3)), jnp.ones((8, 8)), key=KEY)
+    with pytest.raises(ValueError, match="key: validation"):
+        restoration.inpaint(model, params, jnp.zeros((8, 8, 3)), jnp.ones((8, 8), bool))
 
 
 @pytest.mark.parametrize("start", restoration.FILLS)
@@ -435,7 +446,7 @@ def test_inpainting_keeps_known_pixels_exactly(fixture, start, request):
     image_uint8 = np.random.default_rng(3).integers(0, 256, (11, 13, channels), dtype=np.uint8)
     image = jnp.asarray(images.to_unit(image_uint8))
     mask = restoration.random_pixel_mask((11, 13), jax.random.key(4), 0.6)
-    out = restoration.inpaint(model, params, image, mask, steps=3, iterations=2, start=start)
+    out = restoration.inpaint(model, params, image, mask, steps=3, iterations=2, start=start, stopping="fixed").image
     assert out.shape == image.shape and out.dtype == jnp.float32
     assert bool(jnp.all((out >= 0) & (out <= 1)))
     mask3 = np.broadcast_to(np.asarray(mask)[..., None], image.shape)
@@ -444,6 +455,31 @@ def test_inpainting_keeps_known_pixels_exactly(fixture, start, request):
     # The unknown pixels moved from the start fill: the prior did something.
     fill = classical.biharmonic_fill(image, mask) if start == "biharmonic" else classical.mean_fill(image, mask)
     assert not np.allclose(np.asarray(out)[~mask3], np.asarray(fill)[~mask3])
+
+
+def test_validation_picks_the_blocks_of_least_error_on_the_held_out_pixels(local_conv):
+    """The validation run's errors: the fill's first, then each block's, ending VALIDATION_PATIENCE
+    blocks after the least; the answer is the whole-mask run of that many blocks (fixed stopping
+    reproduces it), known pixels exact."""
+    model, params = local_conv
+    image = jnp.asarray(images.to_unit(np.random.default_rng(3).integers(0, 256, (24, 20, 3), dtype=np.uint8)))
+    mask = restoration.random_pixel_mask((24, 20), jax.random.key(4), 0.6)
+    options = dict(steps=3, iterations=6)
+    result = restoration.inpaint(model, params, image, mask, key=KEY, **options)
+    errors = result.validation_errors
+    assert result.iterations == int(np.argmin(errors))
+    assert len(errors) - 1 == min(result.iterations + restoration.VALIDATION_PATIENCE, 6)
+    fixed = restoration.inpaint(model, params, image, mask, stopping="fixed", **{**options, "iterations": max(result.iterations, 1)})
+    if result.iterations == 0:  # the fill itself
+        expected = classical.biharmonic_fill(image, mask)
+    else:
+        expected = fixed.image
+    np.testing.assert_allclose(np.asarray(result.image), np.asarray(expected), atol=1e-6)
+    # The error is measured where the pixels are known: the fill's is its error at those pixels.
+    held_out = mask & jax.random.bernoulli(KEY, restoration.VALIDATION_FRACTION, (24, 20))
+    first_fill = classical.biharmonic_fill(image, mask & ~held_out)
+    expected_error = float(jnp.mean(jnp.square(first_fill - image)[held_out]))
+    np.testing.assert_allclose(errors[0], expected_error, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- classical baselines and the report
@@ -525,7 +561,7 @@ def test_report_scores_every_method_and_names_the_best(discrete_mlp, tmp_path):
         model, params, _photo(12, 16), jax.random.key(0), out_dir=tmp_path, steps=2, max_iterations=2, iterations=2
     )
     expected = {
-        "denoise": {"noisy", "gaussian_blur", "total_variation", "non_local_means", "vae_map"}
+        "denoise": {"noisy", "gaussian_blur", "total_variation", "non_local_means", "vae_map", "vae_blend"}
         | ({"bm3d"} if classical.bm3d_available() else set()),
         "inpaint_centre": {"masked", "mean_fill", "biharmonic", "vae_map"},
         "inpaint_random": {"masked", "mean_fill", "biharmonic", "vae_map"},

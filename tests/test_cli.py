@@ -148,9 +148,15 @@ def test_denoise_a_noisy_image_smaller_than_a_tile_estimates_its_sigma(photo_run
     out = tmp_path / "out"
     args = ["denoise", small, "--noisy", "--run", photo_run, "--steps", 2, "--max-iterations", 2, "--out-dir", out]
     assert _cli(*args, "--no-progress") == 0
-    assert "estimated by the wavelet MAD estimator" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "estimated by the wavelet MAD estimator" in printed and "SURE's estimate of its PSNR" in printed
     assert np.asarray(Image.open(out / "denoised.png")).shape == (5, 7, 3)
-    assert json.loads((out / "denoise.json").read_text())["sigma_estimated"] is True
+    report = json.loads((out / "denoise.json").read_text())
+    assert report["sigma_estimated"] is True and report["answer"] == "vae_blend"
+    assert {"vae_map", "non_local_means", "noisy"} <= set(report["blend_weights"])
+    assert report["blend_risk"] <= min(report["risks"]) + 1e-9  # the MAP alone is one of the blends
+    assert _cli(*args, "--no-progress", "--no-blend", "--force") == 0
+    assert json.loads((out / "denoise.json").read_text())["answer"] == "vae_map"
 
 
 def test_compress_decompress_round_trip_and_wrong_model(photo_run, photo_file, tmp_path, capsys):

@@ -431,7 +431,8 @@ def _restore(args, tasks, name, **options) -> int:
 
 
 def _denoise_given_noisy(args) -> int:
-    """--noisy: the image is the noisy one; no clean reference, so the VAE's MAP is the answer."""
+    """--noisy: the image is the noisy one; no clean reference, so the answer is the one of least
+    estimated risk (SURE): the MAP blended with classical denoisers, or with --no-blend the MAP."""
     import jax
 
     from vae_jax import images
@@ -446,26 +447,35 @@ def _denoise_given_noisy(args) -> int:
     # auto may first spend a pass over the two grids and SURE's patience on the TV start.
     blocks = args.max_iterations + (2 + restoration.SURE_PATIENCE if args.start == "auto" else 0)
     bar, progress = _tile_progress(not args.no_progress, blocks, "vae-jax", unit="iteration")
+    key = jax.random.key(args.seed)
+    blend_with = () if args.no_blend or args.stopping != "sure" else restoration.default_blend()
     try:
         result = restoration.denoise(
-            run.model, run.params, noisy, args.sigma, key=jax.random.key(args.seed), stopping=args.stopping,
-            steps=args.steps, max_iterations=args.max_iterations, start=args.start, progress=progress,
+            run.model, run.params, noisy, args.sigma, key=key, stopping=args.stopping, steps=args.steps,
+            max_iterations=args.max_iterations, start=args.start, progress=progress,
         )  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
     how = "estimated by the wavelet MAD estimator (Donoho & Johnstone 1994)" if result.sigma_estimated else "given"
-    path = images.save_png(out_dir / "denoised.png", images.to_uint8(result.image))
+    print(f"noise sigma {result.sigma:.4f} ({how}); vae_map from {result.start} after {result.iterations} iterations")
+    answer, image, risk = "vae_map", result.image, min(result.risks, default=None)
     report = {"sigma": result.sigma, "sigma_estimated": result.sigma_estimated, "iterations": result.iterations,
               "start": result.start, "stopping": args.stopping, "residuals": list(result.residuals),
-              "risks": list(result.risks), "files": [str(path)]}  # fmt: skip
+              "risks": list(result.risks)}  # fmt: skip
+    if blend_with:
+        blended = restoration.blend_denoised(result, noisy, key, blend_with)
+        answer, image, risk = "vae_blend", blended.image, blended.risk
+        report.update(blend_weights=blended.weights, blend_risks=blended.risks, blend_risk=blended.risk)
+        weights = ", ".join(f"{name} {weight:.2f}" for name, weight in blended.weights.items())
+        print(f"vae_blend: the weights of least estimated risk, {weights}")
+    path = images.save_png(out_dir / "denoised.png", images.to_uint8(image))
+    report.update(answer=answer, files=[str(path)])
     _write_report(out_dir / "denoise.json", report)
-    print(f"noise sigma {result.sigma:.4f} ({how}); vae_map from {result.start} after {result.iterations} iterations")
-    if result.risks:
-        risk = min(result.risks)
+    if risk is not None:
         estimate = f"{-10 * math.log10(risk):.2f} dB" if risk > 0 else "above any finite dB"
-        print(f"SURE's estimate of its PSNR (no clean reference needed): {estimate}")
-    print(f"answer vae_map (no clean reference to score against), written to {path}")
+        print(f"{answer}: SURE's estimate of its PSNR (Stein's unbiased risk, no clean image needed) {estimate}")
+    print(f"answer {answer} (the least estimated risk; no clean reference to score against), written to {path}")
     return 0
 
 
@@ -840,12 +850,19 @@ def build_parser() -> argparse.ArgumentParser:
         "estimated by the wavelet MAD estimator)",
     )  # fmt: skip
     denoise.add_argument(
-        "--noisy", action="store_true", help="IMAGE is already noisy: no clean reference, the VAE's MAP is written"
+        "--noisy", action="store_true",
+        help="IMAGE is already noisy: no clean reference; the VAE's MAP blended with classical denoisers by the "
+        "weights of least estimated risk is written (--no-blend: the MAP)"
     )
     denoise.add_argument("--steps", type=_count(1), default=10, help="Adam steps on x between re-encodings")
     denoise.add_argument(
         "--max-iterations", type=_count(1), default=25,
         help="re-encodings at most (the run stops earlier by its --stopping rule)",
+    )  # fmt: skip
+    denoise.add_argument(
+        "--no-blend", action="store_true",
+        help="with --noisy: write the VAE's MAP alone, not its SURE blend with non-local means (and BM3D when "
+        "installed) and the noisy image",
     )  # fmt: skip
     denoise.add_argument(
         "--stopping", choices=("sure", "discrepancy"), default="sure",
@@ -864,7 +881,10 @@ def build_parser() -> argparse.ArgumentParser:
         "inpainting and a mean fill; the best is written",
     )  # fmt: skip
     inpaint.add_argument("--steps", type=_count(1), default=10, help="Adam steps on the unknown pixels between re-encodings")
-    inpaint.add_argument("--iterations", type=_count(1), default=10, help="re-encodings (rounds of --steps steps)")
+    inpaint.add_argument(
+        "--iterations", type=_count(1), default=10,
+        help="re-encodings at most (rounds of --steps steps; how many is chosen on known pixels held out of a first run)",
+    )  # fmt: skip
 
     compress = commands.add_parser(
         "compress",

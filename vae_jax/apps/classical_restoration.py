@@ -67,18 +67,26 @@ def bm3d_available() -> bool:
     return importlib.util.find_spec("bm3d") is not None
 
 
+# BM3D's blocks are 8 to 12 pixels a side (more at high noise): smaller images are mirrored up to this.
+BM3D_MIN_SIDE = 32
+
+
 def bm3d(noisy, sigma):
-    """BM3D of white Gaussian noise of ``sigma``: colour images in its opponent colour space."""
+    """BM3D of white Gaussian noise of ``sigma``: colour images in its opponent colour space. An
+    image under ``BM3D_MIN_SIDE`` pixels a side is mirrored up to it and cropped back."""
     if not bm3d_available():
         raise ImportError("bm3d: the optional package is not installed (pip install vae-jax[restoration-baselines])")
     import bm3d as bm3d_package
 
     noisy = np.asarray(noisy, np.float64)
-    if noisy.shape[-1] == 3:
-        result = bm3d_package.bm3d_rgb(noisy, float(sigma))
+    height, width = noisy.shape[:2]
+    padded = np.pad(noisy, ((0, max(0, BM3D_MIN_SIDE - height)), (0, max(0, BM3D_MIN_SIDE - width)), (0, 0)),
+                    mode="symmetric")  # fmt: skip
+    if padded.shape[-1] == 3:
+        result = bm3d_package.bm3d_rgb(padded, float(sigma))
     else:
-        result = np.stack([bm3d_package.bm3d(noisy[..., c], float(sigma)) for c in range(noisy.shape[-1])], -1)
-    return np.asarray(result, np.float32).reshape(noisy.shape)
+        result = np.stack([bm3d_package.bm3d(padded[..., c], float(sigma)) for c in range(padded.shape[-1])], -1)
+    return np.asarray(result, np.float32).reshape(padded.shape)[:height, :width]
 
 
 # Daubechies' (1988) 4-tap low-pass filter; its quadrature mirror g_k = (-1)^k h_{3-k} is orthonormal,

@@ -22,18 +22,24 @@ marginal: x - W m(x) - b = s^2 C^-1 (x - b) with C = W W^T + s^2 I (the tests ch
 The run starts from Chambolle's total-variation denoiser of y (``denoising_start``; or from
 clip(y), or a blur). On smooth photographs at high noise the run from clip(y) stops with the noise
 still in flat regions, as the encoder of a noisy tile codes noise; from the TV image the prior
-puts back the detail it supports. Where TV already meets the discrepancy target (textured images,
-low noise) the prior gets no say from there, and the default (``start="auto"``) starts again
-from clip(y). The run stops by the discrepancy principle (Morozov 1966): after each block the
-residual mean((y - x)^2) / sigma^2 is compared with 1, the value the true image would give; the
-first block that crosses it (from below when the start is closer to y than that, from above when
-further) ends the run (the previous block's x if the residual overshot by more than
-``DISCREPANCY_OVERSHOOT``), else the run stops after ``max_iterations`` blocks. A noise level
-that is not given is estimated from y by Donoho & Johnstone's wavelet estimator
+puts back the detail it supports. Where the TV run's answer comes within its first pass over the
+grids (textured images, low noise) the prior had little say, and the default (``start="auto"``)
+runs from clip(y) as well.
+
+Where to stop is estimated, not ruled: the MAP itself over-smooths (the error along a run falls,
+then rises), so by default (``stopping="sure"``) a twin run on y + eps b, b ~ N(0, I), with its
+own re-encodings, gives Stein's unbiased estimate of each block's mean squared error
+(``stein.risk``; Ramani, Blu & Unser 2008), and the answer is the block, and the start, of least
+estimated risk. ``blend`` then mixes that answer with classical denoisers and y by the weights
+of least estimated risk. The older rule (``stopping="discrepancy"``, Morozov 1966) stops at the
+first block whose residual mean((y - x)^2) / sigma^2 crosses 1, the value the true image would
+give (the previous block's x if it overshot by more than ``DISCREPANCY_OVERSHOOT``). A noise
+level that is not given is estimated from y by Donoho & Johnstone's wavelet estimator
 (``classical_restoration.estimate_noise_sigma``).
 
 Inpainting minimises the same prior term over the unknown pixels only, x = where(known, image,
-free), from the biharmonic fill, for a fixed number of blocks: the known pixels come back exactly.
+free), from the biharmonic fill; the number of blocks is chosen on known pixels held out of a
+first run (``inpaint``'s ``stopping="validation"``): the known pixels come back exactly.
 
 Images here are float32 in [0, 1] (noisy ones may leave it); masks are boolean, True where a
 pixel is known, ``(H, W)`` or ``(H, W, C)``. ``denoise`` and ``inpaint`` take a ``progress``
@@ -426,36 +432,103 @@ def _map_from(model, params, noisy, sigma, estimated, start, *, probe, num_grids
 FILLS = ("biharmonic", "mean")
 
 
-def inpaint(model, params, image, mask, *, num_grids=2, steps=10, iterations=10, learning_rate=2.0,
-            start="biharmonic", progress=None):  # fmt: skip
+INPAINT_STOPPING = ("validation", "fixed")
+# The share of known pixels the validation run hides; blocks without a new least error before it stops.
+VALIDATION_FRACTION = 0.05
+VALIDATION_PATIENCE = 2
+
+
+class Inpainted(NamedTuple):
+    """``image``: (H, W, C) in [0, 1], known pixels exact; ``iterations``: its blocks (0: the start
+    fill itself); ``validation_errors``: with validation stopping, the mean squared error on [0, 1]
+    at the held-out known pixels of the fill (first) and of each block (else empty)."""
+
+    image: jax.Array
+    iterations: int
+    validation_errors: tuple[float, ...] = ()
+
+
+def inpaint(model, params, image, mask, *, key=None, stopping="validation", num_grids=2, steps=10, iterations=10,
+            learning_rate=2.0, start="biharmonic", progress=None) -> Inpainted:  # fmt: skip
     """Fill the unknown pixels (``mask`` False) of an (H, W, C) [0, 1] image: argmin over them of
-    -(1/G) sum_g sum_t log p(x_t | z_t), x = where(known, image, free), by ``iterations`` blocks
-    of ``steps`` Adam steps (re-encoding before each), from the ``start`` fill (``"biharmonic"``
-    or ``"mean"``). Known pixels come back exactly."""
+    -(1/G) sum_g sum_t log p(x_t | z_t), x = where(known, image, free), by blocks of ``steps`` Adam
+    steps (re-encoding before each), from the ``start`` fill (``"biharmonic"`` or ``"mean"``).
+    Known pixels come back exactly.
+
+    ``stopping="validation"`` (needs ``key``): a first run hides ``VALIDATION_FRACTION`` of the
+    known pixels (drawn by ``key``) and scores each block by its error there; the answer is a run
+    on the whole mask for the number of blocks (0 to ``iterations``) that scored best, so the fill
+    comes back unchanged where the prior does not improve it. The held-out pixels are scattered,
+    so the score speaks for unknown pixels with known neighbours (random masks) more than for the
+    middle of a large hole. ``"fixed"``: ``iterations`` blocks, one run.
+    """
     image = _check_image(model, "image", image)
     mask = broadcast_mask(mask, image.shape)
     _check_schedule(steps, "iterations", iterations, learning_rate)
     checks.check_choice("start", start, FILLS)
+    checks.check_choice("stopping", stopping, INPAINT_STOPPING)
+    if stopping == "validation" and key is None:
+        raise ValueError("key: validation stopping draws the held-out pixels; give a jax.random key (or stopping='fixed')")
+    run = partial(_inpainting_run, model, params, image, num_grids=num_grids, steps=steps,
+                  learning_rate=learning_rate, start=start, progress=progress)  # fmt: skip
+    if stopping == "fixed":
+        return run(mask, iterations)
+    held_out = mask & jax.random.bernoulli(key, VALIDATION_FRACTION, image.shape[:2])[..., None]
+    if not bool(jnp.any(held_out)):  # too small an image to hold any pixel out
+        return run(mask, iterations)
+    validation = run(mask & ~held_out, iterations, held_out=held_out)
+    best = int(np.argmin(validation.validation_errors))
+    return run(mask, best)._replace(validation_errors=validation.validation_errors)
+
+
+def _inpainting_run(model, params, image, mask, blocks, *, num_grids, steps, learning_rate, start, progress,
+                    held_out=None) -> Inpainted:  # fmt: skip
+    """``blocks`` blocks from the fill of ``mask`` (checked arguments); with ``held_out``, each
+    block's error there, stopping ``VALIDATION_PATIENCE`` blocks after the least."""
     fill = classical.biharmonic_fill if start == "biharmonic" else classical.mean_fill
     grids = tiling.overlapping_grids(image.shape[:2], model.data_shape[:2], num_grids)
     known_pixels = PIXEL_MAX * image
     free = PIXEL_MAX * jnp.asarray(fill(image, mask), jnp.float32)
     state = optax.adam(learning_rate).init(free)
-    for _ in range(iterations):
+
+    def filled(free):
+        return jnp.where(mask, image, jnp.clip(free, 0.0, PIXEL_MAX) / PIXEL_MAX)
+
+    def held_out_error(free):
+        return float(jnp.sum(jnp.where(held_out, jnp.square(filled(free) - image), 0.0)) / jnp.sum(held_out))
+
+    errors = [held_out_error(free)] if held_out is not None else []
+    best = (free, 0)
+    for block in range(blocks):
         free, state, _ = _inpainting_block(
             model, params, free, state, known_pixels, mask, grids=grids, steps=steps, learning_rate=learning_rate
         )
         if progress is not None:
             progress(1)
-    return jnp.where(mask, image, jnp.clip(free, 0.0, PIXEL_MAX) / PIXEL_MAX)
+        if held_out is None:
+            best = (free, block + 1)
+            continue
+        errors.append(held_out_error(free))
+        if errors[-1] < errors[best[1]]:
+            best = (free, block + 1)
+        if block + 1 - best[1] >= VALIDATION_PATIENCE:
+            break
+    return Inpainted(filled(best[0]), best[1], tuple(errors))
 
 
 # ---------------------------------------------------------------- every method side by side
 
 
+def default_blend() -> tuple[str, ...]:
+    """The classical denoisers ``blend`` takes by default: non-local means, and BM3D when installed."""
+    return ("non_local_means", "bm3d") if classical.bm3d_available() else ("non_local_means",)
+
+
 def denoisers(model, params, sigma, key, *, blur_sigma=1.0, **options) -> dict:
     """The denoisers scored side by side, ``{name: noisy -> image}``: the noisy input itself, the
-    classical ones (BM3D when installed) and the VAE's MAP (``denoise`` with ``key`` and ``options``)."""
+    classical ones (BM3D when installed), the VAE's MAP (``denoise`` with ``key`` and ``options``)
+    and, with SURE stopping, ``vae_blend``: that MAP run blended with ``default_blend()`` and y
+    (``blend_denoised``; call it after ``vae_map``, whose run it reuses)."""
     methods = {
         "noisy": lambda y: jnp.clip(y, 0.0, 1.0),
         "gaussian_blur": lambda y: classical.gaussian_blur(jnp.clip(y, 0.0, 1.0), blur_sigma),
@@ -464,17 +537,26 @@ def denoisers(model, params, sigma, key, *, blur_sigma=1.0, **options) -> dict:
     }
     if classical.bm3d_available():
         methods["bm3d"] = lambda y: classical.bm3d(y, sigma)
-    methods["vae_map"] = lambda y: denoise(model, params, y, sigma, key=key, **options).image
+    kept = {}
+
+    def vae_map(y):
+        kept["denoised"] = denoise(model, params, y, sigma, key=key, **options)
+        return kept["denoised"].image
+
+    methods["vae_map"] = vae_map
+    if options.get("stopping", "sure") == "sure":
+        methods["vae_blend"] = lambda y: blend_denoised(kept["denoised"], y, key, default_blend()).image
     return methods
 
 
-def inpainters(model, params, **options) -> dict:
-    """The inpainters scored side by side, ``{name: (image, mask) -> image}``."""
+def inpainters(model, params, key, **options) -> dict:
+    """The inpainters scored side by side, ``{name: (image, mask) -> image}``; the VAE's is
+    ``inpaint`` with ``key`` and ``options``."""
     return {
         "masked": lambda x, m: jnp.where(broadcast_mask(m, x.shape), x, 0.0),
         "mean_fill": classical.mean_fill,
         "biharmonic": classical.biharmonic_fill,
-        "vae_map": lambda x, m: inpaint(model, params, x, m, **options),
+        "vae_map": lambda x, m: inpaint(model, params, x, m, key=key, **options).image,
     }
 
 
@@ -512,8 +594,9 @@ def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_si
     "seconds"}`` against the clean image and ``report[task + "_answer"]`` names the best one;
     ``images[task]`` maps ``"clean"`` and each method to its (H, W, C) [0, 1] image. Denoising adds
     noise of ``noise_sigma`` and gives the denoisers that sigma (``max_iterations`` caps the VAE's
-    blocks, ``start`` and ``stopping`` are ``denoise``'s); inpainting runs ``iterations`` blocks. Both take
-    ``steps`` Adam steps a block and call ``progress(1)`` after each.
+    blocks, ``start`` and ``stopping`` are ``denoise``'s); inpainting runs at most ``iterations``
+    blocks, chosen by validation. Both take ``steps`` Adam steps a block and call ``progress(1)``
+    after each.
     """
     unknown = set(tasks) - set(TASKS)
     if unknown:
@@ -532,6 +615,8 @@ def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_si
             start=start, stopping=stopping, progress=progress,
         )  # fmt: skip
         report["denoise"], restored = timed_scores(methods, clean, noisy)
+        if "vae_blend" in report["denoise"]:  # its time includes the MAP run it blends
+            report["denoise"]["vae_blend"]["seconds"] += report["denoise"]["vae_map"]["seconds"]
         results["denoise"] = {"clean": clean, **restored}
         report["noise_sigma"] = noise_sigma
     for task in (t for t in tasks if t.startswith("inpaint_")):
@@ -539,7 +624,8 @@ def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_si
             mask = centre_square_mask(clean.shape[:2])
         else:
             mask = random_pixel_mask(clean.shape[:2], mask_key)
-        methods = inpainters(model, params, steps=steps, iterations=iterations, progress=progress)
+        methods = inpainters(model, params, jax.random.fold_in(key, 3), steps=steps, iterations=iterations,
+                             progress=progress)  # fmt: skip
         report[task], restored = timed_scores(methods, clean, clean, mask)
         results[task] = {"clean": clean, **restored}
     for task in results:
