@@ -307,6 +307,46 @@ def test_least_risk_blend_of_the_clean_image_and_y_finds_the_clean_image():
         assert float(stein.risk(y, estimate, perturbed, direction, epsilon, sigma)) >= blend.risk - 1e-7
 
 
+def test_convex_blend_weights_are_the_simplex_minimum_of_the_risk():
+    """Three candidates: the convex weights are >= 0, sum to 1, and no point of a fine grid over
+    the simplex has a lower SURE; the unconstrained weights have a SURE no higher still."""
+    x = jnp.asarray(np.random.default_rng(5).uniform(0.0, 1.0, (32, 32, 3)), jnp.float32)
+    sigma, epsilon = 0.1, 0.01
+    noise_key, probe_key = jax.random.split(KEY)
+    y = restoration.add_gaussian_noise(x, sigma, noise_key)
+    direction = stein.probe(probe_key, x.shape)
+    shrinkers = [lambda v: 0.3 * v + 0.35, lambda v: 0.9 * v + 0.05, lambda v: 0.6 * v + 0.1]
+    estimates = [f(y) for f in shrinkers]
+    perturbed = [f(y + epsilon * direction) for f in shrinkers]
+    convex = stein.least_risk_blend(y, estimates, perturbed, direction, epsilon, sigma)
+    assert np.all(convex.weights >= 0) and convex.weights.sum() == pytest.approx(1.0)
+    grid = np.linspace(0, 1, 41)
+    for w0 in grid:
+        for w1 in grid[grid <= 1 - w0 + 1e-12]:
+            w = (w0, w1, 1 - w0 - w1)
+            mix = sum(wk * e for wk, e in zip(w, estimates))
+            mix_perturbed = sum(wk * p for wk, p in zip(w, perturbed))
+            assert float(stein.risk(y, mix, mix_perturbed, direction, epsilon, sigma)) >= convex.risk - 1e-6
+    free = stein.least_risk_blend(y, estimates, perturbed, direction, epsilon, sigma, convex=False)
+    assert free.risk <= convex.risk + 1e-7
+
+
+def test_an_impossible_risk_hands_the_answer_to_the_discrepancy_rule(monkeypatch):
+    """Where SURE estimates a negative mean squared error, denoise answers by the discrepancy rule
+    (and says so), and the blend is the MAP alone."""
+    model, params = _linear_gaussian(2)
+    y = jnp.asarray(np.where(np.random.default_rng(2).random((6, 6, 1)) < 0.5, 0.1, 0.9), jnp.float32)
+    options = dict(steps=5, max_iterations=6, learning_rate=0.5, start="noisy")
+    monkeypatch.setattr(restoration.stein, "risk", lambda *args: -1.0)
+    result = restoration.denoise(model, params, y, 0.05, key=KEY, **options)
+    expected = restoration.denoise(model, params, y, 0.05, stopping="discrepancy", **options)
+    assert result.stopping == "discrepancy" and result.risks and result.twin_image is None
+    np.testing.assert_array_equal(np.asarray(result.image), np.asarray(expected.image))
+    blended = restoration.blend_denoised(result, y, KEY)
+    assert blended.weights == {"vae_map": 1.0} and np.isnan(blended.risk)
+    np.testing.assert_array_equal(np.asarray(blended.image), np.asarray(result.image))
+
+
 def test_blend_weighs_the_map_the_classical_denoisers_and_y(local_conv):
     """The blend's risk is at most each candidate's own (each alone is one choice of weights), the
     MAP's own risk is the one its SURE stopping chose, and unknown denoisers are refused."""

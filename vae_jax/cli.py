@@ -472,8 +472,8 @@ def _denoise_given_noisy(args) -> int:
     path = images.save_png(out_dir / "denoised.png", images.to_uint8(image))
     report.update(answer=answer, files=[str(path)])
     _write_report(out_dir / "denoise.json", report)
-    if risk is not None:
-        estimate = f"{-10 * math.log10(risk):.2f} dB" if risk > 0 else "above any finite dB"
+    if risk is not None and math.isfinite(risk):
+        estimate = f"{-10 * math.log10(risk):.2f} dB" if risk > 0 else "none (a negative risk: SURE failed here)"
         print(f"{answer}: SURE's estimate of its PSNR (Stein's unbiased risk, no clean image needed) {estimate}")
     print(f"answer {answer} (the least estimated risk; no clean reference to score against), written to {path}")
     return 0

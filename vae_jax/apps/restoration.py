@@ -189,7 +189,9 @@ class Denoised(NamedTuple):
     estimate of the mean squared error on [0, 1] of the start (first) and of each block's x
     (empty with the discrepancy principle); ``iterations``: the blocks whose result it is (0: the
     start itself); ``start``: the ``denoising_start`` the answer came from; ``twin_image``: with
-    SURE, the twin run's x at the same block (the denoiser at y + eps b, for ``blend``), else None."""
+    SURE, the twin run's x at the same block (the denoiser at y + eps b, for ``blend``), else None;
+    ``stopping``: the rule that chose the answer (``"discrepancy"`` also where SURE was asked for
+    but gave an impossible, negative risk, whose ``risks`` are kept)."""
 
     image: jax.Array
     sigma: float
@@ -199,6 +201,7 @@ class Denoised(NamedTuple):
     start: str
     risks: tuple[float, ...] = ()
     twin_image: jax.Array | None = None
+    stopping: str = "sure"
 
 
 def _check_image(model, name, image):
@@ -219,10 +222,12 @@ def _check_schedule(steps, iterations_name, iterations, learning_rate):
 DENOISING_STARTS = ("noisy", "total_variation", "gaussian_blur")
 STARTS = ("auto", *DENOISING_STARTS)
 STOPPING = ("sure", "discrepancy")
-# The twin's y is y + SURE_EPSILON * sigma * b. Smaller steps see the rounding to the encoder's
-# 8-bit input and Adam's sign-like moves as a rough divergence (the risk wandered by 20% of the
-# MSE at 0.01 sigma on a chelsea crop); at 0.1 sigma it followed the true MSE within 4%.
-SURE_EPSILON = 0.1
+# The twin's y is y + SURE_EPSILON * b, on [0, 1]: 1.5 of the encoder's 8-bit levels. Steps much
+# under a level see its input's rounding and Adam's sign-like moves as a rough divergence (at 0.15
+# levels the risk wandered by 20% of the MSE on a chelsea crop at sigma 15); steps of several
+# levels leave the denoiser's linear range (at 5 levels, sigma 50, the risk of the TV start came
+# out negative).
+SURE_EPSILON = 1.5 / PIXEL_MAX
 # Blocks without a new minimum of the risk before a run stops (the grids alternate, so one block
 # can be a step back on the way down).
 SURE_PATIENCE = 2
@@ -248,11 +253,13 @@ def denoise(model, params, noisy, sigma=None, *, key=None, stopping="sure", num_
     blocks. ``sigma`` None: estimated from y by the wavelet MAD estimator (Donoho & Johnstone 1994).
 
     ``stopping="sure"`` (needs ``key``, which draws the probe b): a twin run on y + eps * b (eps =
-    ``SURE_EPSILON * sigma``, its own re-encodings) gives Stein's unbiased estimate of each
+    ``SURE_EPSILON``, its own re-encodings) gives Stein's unbiased estimate of each
     block's mean squared error (``stein.risk``); the answer is the block (or the start)
     of least estimated risk, and the run stops ``SURE_PATIENCE`` blocks after it. Each block costs
-    two runs' networks. ``"discrepancy"``: Morozov's rule (module docstring) with
-    ``target_discrepancy`` (None: never stop early; the run is the plain MAP), no twin.
+    two runs' networks. A negative estimate (no mean squared error is) says the difference
+    quotient failed on this image: the answer is then the discrepancy rule's (``stopping`` says
+    so). ``"discrepancy"``: Morozov's rule (module docstring) with ``target_discrepancy`` (None:
+    never stop early; the run is the plain MAP), no twin.
 
     ``cycle_grids``: each block's prior term is one of the ``num_grids`` grids in turn (block k
     uses grid k mod G), so the grids are averaged over blocks rather than within each; a block
@@ -276,21 +283,32 @@ def denoise(model, params, noisy, sigma=None, *, key=None, stopping="sure", num_
     if stopping == "discrepancy" and target_discrepancy is not None:
         checks.check_finite_positive("target_discrepancy", target_discrepancy)
     probe = stein.probe(key, noisy.shape) if stopping == "sure" else None
-    run = partial(_map_from, model, params, noisy, sigma, estimated, probe=probe, num_grids=num_grids,
-                  cycle_grids=cycle_grids, steps=steps, max_iterations=max_iterations, learning_rate=learning_rate,
+    run = partial(_map_from, model, params, noisy, sigma, estimated, num_grids=num_grids, cycle_grids=cycle_grids,
+                  steps=steps, max_iterations=max_iterations, learning_rate=learning_rate,
                   target_discrepancy=target_discrepancy, progress=progress)  # fmt: skip
+    result = _from_start(run, probe, start, num_grids if cycle_grids else 1, max_iterations, target_discrepancy)
+    if probe is not None and min(result.risks) < 0:
+        # A negative mean squared error: the difference quotient left the denoiser's linear range.
+        fallback = _from_start(run, None, start, num_grids if cycle_grids else 1, max_iterations, target_discrepancy)
+        return fallback._replace(risks=result.risks)
+    return result
+
+
+def _from_start(run, probe, start, first_pass, max_iterations, target_discrepancy) -> Denoised:
+    """``denoise``'s choice of start: ``run(start, probe=...)`` once, or for ``"auto"`` from TV and,
+    where that run answered within ``first_pass`` blocks (cycled grids: the prior's first say over
+    each grid), from clip(y) too."""
+    run = partial(run, probe=probe)
     if start != "auto":
         return run(start)
     smoothed = run("total_variation")
-    # Cycled, one block applies one grid's prior: the first pass over the grids is the prior's first say.
-    first_pass = num_grids if cycle_grids else 1
     # The discrepancy rule's run ended by a block of the first pass (the answer may be the one before).
-    answered = smoothed.iterations if stopping == "sure" else len(smoothed.residuals)
-    stops_early = stopping == "sure" or target_discrepancy is not None
+    answered = smoothed.iterations if probe is not None else len(smoothed.residuals)
+    stops_early = probe is not None or target_discrepancy is not None
     if not (stops_early and answered <= first_pass and max_iterations > first_pass):
         return smoothed
     from_noisy = run("noisy")
-    if stopping == "discrepancy":
+    if probe is None:
         return from_noisy
     return min(smoothed, from_noisy, key=lambda result: min(result.risks))
 
@@ -334,14 +352,17 @@ def blend(model, params, noisy, sigma=None, *, key, with_denoisers=("non_local_m
 def blend_denoised(denoised: Denoised, noisy, key, with_denoisers=("non_local_means",)) -> Blended:
     """``blend`` of a ``denoise`` result (SURE stopping, the same ``key``) of ``noisy``. Each
     divergence is the difference quotient along denoise's probe b: the MAP's from its twin run,
-    each classical f_k's from one more run on y + eps b."""
-    if denoised.twin_image is None:
-        raise ValueError("denoised: a blend needs the twin run of SURE stopping (stopping='sure')")
+    each classical f_k's from one more run on y + eps b. Where the MAP was not chosen by SURE
+    (``denoised.stopping``), the answer is the MAP alone, its risk NaN.
+    """
     for name in with_denoisers:
         checks.check_choice("with_denoisers", name, tuple(BLENDABLE))
+    if denoised.stopping != "sure":  # no twin, or SURE's estimates were impossible: the MAP alone
+        risks = {"vae_map": float("nan")}
+        return Blended(denoised.image, {"vae_map": 1.0}, float("nan"), risks, denoised)
     noisy = jnp.asarray(noisy, jnp.float32)
     direction = stein.probe(key, noisy.shape)  # the probe ``denoise`` drew
-    epsilon = SURE_EPSILON * denoised.sigma
+    epsilon = SURE_EPSILON
     perturbed_noisy = noisy + epsilon * direction
     candidates = {"vae_map": (denoised.image, denoised.twin_image)}
     for name in with_denoisers:
@@ -386,7 +407,7 @@ def _map_from(model, params, noisy, sigma, estimated, start, *, probe, num_grids
     """``denoise`` from one ``denoising_start``, its arguments checked; ``probe`` None: the discrepancy rule."""
     schedule = block_grids(tiling.overlapping_grids(noisy.shape[:2], model.data_shape[:2], num_grids), cycle_grids)
     sure = probe is not None
-    epsilon = SURE_EPSILON * sigma
+    epsilon = SURE_EPSILON
     runs_noisy = jnp.stack([noisy, noisy + epsilon * probe]) if sure else noisy[None]
     y = PIXEL_MAX * runs_noisy
     pixels = PIXEL_MAX * jnp.stack([denoising_start(run_noisy, sigma, start) for run_noisy in runs_noisy])
@@ -425,8 +446,8 @@ def _map_from(model, params, noisy, sigma, estimated, start, *, probe, num_grids
                 break
     pixels, iterations = best
     images = jnp.clip(pixels, 0.0, PIXEL_MAX) / PIXEL_MAX
-    twin = images[1] if sure else None
-    return Denoised(images[0], float(sigma), estimated, tuple(residuals), iterations, start, tuple(risks), twin)
+    twin, rule = (images[1], "sure") if sure else (None, "discrepancy")
+    return Denoised(images[0], float(sigma), estimated, tuple(residuals), iterations, start, tuple(risks), twin, rule)
 
 
 FILLS = ("biharmonic", "mean")

@@ -7,16 +7,18 @@ of a black-box f is estimated by one more run on a perturbed input (Ramani, Blu 
 "Monte-Carlo SURE"): div f(y) ~ b . (f(y + eps b) - f(y)) / eps with b ~ N(0, I), unbiased as eps
 -> 0 and, for N in the hundreds of thousands, with a spread far below the risk's.
 
-A blend f_w = sum_k w_k f_k has div f_w = sum_k w_k div f_k, so its risk is a quadratic in w; the
-least-risk weights solve F^T F w = F^T y - sigma^2 d, F the candidates as columns and d their
-divergences, in the spirit of SURE-LET (Luisier, Blu & Unser 2007), which builds a denoiser as
-the SURE-optimal linear combination of elementary ones.
+A blend f_w = sum_k w_k f_k has div f_w = sum_k w_k div f_k, so its risk is a quadratic in w
+(F the candidates as columns, d their divergences); ``least_risk_blend`` minimises it over convex
+weights (or, unconstrained, solves F^T F w = F^T y - sigma^2 d), in the spirit of SURE-LET
+(Luisier, Blu & Unser 2007), which builds a denoiser as the SURE-optimal linear combination of
+elementary ones.
 
 Arrays are any shape (flattened inside); ``sigma`` in their units.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import jax
@@ -55,16 +57,42 @@ class Blend(NamedTuple):
     risks: np.ndarray
 
 
-def least_risk_blend(noisy, estimates, perturbed_estimates, direction, epsilon, sigma) -> Blend:
-    """argmin_w SURE(sum_k w_k f_k): w = (F^T F)^-1 (F^T y - sigma^2 d), d_k = div f_k(y), over the
-    K ``estimates`` f_k(y) and their ``perturbed_estimates`` f_k(y + eps b). Unconstrained weights
-    (they need not sum to 1); linearly dependent candidates get the least-norm solution."""
-    # The candidates are nearly collinear (each close to x): the K x K system is solved in float64.
+def _simplex_quadratic_minimum(gram, linear):
+    """argmin over w >= 0, sum w = 1 of w^T G w - 2 w^T c, by every support set's KKT system (K is a few)."""
+    size = len(linear)
+    best, best_value = None, np.inf
+    for support in itertools.chain.from_iterable(itertools.combinations(range(size), k) for k in range(1, size + 1)):
+        index = list(support)
+        kkt = np.zeros((len(index) + 1, len(index) + 1))
+        kkt[:-1, :-1], kkt[:-1, -1], kkt[-1, :-1] = 2 * gram[np.ix_(index, index)], 1.0, 1.0
+        solution = np.linalg.lstsq(kkt, np.append(2 * linear[index], 1.0), rcond=None)[0][:-1]
+        if np.any(solution < -1e-12):
+            continue
+        weights = np.zeros(size)
+        weights[index] = np.clip(solution, 0.0, None)
+        weights /= weights.sum()
+        value = weights @ gram @ weights - 2 * weights @ linear
+        if value < best_value:
+            best, best_value = weights, value
+    return best
+
+
+def least_risk_blend(noisy, estimates, perturbed_estimates, direction, epsilon, sigma, *, convex=True) -> Blend:
+    """argmin_w SURE(sum_k w_k f_k) over the K ``estimates`` f_k(y) and their ``perturbed_estimates``
+    f_k(y + eps b). SURE(w) = w^T F^T F w - 2 w^T (F^T y - sigma^2 d) + ||y||^2 - N sigma^2, d_k =
+    div f_k(y). ``convex``: w on the simplex (w >= 0, sum w = 1), so the blend stays within the
+    candidates' hull and a wrong divergence estimate can do no worse than pick the worst of them;
+    False: unconstrained, w = (F^T F)^-1 (F^T y - sigma^2 d) (least-norm where singular)."""
+    # The candidates are nearly collinear (each close to x): the K x K systems are solved in float64.
     columns = np.stack([np.ravel(np.asarray(e, np.float64)) for e in estimates], axis=1)
     perturbed = np.stack([np.ravel(np.asarray(e, np.float64)) for e in perturbed_estimates], axis=1)
     flat_noisy, flat_direction = np.ravel(np.asarray(noisy, np.float64)), np.ravel(np.asarray(direction, np.float64))
     divergences = flat_direction @ (perturbed - columns) / epsilon
-    weights = np.linalg.lstsq(columns.T @ columns, columns.T @ flat_noisy - sigma**2 * divergences, rcond=None)[0]
+    gram, linear = columns.T @ columns, columns.T @ flat_noisy - sigma**2 * divergences
+    if convex:
+        weights = _simplex_quadratic_minimum(gram, linear)
+    else:
+        weights = np.linalg.lstsq(gram, linear, rcond=None)[0]
     estimate, perturbed_estimate = columns @ weights, perturbed @ weights
 
     def sure(e, p):
