@@ -134,7 +134,7 @@ def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=
             noisy = restoration.add_gaussian_noise(clean, sigma / 255.0, jax.random.fold_in(jax.random.key(seed), index))
             probe_key = jax.random.fold_in(jax.random.key(seed + 2), index)
             methods = restoration.denoisers(model, params, sigma / 255.0, probe_key)
-            del methods["vae_map"]
+            del methods["vae_map"], methods["vae_blend"]  # the columns below name each variant
             kept = {}
             for start in starts:
                 for stopping in stoppings:
