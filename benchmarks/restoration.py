@@ -12,7 +12,8 @@ by each of ``--stoppings`` (default both: SURE, columns ``vae_map_START``, and t
 principle, ``vae_map_START_discrepancy``), and that SURE run blended with non-local means (and
 BM3D) by the weights of least estimated risk (``restoration.blend``; columns ``vae_blend_*``).
 Inpainting: a centre hole (half the side) and half the pixels missing at random; mean fill,
-biharmonic and the VAE (``restoration.inpaint``).
+biharmonic and the VAE (``restoration.inpaint``: ``vae_map`` with its validation stopping,
+``vae_map_fixed`` every block).
 
 Images: ``chelsea`` (scikit-image; the shipped model's held-out photo) and photographs of Debian's
 ``mate-backgrounds`` (``/usr/share/backgrounds/mate/nature/NAME.jpg``), none of which the embedded
@@ -164,6 +165,9 @@ def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=
             validation_key = jax.random.fold_in(jax.random.key(seed + 3), index)
             methods = restoration.inpainters(model, params, validation_key, steps=steps, iterations=inpaint_iterations)
             methods.pop("masked")
+            fixed = restoration.inpainters(model, params, None, steps=steps, iterations=inpaint_iterations,
+                                           stopping="fixed")  # fmt: skip
+            methods["vae_map_fixed"] = fixed["vae_map"]  # every block, no validation run
             scores, _ = restoration.timed_scores(methods, clean, clean, mask)
             for method, score in scores.items():
                 rows["inpaint"].append({"image": name, "size": shape, "mask": mask_name, "method": method, **score})

@@ -228,9 +228,16 @@ STOPPING = ("sure", "discrepancy")
 # levels leave the denoiser's linear range (at 5 levels, sigma 50, the risk of the TV start came
 # out negative).
 SURE_EPSILON = 1.5 / PIXEL_MAX
-# Blocks without a new minimum of the risk before a run stops (the grids alternate, so one block
-# can be a step back on the way down).
-SURE_PATIENCE = 2
+# Blocks without a new minimum of the smoothed risk before a run stops. One probe's estimate
+# wanders by 10-20% of the MSE block to block on a slowly improving run (LadyBird, sigma 50, from
+# TV: at 2 blocks without smoothing the run stopped at block 7 of a descent that lasts 25).
+SURE_PATIENCE = 3
+
+
+def smoothed_risks(risks) -> list[float]:
+    """Each block's risk averaged with its neighbours' (the start, block 0, with block 1's): the
+    true error changes smoothly from block to block, one probe's estimate of it does not."""
+    return [float(np.mean(risks[max(0, j - 1) : j + 2])) for j in range(len(risks))]
 
 
 def denoising_start(noisy, sigma, start):
@@ -255,7 +262,8 @@ def denoise(model, params, noisy, sigma=None, *, key=None, stopping="sure", num_
     ``stopping="sure"`` (needs ``key``, which draws the probe b): a twin run on y + eps * b (eps =
     ``SURE_EPSILON``, its own re-encodings) gives Stein's unbiased estimate of each
     block's mean squared error (``stein.risk``); the answer is the block (or the start)
-    of least estimated risk, and the run stops ``SURE_PATIENCE`` blocks after it. Each block costs
+    of least estimated risk (``smoothed_risks``: each averaged with its neighbours'), and the run
+    stops ``SURE_PATIENCE`` blocks after it. Each block costs
     two runs' networks. A negative estimate (no mean squared error is) says the difference
     quotient failed on this image: the answer is then the discrepancy rule's (``stopping`` says
     so). ``"discrepancy"``: Morozov's rule (module docstring) with ``target_discrepancy`` (None:
@@ -423,6 +431,9 @@ def _map_from(model, params, noisy, sigma, estimated, start, *, probe, num_grids
         jnp.mean(jnp.square(y[0] - pixels[0])) / sigma_pixels**2) > target_discrepancy  # fmt: skip
     residuals, risks = [], [risk(pixels)] if sure else []
     best, previous = (pixels, 0), pixels
+    # With SURE: the x of the least smoothed risk among blocks whose smoothed risk is final (both
+    # neighbours known), and the last two blocks' x, whose smoothed risks may still change.
+    settled, recent = (pixels, 0), {0: pixels}
     for block in range(max_iterations):
         previous = pixels
         pixels, state, block_residuals = _denoising_block(
@@ -434,8 +445,13 @@ def _map_from(model, params, noisy, sigma, estimated, start, *, probe, num_grids
             progress(1)
         if sure:
             risks.append(risk(pixels))
-            if risks[-1] < risks[best[1]]:
-                best = (pixels, block + 1)
+            recent[block + 1] = pixels
+            smooth = smoothed_risks(risks)
+            final = block  # the last block whose neighbours are both in
+            if final in recent and smooth[final] < smooth[settled[1]]:
+                settled = (recent[final], final)
+            recent = {j: x for j, x in recent.items() if j >= final}
+            best = min([settled, *((x, j) for j, x in recent.items())], key=lambda pair: smooth[pair[1]])
             if block + 1 - best[1] >= SURE_PATIENCE:
                 break
         else:
