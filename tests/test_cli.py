@@ -149,12 +149,17 @@ def test_denoise_a_noisy_image_smaller_than_a_tile_estimates_its_sigma(photo_run
     args = ["denoise", small, "--noisy", "--run", photo_run, "--steps", 2, "--max-iterations", 2, "--out-dir", out]
     assert _cli(*args, "--no-progress") == 0
     printed = capsys.readouterr().out
-    assert "estimated by the wavelet MAD estimator" in printed and "SURE's estimate of its PSNR" in printed
+    assert "estimated by the wavelet MAD estimator" in printed
     assert np.asarray(Image.open(out / "denoised.png")).shape == (5, 7, 3)
     report = json.loads((out / "denoise.json").read_text())
     assert report["sigma_estimated"] is True and report["answer"] == "vae_blend"
-    assert {"vae_map", "non_local_means", "noisy"} <= set(report["blend_weights"])
-    assert report["blend_risk"] <= min(report["risks"]) + 1e-9  # the MAP alone is one of the blends
+    # 35 noisy pixels of pure noise: SURE may fail (a negative risk), and says so; else it blends.
+    if report["stopping"] == "sure":
+        assert "SURE's estimate of its PSNR" in printed
+        assert {"vae_map", "non_local_means", "noisy"} <= set(report["blend_weights"])
+        assert report["blend_risk"] <= min(report["risks"]) + 1e-9  # the MAP alone is one of the blends
+    else:
+        assert "the discrepancy rule answered" in printed and report["blend_weights"] == {"vae_map": 1.0}
     assert _cli(*args, "--no-progress", "--no-blend", "--force") == 0
     assert json.loads((out / "denoise.json").read_text())["answer"] == "vae_map"
 

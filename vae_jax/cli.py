@@ -460,8 +460,11 @@ def _denoise_given_noisy(args) -> int:
     how = "estimated by the wavelet MAD estimator (Donoho & Johnstone 1994)" if result.sigma_estimated else "given"
     print(f"noise sigma {result.sigma:.4f} ({how}); vae_map from {result.start} after {result.iterations} iterations")
     answer, image, risk = "vae_map", result.image, min(result.risks, default=None)
+    if result.stopping != args.stopping:
+        print("SURE estimated a negative error here (its difference quotient failed): the discrepancy rule answered")
+        risk = None
     report = {"sigma": result.sigma, "sigma_estimated": result.sigma_estimated, "iterations": result.iterations,
-              "start": result.start, "stopping": args.stopping, "residuals": list(result.residuals),
+              "start": result.start, "stopping": result.stopping, "residuals": list(result.residuals),
               "risks": list(result.risks)}  # fmt: skip
     if blend_with:
         blended = restoration.blend_denoised(result, noisy, key, blend_with)
