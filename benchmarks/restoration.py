@@ -67,27 +67,21 @@ VAE_STARTS = ("auto",)
 VAE_STOPPINGS = ("sure", "discrepancy")
 
 
-def vae_denoiser(model, params, sigma, key, noisy, *, keep=None, **options):
-    """``restoration.denoise``'s image, the one-argument denoiser ``timed_scores`` runs; the whole
-    result is left in ``keep["denoised"]`` for the blends."""
+def column_name(start, stopping):
+    """``vae_map_{start}`` with SURE, ``vae_map_{start}_{stopping}`` with another rule."""
+    return f"vae_map_{start}" + ("" if stopping == "sure" else f"_{stopping}")
+
+
+def vae_denoised_image(model, params, sigma, key, noisy, **options):
+    """``restoration.denoise``'s image: a one-argument denoiser for ``timed_scores``."""
     from vae_jax.apps import restoration
 
-    result = restoration.denoise(model, params, noisy, sigma, key=key, **options)
-    if keep is not None:
-        keep["denoised"] = result
-    return result.image
-
-
-def blended(kept, key, with_denoisers, noisy):
-    """``restoration.blend_denoised``'s image of the run ``vae_denoiser`` left in ``kept``."""
-    from vae_jax.apps import restoration
-
-    return restoration.blend_denoised(kept["denoised"], noisy, key, with_denoisers).image
+    return restoration.denoise(model, params, noisy, sigma, key=key, **options).image
 
 
 def blend_specs():
-    """The blends scored, ``{column: with_denoisers}``: the MAP with non-local means (and y), and
-    with non-local means and BM3D where the package is installed."""
+    """The blends scored, ``{column: with_denoisers}`` (``restoration.denoisers``'s ``blends``): the
+    MAP with non-local means (and y), and with non-local means and BM3D where the package is installed."""
     from vae_jax.apps import classical_restoration as classical
 
     specs = {"vae_blend_nlm": ("non_local_means",)}
@@ -102,8 +96,8 @@ def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=
     image (at one sigma), with its PSNR, SSIM and seconds. The VAE denoises from each of ``starts``
     (``restoration.denoise``'s ``start``) with each of ``stoppings``, one method each:
     ``vae_map_{start}`` with SURE, ``vae_map_{start}_discrepancy`` with the discrepancy principle;
-    with ``blends``, the SURE run from ``starts[0]`` blended as ``blend_specs`` says (its seconds
-    those of the run plus the blend's)."""
+    with ``blends``, the run of the first start and rule blended as ``blend_specs`` says (with
+    SURE; its seconds those of the run plus the blend's)."""
     import jax
     import jax.numpy as jnp
 
@@ -134,24 +128,23 @@ def run(names, size, sigmas, *, steps, max_iterations, inpaint_iterations, seed=
         for sigma in sigmas:
             noisy = restoration.add_gaussian_noise(clean, sigma / 255.0, jax.random.fold_in(jax.random.key(seed), index))
             probe_key = jax.random.fold_in(jax.random.key(seed + 2), index)
-            methods = restoration.denoisers(model, params, sigma / 255.0, probe_key)
-            del methods["vae_map"], methods["vae_blend"]  # the columns below name each variant
-            kept = {}
-            for start in starts:
-                for stopping in stoppings:
-                    column = f"vae_map_{start}" + ("" if stopping == "sure" else f"_{stopping}")
-                    first = start == starts[0] and stopping == "sure"
-                    methods[column] = partial(
-                        vae_denoiser, model, params, sigma / 255.0, probe_key, start=start, stopping=stopping,
-                        steps=steps, max_iterations=max_iterations, keep=kept if first else None,
-                    )  # fmt: skip
-            blended_from = f"vae_map_{starts[0]}"
-            for column, with_denoisers in (blend_specs() if blends and "sure" in stoppings else {}).items():
-                methods[column] = partial(blended, kept, probe_key, with_denoisers)
+            # The first start with SURE is the report's vae_map and its blends; every other
+            # start and rule is a column of its own.
+            first, *others = [(start, stopping) for start in starts for stopping in stoppings]
+            options = dict(steps=steps, max_iterations=max_iterations)
+            methods = restoration.denoisers(
+                model, params, sigma / 255.0, probe_key, blends=blend_specs() if blends else {},
+                start=first[0], stopping=first[1], **options,
+            )  # fmt: skip
+            # Renamed in place: the blends after it reuse its run.
+            methods = {column_name(*first) if method == "vae_map" else method: run for method, run in methods.items()}
+            for start, stopping in others:
+                methods[column_name(start, stopping)] = partial(
+                    vae_denoised_image, model, params, sigma / 255.0, probe_key, start=start, stopping=stopping,
+                    **options,
+                )  # fmt: skip
             scores, _ = restoration.timed_scores(methods, clean, noisy)
-            for column in scores:
-                if column.startswith("vae_blend_"):  # a blend's time includes the MAP run it blends
-                    scores[column]["seconds"] += scores[blended_from]["seconds"]
+            restoration.charge_blends(scores, map_name=column_name(*first))
             for method, score in scores.items():
                 rows["denoise"].append({"image": name, "size": shape, "sigma": sigma, "method": method, **score})
             log(f"{name} sigma {sigma}: " + ", ".join(f"{m} {s['psnr']:.2f}" for m, s in scores.items()))

@@ -447,8 +447,8 @@ def _map_from(model, params, noisy, sigma, estimated, start, *, probe, num_grids
             risks.append(risk(pixels))
             recent[block + 1] = pixels
             smooth = smoothed_risks(risks)
-            final = block  # the last block whose neighbours are both in
-            if final in recent and smooth[final] < smooth[settled[1]]:
+            final = block  # the last block whose neighbours are both in (always held in recent)
+            if smooth[final] < smooth[settled[1]]:
                 settled = (recent[final], final)
             recent = {j: x for j, x in recent.items() if j >= final}
             best = min([settled, *((x, j) for j, x in recent.items())], key=lambda pair: smooth[pair[1]])
@@ -561,11 +561,12 @@ def default_blend() -> tuple[str, ...]:
     return ("non_local_means", "bm3d") if classical.bm3d_available() else ("non_local_means",)
 
 
-def denoisers(model, params, sigma, key, *, blur_sigma=1.0, **options) -> dict:
+def denoisers(model, params, sigma, key, *, blur_sigma=1.0, blends=None, **options) -> dict:
     """The denoisers scored side by side, ``{name: noisy -> image}``: the noisy input itself, the
     classical ones (BM3D when installed), the VAE's MAP (``denoise`` with ``key`` and ``options``)
-    and, with SURE stopping, ``vae_blend``: that MAP run blended with ``default_blend()`` and y
-    (``blend_denoised``; call it after ``vae_map``, whose run it reuses)."""
+    and, with SURE stopping, its blends: ``blends`` maps a name to ``with_denoisers`` (default
+    ``{"vae_blend": default_blend()}``), each ``blend_denoised`` of the ``vae_map`` run, which
+    must run first (``timed_scores`` keeps this order; ``charge_blends`` adds its time to theirs)."""
     methods = {
         "noisy": lambda y: jnp.clip(y, 0.0, 1.0),
         "gaussian_blur": lambda y: classical.gaussian_blur(jnp.clip(y, 0.0, 1.0), blur_sigma),
@@ -582,8 +583,21 @@ def denoisers(model, params, sigma, key, *, blur_sigma=1.0, **options) -> dict:
 
     methods["vae_map"] = vae_map
     if options.get("stopping", "sure") == "sure":
-        methods["vae_blend"] = lambda y: blend_denoised(kept["denoised"], y, key, default_blend()).image
+        for name, with_denoisers in ({"vae_blend": default_blend()} if blends is None else blends).items():
+            methods[name] = partial(lambda y, w: blend_denoised(kept["denoised"], y, key, w).image, w=with_denoisers)
     return methods
+
+
+BLEND_PREFIX = "vae_blend"
+
+
+def charge_blends(scores, map_name="vae_map") -> dict:
+    """``timed_scores``'s scores with each blend's (``vae_blend*``) seconds made to include the MAP
+    run it blends."""
+    for name in scores:
+        if name.startswith(BLEND_PREFIX):
+            scores[name]["seconds"] += scores[map_name]["seconds"]
+    return scores
 
 
 def inpainters(model, params, key, **options) -> dict:
@@ -642,18 +656,16 @@ def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_si
         checks.check_finite_positive("noise_sigma", noise_sigma)
     clean = jnp.asarray(images_lib.to_unit(np.asarray(image_uint8)))
     _check_image(model, "image_uint8", clean)
-    noise_key, mask_key = jax.random.split(key)
+    noise_key, mask_key, probe_key, validation_key = jax.random.split(key, 4)
     report, results = {}, {}
     if "denoise" in tasks:
         noisy = add_gaussian_noise(clean, noise_sigma, noise_key)
-        # Its own key for SURE's probe, so the noise and masks are those of a key split in two.
         methods = denoisers(
-            model, params, noise_sigma, jax.random.fold_in(key, 2), steps=steps, max_iterations=max_iterations,
-            start=start, stopping=stopping, progress=progress,
+            model, params, noise_sigma, probe_key, steps=steps, max_iterations=max_iterations, start=start,
+            stopping=stopping, progress=progress,
         )  # fmt: skip
-        report["denoise"], restored = timed_scores(methods, clean, noisy)
-        if "vae_blend" in report["denoise"]:  # its time includes the MAP run it blends
-            report["denoise"]["vae_blend"]["seconds"] += report["denoise"]["vae_map"]["seconds"]
+        scores, restored = timed_scores(methods, clean, noisy)
+        report["denoise"] = charge_blends(scores)
         results["denoise"] = {"clean": clean, **restored}
         report["noise_sigma"] = noise_sigma
     for task in (t for t in tasks if t.startswith("inpaint_")):
@@ -661,8 +673,7 @@ def restoration_report(model, params, image_uint8, key, *, tasks=TASKS, noise_si
             mask = centre_square_mask(clean.shape[:2])
         else:
             mask = random_pixel_mask(clean.shape[:2], mask_key)
-        methods = inpainters(model, params, jax.random.fold_in(key, 3), steps=steps, iterations=iterations,
-                             progress=progress)  # fmt: skip
+        methods = inpainters(model, params, validation_key, steps=steps, iterations=iterations, progress=progress)
         report[task], restored = timed_scores(methods, clean, clean, mask)
         results[task] = {"clean": clean, **restored}
     for task in results:
