@@ -497,6 +497,29 @@ def test_inpainting_keeps_known_pixels_exactly(fixture, start, request):
     assert not np.allclose(np.asarray(out)[~mask3], np.asarray(fill)[~mask3])
 
 
+def test_inpainting_warms_its_learning_rate_up_over_the_first_blocks(local_conv):
+    """Three blocks at learning rate 2 are Adam at 0.5, 1, then 2, re-encoding between, from the fill."""
+    import optax
+
+    model, params = local_conv
+    image = jnp.asarray(images.to_unit(np.random.default_rng(3).integers(0, 256, (12, 12, 3), dtype=np.uint8)))
+    mask = restoration.broadcast_mask(restoration.random_pixel_mask((12, 12), jax.random.key(4), 0.6), image.shape)
+    out = restoration.inpaint(model, params, image, mask, steps=2, iterations=3, stopping="fixed", learning_rate=2.0)
+    assert restoration.INPAINT_WARMUP_BLOCKS == 2
+    grids = tiling.overlapping_grids((12, 12), model.data_shape[:2], 2)
+    free = 255.0 * jnp.asarray(classical.biharmonic_fill(image, mask), jnp.float32)
+    state = optax.adam(1.0).init(free)
+    for rate in (0.5, 1.0, 2.0):
+        outs = restoration.decoded_posterior_means(model, params, grids, jnp.where(mask, 255.0 * image, free))
+        optimiser = optax.adam(rate)
+        for _ in range(2):
+            grad = jax.grad(restoration.inpainting_energy, argnums=2)(model, grids, free, 255.0 * image, mask, outs)
+            updates, state = optimiser.update(grad, state, free)
+            free = optax.apply_updates(free, updates)
+    expected = jnp.where(mask, image, jnp.clip(free, 0.0, 255.0) / 255.0)
+    np.testing.assert_allclose(np.asarray(out.image), np.asarray(expected), atol=2e-5)
+
+
 def test_validation_picks_the_blocks_of_least_error_on_the_held_out_pixels(local_conv):
     """The validation run's errors: the fill's first, then each block's, ending VALIDATION_PATIENCE
     blocks after the least; the answer is the whole-mask run of that many blocks (fixed stopping
@@ -516,10 +539,33 @@ def test_validation_picks_the_blocks_of_least_error_on_the_held_out_pixels(local
         expected = fixed.image
     np.testing.assert_allclose(np.asarray(result.image), np.asarray(expected), atol=1e-6)
     # The error is measured where the pixels are known: the fill's is its error at those pixels.
-    held_out = mask & jax.random.bernoulli(KEY, restoration.VALIDATION_FRACTION, (24, 20))
+    held_out = restoration.validation_pixels(mask, KEY)
     first_fill = classical.biharmonic_fill(image, mask & ~held_out)
     expected_error = float(jnp.mean(jnp.square(first_fill - image)[held_out]))
     np.testing.assert_allclose(errors[0], expected_error, rtol=1e-5)
+
+
+def test_validation_pixels_are_the_known_pixels_nearest_the_unknown_ones():
+    """A centre hole: the held-out pixels are the ring of known pixels around it, none farther from
+    the hole than any pixel kept; a random mask: a random draw among the known pixels touching an
+    unknown one; the count is the fraction of the known pixels; nothing unknown, nothing held out."""
+    from scipy import ndimage
+
+    hole = np.asarray(restoration.centre_square_mask((40, 36), 0.5))
+    held_out = np.asarray(restoration.validation_pixels(hole, KEY, 0.1))
+    assert held_out.sum() == round(0.1 * hole.sum()) and not np.any(held_out & ~hole)
+    distance = ndimage.distance_transform_edt(hole)
+    assert distance[held_out].max() <= distance[hole & ~held_out].min()
+    # The 18x18 hole's first ring (72 edge neighbours, 4 corners) is all held out, the rest at distance 2.
+    assert np.all(held_out[distance == 1.0]) and np.all(held_out[distance == np.sqrt(2.0)])
+    assert distance[held_out].max() == 2.0
+    scattered = np.asarray(restoration.random_pixel_mask((40, 36), jax.random.key(5), 0.5))
+    held_out = np.asarray(restoration.validation_pixels(scattered, KEY))
+    assert held_out.sum() == round(restoration.VALIDATION_FRACTION * scattered.sum())
+    assert np.all(ndimage.distance_transform_edt(scattered)[held_out] == 1.0)
+    other_draw = np.asarray(restoration.validation_pixels(scattered, jax.random.key(9)))
+    assert np.any(other_draw != held_out)  # ties are broken by the key
+    assert not np.any(np.asarray(restoration.validation_pixels(np.ones((8, 8), bool), KEY)))
 
 
 # ---------------------------------------------------------------- classical baselines and the report
