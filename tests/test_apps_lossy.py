@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 
 import jax
 import numpy as np
@@ -98,13 +99,15 @@ def test_damaged_foreign_and_other_models_files_are_errors_never_images(codec, p
         lossy.decompress(blob[:-9], codec)
     with pytest.raises(lossy.LossyCodecError, match="not a vae-jax lossy file"):
         lossy.decompress(b"VAEBBANS" + blob[8:], codec)
+    older = blob[:8] + bytes([lossy.VERSION - 1]) + blob[9:-4]
+    with pytest.raises(lossy.LossyCodecError, match=f"version {lossy.VERSION - 1}"):
+        lossy.decompress(older + zlib.crc32(older).to_bytes(4, "little"), codec)
     other_model = rate_distortion.HyperpriorCodec((64, 64, 3), width=16, latent_channels=12)
     other = lossy.make_codec(other_model, jax.jit(other_model.init)(jax.random.key(9)), "other")
     with pytest.raises(lossy.LossyCodecError, match="another model"):
         lossy.decompress(blob, other)
     # Words changed and the CRC made to match: an error, or the same image, never another one.
     import struct
-    import zlib
 
     body = bytearray(blob[:-4])
     for offset in range(lossy._HEADER.size, len(body), max(1, (len(body) - lossy._HEADER.size) // 7)):

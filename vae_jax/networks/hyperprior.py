@@ -19,9 +19,16 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax.networks.gdn import GDN
+from vae_jax.networks.subpixel import SubpixelConvTranspose
 
 STRIDE = 16  # x -> y
 HYPER_STRIDE = 4  # y -> z
+
+
+def _upsampling(features: int, index: int, dtype):
+    """The i-th 5x5 transposed convolution of stride 2, under flax's own name for it
+    (``ConvTranspose_i``), so the parameters of models trained with ``nn.ConvTranspose`` load."""
+    return SubpixelConvTranspose(features, 5, 2, dtype=dtype, name=f"ConvTranspose_{index}")
 
 
 class Analysis(nn.Module):
@@ -43,9 +50,9 @@ class Synthesis(nn.Module):
 
     @nn.compact
     def __call__(self, y):
-        for _ in range(3):
-            y = GDN(inverse=True, dtype=self.dtype)(nn.ConvTranspose(self.width, (5, 5), strides=(2, 2), dtype=self.dtype)(y))
-        return nn.ConvTranspose(self.out_channels, (5, 5), strides=(2, 2), dtype=self.dtype)(y)
+        for i in range(3):
+            y = GDN(inverse=True, dtype=self.dtype)(_upsampling(self.width, i, self.dtype)(y))
+        return _upsampling(self.out_channels, 3, self.dtype)(y)
 
 
 class HyperAnalysis(nn.Module):
@@ -69,8 +76,8 @@ class HyperSynthesis(nn.Module):
 
     @nn.compact
     def __call__(self, z):
-        h = jax.nn.relu(nn.ConvTranspose(self.width, (5, 5), strides=(2, 2), dtype=self.dtype)(z))
-        h = jax.nn.relu(nn.ConvTranspose(self.width, (5, 5), strides=(2, 2), dtype=self.dtype)(h))
+        h = jax.nn.relu(_upsampling(self.width, 0, self.dtype)(z))
+        h = jax.nn.relu(_upsampling(self.width, 1, self.dtype)(h))
         out = nn.Conv(self.latent_channels * (2 if self.with_mean else 1), (3, 3), dtype=self.dtype)(h)
         out = out.astype(jnp.float32)
         if self.with_mean:
