@@ -86,7 +86,10 @@ def factorized_bin_mass(params, x, xp=jnp):
 def factorized_cdf(params, x, xp=np):
     """c_c(x) for ``x`` of shape (channels, n)."""
     logits = factorized_logits(params, x, xp)
-    return 1.0 / (1.0 + xp.exp(-logits)) if xp is np else jax.nn.sigmoid(logits)
+    if xp is not np:
+        return jax.nn.sigmoid(logits)
+    with np.errstate(over="ignore"):  # exp(-logits) = inf far in the left tail, where the CDF is 0 as it should be
+        return 1.0 / (1.0 + np.exp(-logits))
 
 
 def standard_normal_cdf(x):
