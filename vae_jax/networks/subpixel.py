@@ -7,13 +7,14 @@ correlation of the zero-dilated input with the kernel w (k taps a side), padded 
     out[s m + p] = sum_t w[t] x[m + d]    over the taps t with t = s d + a - p  (phase p in 0..s-1)
 
 so each output phase p is a stride-1 correlation of x with the taps w[s d + a - p]. Stacking the
-s^2 phases' kernels along the output channels gives one stride-1 convolution of s^2 C_out
-channels, and interleaving its phases (depth to space) gives the transposed convolution exactly.
+s^2 phases' kernels along the output channels, ordered (p, q, c), gives one stride-1 convolution of
+s^2 C_out channels, and interleaving its phases (``conv.depth_to_space``) gives the transposed
+convolution exactly.
 
-Why: XLA's CPU backend runs the kernel gradient of a convolution with a dilated input about 25x
-slower than that of the equivalent stride-1 convolution (measured on the codec's synthesis
-transform, batch 4 at 256x256: 11.9 s against 0.5 s for the analysis transform's), which made the
-lossy codec's train step 5.7 s on 2 CPU cores. Same parameters as ``flax.linen.ConvTranspose``
+Why: XLA's CPU backend runs the gradient of a convolution with a dilated input about 20x slower
+than that of this form (``python -m benchmarks.transposed_conv``: the codec's synthesis transform
+at batch 4 of 256x256, 5.48 s against 0.28 s on a 2-core Intel Xeon), which held the lossy codec's
+train step at 5-7 s. Same parameters as ``flax.linen.ConvTranspose``
 (``kernel`` of shape (k, k, C_in, C_out), ``bias``), so checkpoints of either load in the other.
 """
 
@@ -26,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from vae_jax.networks.conv import depth_to_space
 
 
 def same_lead_padding(kernel_size: int, stride: int) -> int:
@@ -60,14 +63,6 @@ def phase_kernel(kernel, stride: int):
     taps = padded[gather[:, :, None, None], gather[None, None, :, :]]  # (s, n, s, n, C_in, C_out)
     cin, cout = kernel.shape[2:]
     return taps.transpose(1, 3, 4, 0, 2, 5).reshape(len(offsets), len(offsets), cin, stride * stride * cout)
-
-
-def depth_to_space(x, stride: int):
-    """(B, H, W, s^2 C) with channels ordered (p, q, c) -> (B, s H, s W, C): out[s m + p, s n + q] = x[m, n, (p, q)]."""
-    b, h, w, channels = x.shape
-    c = channels // (stride * stride)
-    x = x.reshape(b, h, w, stride, stride, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h * stride, w * stride, c)
 
 
 def subpixel_conv_transpose(x, kernel, stride: int):
