@@ -291,8 +291,8 @@ PRESETS: dict[str, dict] = {
         checkpoint_every=5000,
     ),
     "photos-rd-base": PHOTOS_RATE_DISTORTION,
-    # q3 fine-tunes the base on 256x256 crops; q1, q5 and q6 move the finished q3 along the curve in
-    # 200 steps of their own lambda, and q7 starts from the finished q6-long.
+    # q3 fine-tunes the base on 256x256 crops; every other quality up to q6 moves the finished q3
+    # along the curve in 200 steps of its own lambda, and q7 starts from the finished q6-long.
     **{
         f"photos-rd-q{q}": dict(RATE_DISTORTION_QUALITY, rd_lambda=lmbda) if q == 3 else dict(
             RATE_DISTORTION_QUALITY, rd_lambda=lmbda, init_from="runs/photos-rd-q3", steps=200, eval_every=100,
